@@ -1,0 +1,314 @@
+"""One config schema for everything a run needs.
+
+The schema is a tree of frozen dataclasses. YAML files are instances of it; `--set a.b=c`
+overrides a leaf with the value coerced to the field's type. An unknown key anywhere is an
+error naming the key and the closest valid one. The resolved config is written next to every
+run's outputs (`save_config`).
+
+    cfg = load_config("simulations/configs/default.yaml", ["train.lr=3e-4", "world.sites=4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.atomic import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The frozen video encoder f_E (see common.encoders)."""
+
+    name: str = "tiny3d"  # registry name: tiny3d | videomae | module
+    path: str = ""  # local weights: tiny3d checkpoint, VideoMAE folder, or exported module file
+    clip_len: int = 16  # frames per clip
+    frame_size: int = 64  # square input side (tiny3d); VideoMAE reads it from its config
+    dim: int = 256  # feature width d (tiny3d); others report their own
+    seed: int = 0  # initialisation seed when tiny3d has no checkpoint
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """How clips are cut from videos and cached (see common.video and common.features)."""
+
+    clip_stride: int = 1  # frame step inside a clip
+    clip_step: int = 16  # first-frame distance between consecutive clips (16 = non-overlapping)
+    static_clips: int = 2  # K frames per video tiled into static clips
+    eval_clips: int = 5  # evenly spaced clips per video for evaluation
+    dtype: str = "float16"  # float16 | float32 in the HDF5 store
+    batch_size: int = 32  # clips per encoder forward pass
+
+
+@dataclass(frozen=True)
+class AnonymizerConfig:
+    """The Anonymizing Adapter Module f_A (see common.aam)."""
+
+    layers: int = 3
+    heads: int = 8
+    ff_ratio: float = 4.0
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Task heads trained with the adapter, and the server-side attacker's output size."""
+
+    tasks: tuple[str, ...] = ("ar",)
+    num_actions: int = 8
+    num_attributes: int = 7
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of L = w_lc * L_LC + w_t * L_T - w_b * L_B and the NT-Xent temperature."""
+
+    w_lc: float = 100.0
+    w_t: float = 1.0
+    w_b: float = 1.0
+    tau: float = 0.1
+    w_ar: float = 1.0  # weight of action-recognition cross-entropy inside L_T
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training at a site (or on pooled data in centralized mode)."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-4  # AAM
+    head_lr: float = 1e-4  # task heads
+    weight_decay: float = 0.01
+    seq_len: int = 1  # consecutive clips per training sequence
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How sites are federated (see server.strategies)."""
+
+    mode: str = "federated"  # federated | centralized
+    strategy: str = "fedavg"
+    rounds: int = 10
+    fraction_train: float = 1.0
+    proximal_mu: float = 0.0  # FedProx
+    server_lr: float = 1.0  # FedAdam / FedYogi / FedAvgM
+    server_momentum: float = 0.0  # FedAvgM
+    trimmed_beta: float = 0.2  # FedTrimmedAvg
+    num_malicious: int = 0  # Krum
+    cpus_per_site: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Central evaluation on the evaluation world (see server.evaluation)."""
+
+    every: int = 1  # rounds between central evaluations (the last round is always evaluated)
+    attacker_epochs: int = 100
+    attacker_lr: float = 1e-3
+    attacker_seeds: int = 1
+    probe_epochs: int = 100
+    probe_lr: float = 1e-3
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic camera-site world (see simulations.world)."""
+
+    preset: str = "default"  # tiny | default | large
+    sites: int = 8
+    seed: int = 0
+    dirichlet_alpha: float = 0.3  # small = very skewed site mixes
+    dir: str = ""  # where the world lives; empty = <run dir>/world
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Building configs from plain data
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{_join(where, close[0])}'?" if close else ""
+    return ConfigError(f"unknown config key '{_join(where, key)}'{hint} (valid here: {', '.join(valid)})")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _coerce(value: Any, type_: Any, where: str) -> Any:
+    """Coerce a YAML or command-line value to a schema type, or raise ConfigError."""
+    origin = typing.get_origin(type_)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(type_)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(type_)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"'{where}' expects a list, got {value!r}")
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if type_ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"'{where}' expects true or false, got {value!r}")
+    if type_ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{where}' expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{where}' expects an integer, got {value!r}")
+    if type_ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"'{where}' expects a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{where}' expects a number, got {value!r}")
+    if type_ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"'{where}' expects a string, got {value!r}")
+    raise ConfigError(f"'{where}' has an unsupported type {type_!r}")
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
+    """Build dataclass `cls` from nested plain data; unknown keys and wrong types are errors."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or 'config'}' expects a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in types_:
+            raise _unknown_key_error(str(key), list(types_), where)
+        type_ = types_[key]
+        if dataclasses.is_dataclass(type_):
+            kwargs[key] = from_dict(type_, value, _join(where, key))
+        else:
+            kwargs[key] = _coerce(value, type_, _join(where, key))
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested data of a config (tuples become lists), ready for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else plain(value)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type = RunConfig) -> dict[str, Any]:
+    """Return a copy of `data` with each `a.b=c` override set; keys are checked against `cls`."""
+    data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override '{override}' is not of the form key=value (e.g. train.lr=3e-4)")
+        dotted, raw = override.split("=", 1)
+        keys = dotted.strip().split(".")
+        node_cls, node, where = cls, data, ""
+        for depth, key in enumerate(keys):
+            types_ = _field_types(node_cls)
+            if key not in types_:
+                raise _unknown_key_error(key, list(types_), where)
+            is_leaf = depth == len(keys) - 1
+            if dataclasses.is_dataclass(types_[key]):
+                if is_leaf:
+                    raise ConfigError(f"'{_join(where, key)}' is a section; set one of its keys")
+                node = node.setdefault(key, {})
+                node_cls = types_[key]
+            elif not is_leaf:
+                raise ConfigError(f"'{_join(where, key)}' is not a section; cannot set '{dotted}'")
+            else:
+                parsed = yaml.safe_load(raw) if raw.strip() else ""
+                node[key] = raw if parsed is None and raw.strip() not in ("null", "~") else parsed
+            where = _join(where, key)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(RunConfig, data)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
