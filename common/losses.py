@@ -1,0 +1,90 @@
+"""The three SPLAVU losses and their combination.
+
+    L = w_lc * L_LC + w_t * L_T - w_b * L_B      (defaults 100, 1, 1)
+
+L_B, the privacy budget, is SimCLR's NT-Xent between the anonymized features of two static
+clips of each video against every other static clip in the batch; it is MAXIMISED (hence the
+minus): the adapter learns to make frames of the same video indistinguishable from frames of
+other videos, which removes what a single frame says about its actor. L_LC keeps anonymized
+features close to the encoder's; L_T keeps them useful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common.config import LossConfig
+
+
+def privacy_budget_loss(
+    view_a: torch.Tensor, view_b: torch.Tensor, tau: float = 0.1
+) -> torch.Tensor:
+    """NT-Xent over two views (N, d) of N videos; both views serve as anchors.
+
+    For anchor i, the positive is the other view of the same video and the negatives are the
+    2N - 2 static clips of the other videos. Similarity is cosine, divided by `tau`.
+    """
+    if view_a.shape != view_b.shape or view_a.ndim != 2:
+        raise ValueError(
+            f"views must both be (N, d); got {tuple(view_a.shape)} and {tuple(view_b.shape)}"
+        )
+    n = view_a.shape[0]
+    if n < 2:
+        raise ValueError("NT-Xent needs at least 2 videos in the batch (there are no negatives)")
+    reps = F.normalize(torch.cat([view_a, view_b]), dim=-1)  # (2N, d)
+    logits = reps @ reps.T / tau  # (2N, 2N)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=reps.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(reps.device)  # (2N,)
+    return F.cross_entropy(logits, positives)
+
+
+def latent_consistency_loss(
+    encoder_features: torch.Tensor,
+    anonymized_features: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MSE between encoder and AAM features (B, T, d), over valid positions only."""
+    squared = (anonymized_features - encoder_features).pow(2)  # (B, T, d)
+    if key_padding_mask is None:
+        return squared.mean()
+    valid = (~key_padding_mask).unsqueeze(-1).to(squared.dtype)  # (B, T, 1)
+    return (squared * valid).sum() / (valid.sum() * squared.shape[-1]).clamp_min(1.0)
+
+
+def action_recognition_loss(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of action logits (B, C) against integer labels (B,)."""
+    return F.cross_entropy(logits, actions)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The total objective and each component (for logging)."""
+
+    total: torch.Tensor
+    latent_consistency: torch.Tensor
+    utility: torch.Tensor
+    privacy_budget: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        """Component values as plain floats, keyed as they appear in logs and metrics."""
+        return {
+            "loss": float(self.total.detach()),
+            "loss_lc": float(self.latent_consistency.detach()),
+            "loss_t": float(self.utility.detach()),
+            "loss_b": float(self.privacy_budget.detach()),
+        }
+
+
+def splavu_objective(
+    latent_consistency: torch.Tensor,
+    utility: torch.Tensor,
+    privacy_budget: torch.Tensor,
+    config: LossConfig,
+) -> LossTerms:
+    """Combine the components: w_lc * L_LC + w_t * L_T - w_b * L_B."""
+    total = config.w_lc * latent_consistency + config.w_t * utility - config.w_b * privacy_budget
+    return LossTerms(total, latent_consistency, utility, privacy_budget)

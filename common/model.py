@@ -1,0 +1,43 @@
+"""The trainable part of SPLAVU at a site: the AAM plus its task heads.
+
+The frozen encoder is not in here: features are cached (DESIGN.md decision 4), and what a site
+trains and shares is exactly this module's parameters (see common.weights).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.aam import create_adapter
+from common.config import RunConfig
+from common.heads import create_head
+
+
+class AnonymizerModel(nn.Module):
+    """AAM (`adapter`) and the task heads named in the config (`heads`, a ModuleDict)."""
+
+    def __init__(self, dim: int, config: RunConfig) -> None:
+        super().__init__()
+        self.dim = dim
+        self.adapter = create_adapter(dim, config.anonymizer)
+        self.heads = nn.ModuleDict(
+            {task: create_head(task, dim, config.heads) for task in config.heads.tasks}
+        )
+        if "attacker" in self.heads:
+            raise ValueError("the privacy attacker is server-side only and cannot be a task head")
+
+    def forward(
+        self, clip_features: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Anonymize (B, T, d) clip features."""
+        return self.adapter(clip_features, key_padding_mask)
+
+
+def build_model(dim: int, config: RunConfig, seed: int | None = None) -> AnonymizerModel:
+    """Build an AnonymizerModel; with `seed`, its initial weights depend on nothing else."""
+    if seed is None:
+        return AnonymizerModel(dim, config)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AnonymizerModel(dim, config)

@@ -1,0 +1,89 @@
+"""Tests for the config schema, YAML loading and `key=value` overrides."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+    to_dict,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "simulations" / "configs"
+
+
+def test_defaults_match_the_paper():
+    cfg = RunConfig()
+    assert (cfg.loss.w_lc, cfg.loss.w_t, cfg.loss.w_b, cfg.loss.tau) == (100.0, 1.0, 1.0, 0.1)
+    assert (cfg.anonymizer.layers, cfg.anonymizer.heads) == (3, 8)
+
+
+def test_yaml_and_overrides_are_coerced_to_field_types(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 3.0e-4\n  epochs: 2\nheads:\n  tasks: [ar]\n")
+    cfg = load_config(path, ["train.epochs=5", "loss.w_lc=10", "world.dir=/x/y", "heads.tasks=ar"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
+    assert cfg.loss.w_lc == 10.0 and isinstance(cfg.loss.w_lc, float)
+    assert cfg.world.dir == "/x/y"
+    assert cfg.heads.tasks == ("ar",)
+
+
+def test_unknown_key_names_the_key_and_the_closest_valid_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train\.lrr'.*did you mean 'train\.lr'"):
+        load_config(None, ["train.lrr=1"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("federation:\n  strategi: fedavg\n")
+    with pytest.raises(ConfigError, match=r"'federation\.strategi'.*'federation\.strategy'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown config key 'tran'.*'train'"):
+        load_config(None, ["tran.lr=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=two", "expects an integer"),
+        ("train.epochs=1.5", "expects an integer"),
+        ("loss.tau=abc", "expects a number"),
+        ("train", "key=value"),
+        ("train=3", "is a section"),
+        ("train.lr.x=3", "not a section"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_resolved_config_round_trips_through_disk(tmp_path):
+    cfg = load_config(None, ["train.lr=0.002", "federation.rounds=7", "heads.tasks=ar"])
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "resolved.yaml").read_text()) == to_dict(cfg)
+
+
+def test_overrides_do_not_mutate_their_input():
+    data = {"train": {"lr": 0.1}}
+    out = apply_overrides(data, ["train.lr=0.5"])
+    assert data == {"train": {"lr": 0.1}} and out["train"]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert isinstance(load_config(path), RunConfig)

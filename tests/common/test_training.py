@@ -1,0 +1,81 @@
+"""Tests for the local SPLAVU training step."""
+
+import pytest
+import torch
+
+from common.config import LossConfig, RunConfig, TrainConfig
+from common.model import build_model
+from common.training import TrainingBatch, build_optimizer, compute_losses, training_step
+from common.weights import shareable_state
+
+D = 32
+
+
+def make_batch(b: int = 16, t: int = 2, seed: int = 0) -> TrainingBatch:
+    gen = torch.Generator().manual_seed(seed)
+    actions = torch.randint(0, 8, (b,), generator=gen)
+    # Features that carry the action, so a head can learn it.
+    centroids = torch.randn(8, D, generator=gen) * 2.0
+    clips = centroids[actions][:, None, :] + torch.randn(b, t, D, generator=gen)
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    mask[::3, -1] = True
+    return TrainingBatch(clips, actions, torch.randn(b, 2, D, generator=gen), mask)
+
+
+def test_step_returns_components_and_updates_adapter_and_heads():
+    model = build_model(D, RunConfig(), seed=0)
+    before = shareable_state(model)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3, head_lr=1e-3))
+    metrics = training_step(model, optimizer, make_batch(), LossConfig())
+    assert set(metrics) == {"loss", "loss_lc", "loss_t", "loss_b"}
+    assert metrics["loss"] == pytest.approx(
+        100 * metrics["loss_lc"] + metrics["loss_t"] - metrics["loss_b"], rel=1e-5
+    )
+    after = shareable_state(model)
+    changed = [name for name in before if not (before[name] == after[name]).all()]
+    assert any(n.startswith("adapter.") for n in changed)
+    assert any(n.startswith("heads.ar.") for n in changed)
+
+
+def test_optimizer_uses_separate_learning_rates():
+    model = build_model(D, RunConfig(), seed=0)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4, head_lr=5e-3))
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-4, 5e-3]
+
+
+def test_repeated_steps_learn_the_task_and_raise_the_privacy_loss():
+    model = build_model(D, RunConfig(), seed=0)
+    batch = make_batch()
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3, head_lr=1e-2))
+    first = compute_losses(model, batch, LossConfig())
+    for _ in range(30):
+        training_step(model, optimizer, batch, LossConfig())
+    last = compute_losses(model, batch, LossConfig())
+    assert last.utility.item() < 0.5 * first.utility.item()
+    assert last.privacy_budget.item() > first.privacy_budget.item()
+
+
+def test_proximal_term_is_logged_and_pulls_towards_the_global_weights():
+    batch = make_batch()
+    runs = {}
+    for mu in (0.0, 100.0):
+        model = build_model(D, RunConfig(), seed=0)
+        global_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = build_optimizer(model, TrainConfig(lr=1e-2, head_lr=1e-2))
+        for _ in range(5):
+            metrics = training_step(model, optimizer, batch, LossConfig(), mu, global_params)
+        drift = sum((p - global_params[n]).pow(2).sum().item() for n, p in model.named_parameters())
+        runs[mu] = (drift, metrics)
+    assert "loss_prox" not in runs[0.0][1] and runs[100.0][1]["loss_prox"] > 0
+    assert runs[100.0][0] < runs[0.0][0]
+    with pytest.raises(ValueError, match="global parameters"):
+        model = build_model(D, RunConfig(), seed=0)
+        training_step(model, build_optimizer(model, TrainConfig()), batch, LossConfig(), 1.0)
+
+
+def test_static_features_shape_is_checked():
+    model = build_model(D, RunConfig(), seed=0)
+    batch = make_batch()
+    bad = TrainingBatch(batch.clip_features, batch.actions, batch.static_features[:, :1])
+    with pytest.raises(ValueError, match="static_features"):
+        compute_losses(model, bad, LossConfig())
