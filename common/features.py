@@ -1,0 +1,539 @@
+"""The HDF5 feature store: each video encoded once by the frozen encoder, cached for training.
+
+Layout of a store (schema version 1):
+
+    /                    attrs: schema_version, encoder_id, dim, clip_len, clip_stride,
+                                clip_step, static_clips, eval_clips, frame_size, dtype
+    /videos/<video_id>/  clip_features       (N_clips, d)  non-overlapping clips, in order
+                         eval_clip_features  (E, d)        evenly spaced evaluation clips
+                         static_features     (K, d)        static clips of K evenly spaced frames
+                         attrs: source_size, source_sha256, num_frames
+
+Labels stay in the manifests, joined by video id. Still images (the privacy set) have no
+clips: their clip arrays are empty and their one frame gives one static clip.
+
+Writes are atomic and resumable. `extract_features` encodes fixed chunks of videos into shard
+files beside the target (`FEATS.h5.parts/`), each written to a temporary name and renamed, then
+merges store and shards into a temporary file renamed over the target. Killed half-way and run
+again, it keeps the finished shards, encodes the rest in the same chunks and batches, and the
+result equals an uninterrupted run. Appending to a store made by another encoder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from common.atomic import atomic_path
+from common.config import FeaturesConfig
+from common.errors import LatentveilError
+from common.video import (
+    VideoError,
+    clip_frame_indices,
+    clip_starts,
+    eval_clip_starts,
+    preprocess_clips,
+    probe_video,
+    read_frames,
+    static_clip,
+    static_frame_indices,
+)
+
+SCHEMA_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+# Videos per shard: the unit of resumption (a kill loses at most one shard of work).
+SHARD_VIDEOS = 64
+
+
+class FeatureStoreError(LatentveilError):
+    """A feature store that is missing, malformed, or made with other settings."""
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """A video (or still image) to encode, under the id its manifest uses."""
+
+    video_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store's features depend on; every part of a store must agree on all of it."""
+
+    encoder_id: str
+    dim: int
+    clip_len: int
+    clip_stride: int
+    clip_step: int
+    static_clips: int
+    eval_clips: int
+    frame_size: int
+    dtype: str
+
+    def as_attrs(self) -> dict[str, object]:
+        return {"schema_version": SCHEMA_VERSION, **self.__dict__}
+
+    @classmethod
+    def from_attrs(cls, attrs: h5py.AttributeManager, path: Path) -> StoreSettings:
+        version = attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise FeatureStoreError(
+                f"{path}: feature store schema version {version!r}; "
+                f"this latentveil reads version {SCHEMA_VERSION}"
+            )
+        try:
+            values = {name: attrs[name] for name in cls.__dataclass_fields__}
+        except KeyError as error:
+            raise FeatureStoreError(f"{path}: feature store lacks attribute {error}") from error
+        return cls(**{k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()})
+
+    def check_same(self, other: StoreSettings, path: Path) -> None:
+        """Refuse to mix features made by another encoder or with other clip settings."""
+        if self.encoder_id != other.encoder_id:
+            raise FeatureStoreError(
+                f"{path} holds features of encoder '{other.encoder_id}', not '{self.encoder_id}': "
+                "write to a new store (features of two encoders cannot be mixed)"
+            )
+        if self != other:
+            diffs = [
+                f"{name} {getattr(other, name)!r} != {getattr(self, name)!r}"
+                for name in self.__dataclass_fields__
+                if getattr(self, name) != getattr(other, name)
+            ]
+            raise FeatureStoreError(f"{path} was made with other settings: {', '.join(diffs)}")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_settings(encoder: torch.nn.Module, config: FeaturesConfig) -> StoreSettings:
+    """The settings a store made by `encoder` with `config` records."""
+    if config.dtype not in ("float16", "float32"):
+        raise FeatureStoreError(f"features.dtype must be float16 or float32, not '{config.dtype}'")
+    return StoreSettings(
+        encoder_id=encoder.encoder_id,
+        dim=int(encoder.dim),
+        clip_len=int(encoder.clip_len),
+        clip_stride=config.clip_stride,
+        clip_step=config.clip_step,
+        static_clips=config.static_clips,
+        eval_clips=config.eval_clips,
+        frame_size=int(encoder.frame_size),
+        dtype=config.dtype,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class FeatureStore:
+    """Read access to a feature store. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FeatureStoreError(f"feature store not found: {self.path}")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise FeatureStoreError(
+                f"{self.path} is not a readable HDF5 feature store: {error}"
+            ) from error
+        self.settings = StoreSettings.from_attrs(self._file.attrs, self.path)
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._file["videos"]
+
+    def __len__(self) -> int:
+        return len(self._file["videos"])
+
+    def video_ids(self) -> list[str]:
+        """Video ids in the store, sorted."""
+        return sorted(self._file["videos"])
+
+    def _array(self, video_id: str, name: str) -> np.ndarray:
+        if video_id not in self:
+            raise FeatureStoreError(f"{self.path} has no features for video '{video_id}'")
+        return self._file["videos"][video_id][name][()].astype(np.float32)
+
+    def clip_features(self, video_id: str) -> np.ndarray:
+        """(N_clips, d) features of the video's non-overlapping clips, float32."""
+        return self._array(video_id, "clip_features")
+
+    def eval_clip_features(self, video_id: str) -> np.ndarray:
+        """(E, d) features of the video's evenly spaced evaluation clips, float32."""
+        return self._array(video_id, "eval_clip_features")
+
+    def static_features(self, video_id: str) -> np.ndarray:
+        """(K, d) features of the video's static clips, float32."""
+        return self._array(video_id, "static_features")
+
+    def source(self, video_id: str) -> dict[str, object]:
+        """Size, SHA-256 and frame count of the source file the features came from."""
+        attrs = self._file["videos"][video_id].attrs
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_video(
+    group: h5py.Group, arrays: dict[str, np.ndarray], source: dict, dtype: str
+) -> None:
+    for name, array in arrays.items():
+        group.create_dataset(name, data=array.astype(dtype))
+    for key, value in source.items():
+        group.attrs[key] = value
+
+
+def _copy_videos(source: h5py.File, target: h5py.File, video_ids: Sequence[str]) -> None:
+    for video_id in video_ids:
+        source.copy(source["videos"][video_id], target["videos"], name=video_id)
+
+
+def _open_settings(path: Path) -> tuple[StoreSettings, list[str]]:
+    with FeatureStore(path) as store:
+        return store.settings, store.video_ids()
+
+
+def _encode_items(
+    items: Sequence[VideoItem],
+    encoder: torch.nn.Module,
+    settings: StoreSettings,
+    batch_size: int,
+    on_error: str,
+    skipped: list[tuple[str, str]],
+    advance: Callable[[int], None],
+) -> Iterator[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]]:
+    """Decode and encode videos in order, batching clips across videos; yields per video."""
+    pending: list[tuple[VideoItem, dict[str, slice], dict[str, object]]] = []
+    clips: list[np.ndarray] = []  # each (T, H, W, 3) uint8
+
+    def flush() -> Iterator[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]]:
+        outputs = []
+        for start in range(0, len(clips), batch_size):
+            batch = np.stack(clips[start : start + batch_size])  # (B, T, H, W, 3)
+            tensor = preprocess_clips(
+                batch, encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std
+            )  # (B, 3, T, S, S)
+            with torch.no_grad():
+                outputs.append(encoder(tensor).float().numpy())  # (B, d)
+        features = np.concatenate(outputs) if outputs else np.zeros((0, settings.dim), np.float32)
+        for item, slices, source in pending:
+            yield item, {name: features[s] for name, s in slices.items()}, source
+        pending.clear()
+        clips.clear()
+
+    for item in items:
+        try:
+            source, video_clips, slices = _cut_clips(item.path, settings, len(clips))
+        except VideoError as error:
+            if on_error == "raise":
+                raise
+            skipped.append((item.video_id, str(error)))
+            advance(1)
+            continue
+        clips.extend(video_clips)
+        pending.append((item, slices, source))
+        if len(clips) >= batch_size:
+            count = len(pending)
+            yield from flush()
+            advance(count)
+    count = len(pending)
+    yield from flush()
+    advance(count)
+
+
+def _cut_clips(
+    path: Path, settings: StoreSettings, offset: int
+) -> tuple[dict[str, object], list[np.ndarray], dict[str, slice]]:
+    """Decode what a video needs: its clips, evaluation clips and static clips."""
+    info = probe_video(path)
+    source = {
+        "source_size": path.stat().st_size,
+        "source_sha256": file_sha256(path),
+        "num_frames": info.num_frames,
+    }
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        (frame,) = read_frames(path, [0])  # (H, W, 3)
+        clips = [static_clip(frame, settings.clip_len)]
+        slices = {
+            "clip_features": slice(offset, offset),
+            "eval_clip_features": slice(offset, offset),
+            "static_features": slice(offset, offset + 1),
+        }
+        return source, clips, slices
+
+    starts = clip_starts(
+        info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step
+    )
+    eval_starts = (
+        eval_clip_starts(
+            info.num_frames, settings.eval_clips, settings.clip_len, settings.clip_stride
+        )
+        if settings.eval_clips > 0
+        else []
+    )
+    static_indices = static_frame_indices(info.num_frames, settings.static_clips)
+    clip_indices = [
+        clip_frame_indices(s, settings.clip_len, settings.clip_stride) for s in starts + eval_starts
+    ]
+    wanted = np.unique(np.concatenate([*clip_indices, np.asarray(static_indices, dtype=np.int64)]))
+    frames = read_frames(path, wanted.tolist())  # (F, H, W, 3)
+    position = {int(index): i for i, index in enumerate(wanted)}
+    clips = [frames[[position[int(i)] for i in indices]] for indices in clip_indices]
+    clips += [static_clip(frames[position[int(i)]], settings.clip_len) for i in static_indices]
+    n, e, k = len(starts), len(eval_starts), len(static_indices)
+    slices = {
+        "clip_features": slice(offset, offset + n),
+        "eval_clip_features": slice(offset + n, offset + n + e),
+        "static_features": slice(offset + n + e, offset + n + e + k),
+    }
+    return source, clips, slices
+
+
+def _write_shard(
+    shard_path: Path,
+    items: Sequence[VideoItem],
+    encoder: torch.nn.Module,
+    settings: StoreSettings,
+    batch_size: int,
+    on_error: str,
+    skipped: list[tuple[str, str]],
+    advance: Callable[[int], None],
+) -> None:
+    shard_skipped: list[tuple[str, str]] = []
+    with atomic_path(shard_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as shard:
+        shard.attrs.update(settings.as_attrs())
+        videos = shard.create_group("videos")
+        for item, arrays, source in _encode_items(
+            items, encoder, settings, batch_size, on_error, shard_skipped, advance
+        ):
+            _write_video(videos.create_group(item.video_id), arrays, source, settings.dtype)
+        shard.attrs["skipped"] = json.dumps(shard_skipped)
+    skipped.extend(shard_skipped)
+
+
+def extract_features(
+    items: Sequence[VideoItem],
+    encoder: torch.nn.Module,
+    out_path: str | Path,
+    config: FeaturesConfig,
+    progress: bool = True,
+    on_error: str = "raise",
+) -> list[tuple[str, str]]:
+    """Encode `items` into the store at `out_path`, resuming and appending as the module says.
+
+    Videos already in the store with the same source hash are not encoded again. With
+    on_error="skip", a video that cannot be decoded is left out and reported; the returned list
+    holds (video_id, reason) of each skipped video.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    out_path = Path(out_path)
+    settings = store_settings(encoder, config)
+    ids = [item.video_id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicate = next(v for v in ids if ids.count(v) > 1)
+        raise FeatureStoreError(f"video id '{duplicate}' appears twice in the input")
+
+    # What the existing store already holds (with an unchanged source file).
+    done: set[str] = set()
+    existing: list[str] = []
+    if out_path.exists():
+        stored, existing = _open_settings(out_path)
+        settings.check_same(stored, out_path)
+        with FeatureStore(out_path) as store:
+            for item in items:
+                if item.video_id in store and _source_unchanged(store, item):
+                    done.add(item.video_id)
+    todo = [item for item in items if item.video_id not in done]
+
+    # Encode the rest in fixed chunks, one shard file each; finished shards survive a kill.
+    parts_dir = out_path.with_name(out_path.name + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    skipped: list[tuple[str, str]] = []
+    shards = []
+    with tqdm(
+        total=len(todo), desc=f"extract {out_path.name}", unit="video", disable=not progress
+    ) as bar:
+        for number, start in enumerate(range(0, len(todo), SHARD_VIDEOS)):
+            chunk = todo[start : start + SHARD_VIDEOS]
+            shard_path = parts_dir / f"part-{number:05d}-{_chunk_key(chunk)}.h5"
+            shards.append(shard_path)
+            if shard_path.exists() and _shard_usable(shard_path, settings):
+                with h5py.File(shard_path, "r") as shard:
+                    skipped.extend(
+                        tuple(pair) for pair in json.loads(shard.attrs.get("skipped", "[]"))
+                    )
+                bar.update(len(chunk))
+                continue
+            _write_shard(
+                shard_path,
+                chunk,
+                encoder,
+                settings,
+                config.batch_size,
+                on_error,
+                skipped,
+                bar.update,
+            )
+
+    # Merge the old store's remaining videos and the shards into one file, renamed over the target.
+    replaced = {item.video_id for item in todo}
+    with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as merged:
+        merged.attrs.update(settings.as_attrs())
+        merged.create_group("videos")
+        if existing:
+            with h5py.File(out_path, "r") as old:
+                _copy_videos(old, merged, [v for v in existing if v not in replaced])
+        for shard_path in shards:
+            with h5py.File(shard_path, "r") as shard:
+                _copy_videos(shard, merged, sorted(shard["videos"]))
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return skipped
+
+
+def _chunk_key(chunk: Sequence[VideoItem]) -> str:
+    """A short hash of a chunk's video ids, so a shard is only reused for the same chunk."""
+    return hashlib.sha256("\n".join(item.video_id for item in chunk).encode()).hexdigest()[:12]
+
+
+def _shard_usable(path: Path, settings: StoreSettings) -> bool:
+    try:
+        stored, _ = _open_settings(path)
+    except (FeatureStoreError, OSError):
+        return False
+    return stored == settings
+
+
+def _source_unchanged(store: FeatureStore, item: VideoItem) -> bool:
+    source = store.source(item.video_id)
+    path = Path(item.path)
+    if not path.exists() or source.get("source_size") != path.stat().st_size:
+        return False
+    return source.get("source_sha256") == file_sha256(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding videos, and exchange with per-video .npy feature releases
+
+
+def find_videos(data_dir: str | Path) -> list[VideoItem]:
+    """Every video or image file under `data_dir`, with its relative path (no suffix) as id."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FeatureStoreError(f"data folder not found: {data_dir}")
+    paths = sorted(
+        p
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES
+    )
+    return [
+        VideoItem(p.relative_to(data_dir).with_suffix("").as_posix().replace("/", "__"), p)
+        for p in paths
+    ]
+
+
+def export_npy(store_path: str | Path, out_dir: str | Path, kind: str = "clip_features") -> int:
+    """Write each video's (T, d) features as `<out_dir>/<video_id>.npy`; returns the count."""
+    if kind not in ("clip_features", "eval_clip_features", "static_features"):
+        raise ValueError(f"unknown feature kind '{kind}'")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with FeatureStore(store_path) as store:
+        for video_id in store.video_ids():
+            # Through a file handle: np.save would append ".npy" to the temporary name.
+            with atomic_path(out_dir / f"{video_id}.npy") as tmp, open(tmp, "wb") as handle:
+                np.save(handle, getattr(store, kind)(video_id))
+        return len(store)
+
+
+def import_npy(
+    npy_dir: str | Path,
+    out_path: str | Path,
+    encoder_id: str,
+    clip_len: int = 16,
+    clip_step: int = 16,
+    dtype: str = "float32",
+) -> int:
+    """Build a store from a folder of per-video `.npy` arrays (T, d), the layout public TAD/AD
+    feature releases use. `encoder_id` names whatever made them. Static features are empty."""
+    npy_dir = Path(npy_dir)
+    paths = sorted(npy_dir.glob("*.npy"))
+    if not paths:
+        raise FeatureStoreError(f"no .npy files in {npy_dir}")
+    arrays = {}
+    for path in paths:
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise FeatureStoreError(f"{path} is not a readable .npy array: {error}") from error
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise FeatureStoreError(
+                f"{path} has shape {array.shape} ({array.dtype}); expected (T, d) floats"
+            )
+        if not np.isfinite(array).all():
+            raise FeatureStoreError(f"{path} holds non-finite values")
+        arrays[path.stem] = array
+    dims = {a.shape[1] for a in arrays.values()}
+    if len(dims) != 1:
+        raise FeatureStoreError(
+            f"the .npy files in {npy_dir} disagree on the feature width: {sorted(dims)}"
+        )
+    settings = StoreSettings(
+        encoder_id=encoder_id,
+        dim=dims.pop(),
+        clip_len=clip_len,
+        clip_stride=1,
+        clip_step=clip_step,
+        static_clips=0,
+        eval_clips=0,
+        frame_size=0,
+        dtype=dtype,
+    )
+    with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as store:
+        store.attrs.update(settings.as_attrs())
+        videos = store.create_group("videos")
+        empty = np.zeros((0, settings.dim), np.float32)
+        for (video_id, array), path in zip(arrays.items(), paths, strict=True):
+            source = {
+                "source_size": path.stat().st_size,
+                "source_sha256": file_sha256(path),
+                "num_frames": -1,
+            }
+            _write_video(
+                videos.create_group(video_id),
+                {"clip_features": array, "eval_clip_features": empty, "static_features": empty},
+                source,
+                dtype,
+            )
+    return len(arrays)
