@@ -64,8 +64,175 @@ def _add_config_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _config_command
 
 
+def _world_command(args: argparse.Namespace) -> int:
+    from simulations.world import generate_world, load_world
+
+    root = generate_world(
+        args.out,
+        preset=args.preset,
+        sites=args.sites,
+        seed=args.seed,
+        alpha=args.alpha,
+        purpose=args.purpose,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
+    counts = {key: value["count"] for key, value in load_world(root).info["datasets"].items()}
+    print(f"world ready at {root}: {sum(counts.values())} files in {len(counts)} datasets")
+    return 0
+
+
+def _add_world_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    from simulations.world import PRESETS, PURPOSES
+
+    parser = subparsers.add_parser(
+        "world",
+        help="generate the synthetic camera-site world (videos, stills, manifests)",
+        description="Generate (or complete) the synthetic camera-site world: client sites with "
+        "their own cameras and non-IID mixes, and a central evaluation world. Running it again "
+        "keeps every file whose hash matches and renders only what is missing or damaged.",
+    )
+    parser.add_argument("--out", required=True, help="folder of the world (created if missing)")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument(
+        "--sites", type=int, default=None, help="client sites (the preset's if unset)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--alpha", type=float, default=None, help="Dirichlet concentration of site mixes"
+    )
+    parser.add_argument("--purpose", default="evaluate", choices=sorted(PURPOSES))
+    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return _world_command
+
+
+def _extract_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from common.config import load_config
+    from common.encoders import create_encoder
+    from common.features import extract_features, find_videos
+
+    overrides = list(args.overrides)
+    if args.encoder:
+        overrides.append(f"encoder.name={args.encoder}")
+    if args.encoder_path is not None:
+        overrides.append(f"encoder.path={args.encoder_path}")
+    config = load_config(args.config, overrides)
+    data = Path(args.data)
+    if (data / "world.json").is_file():
+        from simulations.world import load_world
+        from simulations.worldfeatures import world_items
+
+        items = world_items(load_world(data), args.datasets.split(",") if args.datasets else None)
+    else:
+        if args.datasets:
+            raise FileNotFoundError(
+                f"--datasets needs a world folder (with world.json); {data} is not one"
+            )
+        items = find_videos(data)
+    if not items:
+        raise FileNotFoundError(f"no videos or images found in {data}")
+    encoder = create_encoder(config.encoder)
+    print(f"encoding {len(items)} files with {encoder.encoder_id} into {args.out}")
+    skipped = extract_features(
+        items,
+        encoder,
+        args.out,
+        config.features,
+        progress=not args.quiet,
+        on_error="skip" if args.skip_bad else "raise",
+    )
+    for video_id, reason in skipped:
+        print(f"skipped {video_id}: {reason}", file=sys.stderr)
+    print(f"feature store ready at {args.out} ({len(items) - len(skipped)} files)")
+    return 0
+
+
+def _add_extract_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "extract",
+        help="encode videos once with the frozen encoder into an HDF5 feature store",
+        description="Encode every video (and still image) of a folder or a world into an HDF5 "
+        "feature store: clip features, evaluation-clip features and static-clip features per "
+        "video. Interrupted, it resumes; run on a store it only encodes what is new or changed.",
+    )
+    parser.add_argument(
+        "--data", required=True, help="a world folder (with world.json) or any folder of videos"
+    )
+    parser.add_argument("--out", required=True, help="the feature store (.h5) to create or extend")
+    parser.add_argument(
+        "--encoder", default=None, help="encoder name (tiny3d, videomae, module); default: config's"
+    )
+    parser.add_argument(
+        "--encoder-path", default=None, help="local weights for the encoder (see encoder.path)"
+    )
+    parser.add_argument(
+        "--datasets", default=None, help="world datasets to encode, e.g. central/privacy,site_00/ar"
+    )
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave out undecodable videos instead of stopping"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(parser)
+    return _extract_command
+
+
+def _pretrain_command(args: argparse.Namespace) -> int:
+    from simulations.pretrain import PretrainConfig, pretrain_encoder
+
+    chosen = {
+        "epochs": args.epochs,
+        "frame_size": args.frame_size,
+        "seed": args.seed,
+        "world_seed": args.world_seed,
+    }
+    config = PretrainConfig(**{key: value for key, value in chosen.items() if value is not None})
+    command = "latentveil pretrain-encoder " + " ".join(sys.argv[2:])
+    summary = pretrain_encoder(
+        args.world, args.out, config, progress=not args.quiet, command=command
+    )
+    final = summary["final"]
+    print(
+        f"tiny3d written to {args.out} (sha256 {summary['sha256']}, {summary['seconds']} s): "
+        f"val action top-1 {final['val_action_top1']:.1f}, "
+        f"val attribute cMAP {final['val_attribute_cmap']:.1f}"
+    )
+    return 0
+
+
+def _add_pretrain_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "pretrain-encoder",
+        help="pre-train the built-in tiny3d encoder on a disjoint synthetic world",
+        description="Generate the pre-training world (purpose=pretrain, disjoint from client "
+        "sites and the central world) if missing, train tiny3d on actions and private attributes, "
+        "standardise its output and save the checkpoint with a JSON recipe beside it.",
+    )
+    parser.add_argument("--world", required=True, help="folder of the pre-training world")
+    parser.add_argument(
+        "--out", required=True, help="checkpoint to write (e.g. common/checkpoints/tiny3d.pt)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (recipe default if unset)"
+    )
+    parser.add_argument(
+        "--frame-size", type=int, default=None, help="encoder input side (recipe default if unset)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="training seed (recipe default if unset)"
+    )
+    parser.add_argument("--world-seed", type=int, default=None, help="pre-training world seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return _pretrain_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
+    _add_world_parser,
+    _add_extract_parser,
+    _add_pretrain_parser,
 ]
 
 

@@ -240,7 +240,7 @@ def pretrain_encoder(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running.append((float(action_loss), float(attribute_loss)))
+            running.append((action_loss.item(), attribute_loss.item()))
             bar.update(1)
         metrics = _evaluate(model, val, config)
         metrics.update(
