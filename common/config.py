@@ -33,7 +33,9 @@ class EncoderConfig:
     """The frozen video encoder f_E (see common.encoders)."""
 
     name: str = "tiny3d"  # registry name: tiny3d | videomae | module
-    path: str = ""  # local weights: tiny3d checkpoint, VideoMAE folder, or exported module file
+    # Local weights: a tiny3d checkpoint ("builtin" = the shipped pre-trained one, "" = random
+    # initialisation from `seed`), a VideoMAE folder, or an exported module file.
+    path: str = "builtin"
     clip_len: int = 16  # frames per clip
     frame_size: int = 64  # square input side (tiny3d); VideoMAE reads it from its config
     dim: int = 256  # feature width d (tiny3d); others report their own

@@ -39,6 +39,8 @@ from common.config import EncoderConfig
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+# The pre-trained tiny3d shipped with the package (encoder.path = "builtin").
+BUILTIN_TINY3D = Path(__file__).resolve().parent / "checkpoints" / "tiny3d.pt"
 TINY3D_FORMAT = "latentveil-tiny3d"
 TINY3D_VERSION = 1
 TINY3D_POOLINGS = ("avg", "max", "avgmax", "attn")
@@ -270,8 +272,9 @@ def create_encoder(config: EncoderConfig) -> FrozenEncoder:
 
 def _existing_path(path: str | Path, expected: str, *, directory: bool = False) -> Path:
     """`path` as a Path if it exists as a file (or folder); otherwise a clear error."""
-    if str(path) == "":
-        raise ValueError(f"encoder.path is empty; expected {expected}")
+    if str(path) in ("", "builtin"):
+        # "builtin" is the default of encoder.path and names tiny3d's shipped checkpoint only.
+        raise ValueError(f"encoder.path is not set (it is {str(path)!r}); expected {expected}")
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise FileNotFoundError(f"encoder weights not found: {resolved} (expected {expected})")
@@ -483,7 +486,17 @@ def build_tiny3d(config: EncoderConfig) -> FrozenEncoder:
     Normalisation: ImageNet mean/std, the same as every other encoder here, so one reading
     pipeline serves all encoders; tiny3d is trained from scratch with it.
     """
-    if config.path:
+    if config.path == "builtin":
+        if not BUILTIN_TINY3D.is_file():
+            raise FileNotFoundError(
+                f"the built-in tiny3d checkpoint is missing ({BUILTIN_TINY3D}); make it with "
+                "`latentveil pretrain-encoder` (see common/checkpoints/README.md) or set "
+                "encoder.path to a checkpoint ('' for a random encoder)"
+            )
+        net = load_tiny3d(
+            BUILTIN_TINY3D, dim=config.dim, frame_size=config.frame_size, clip_len=config.clip_len
+        )
+    elif config.path:
         net = load_tiny3d(
             config.path, dim=config.dim, frame_size=config.frame_size, clip_len=config.clip_len
         )

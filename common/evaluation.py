@@ -14,14 +14,19 @@ the same procedure for raw and anonymized features.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import HeadsConfig
+from common.atomic import atomic_path
+from common.config import EvaluationConfig, HeadsConfig
+from common.errors import LatentveilError
 from common.heads import PrivacyAttacker
 from common.metrics import (
     accuracy_standard_error,
@@ -175,3 +180,139 @@ def run_linear_probe(
         best_epoch=best_epoch,
         num_test=len(test.labels),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The central evaluation set and the full leakage / utility measurement
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """Cached raw features and labels of the central evaluation world.
+
+    privacy[split]: static-clip features (N, d) with 0/1 attribute labels (N, A);
+    ar[split]: evaluation-clip features (N, E, d) with action labels (N,).
+    """
+
+    encoder_id: str
+    attributes: tuple[str, ...]
+    actions: tuple[str, ...]
+    privacy: dict[str, Split]
+    ar: dict[str, Split]
+
+    def save(self, path: str | Path) -> None:
+        """Write as one .npz, atomically."""
+        arrays = {"meta": np.frombuffer(json.dumps(self._meta()).encode(), dtype=np.uint8)}
+        for task in ("privacy", "ar"):
+            for split, data in getattr(self, task).items():
+                arrays[f"{task}/{split}/features"] = data.features
+                arrays[f"{task}/{split}/labels"] = data.labels
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "encoder_id": self.encoder_id,
+            "attributes": self.attributes,
+            "actions": self.actions,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvaluationSet:
+        """Read a set written by `save`; a missing or malformed file is a clear error."""
+        path = Path(path)
+        if not path.is_file():
+            raise EvaluationError(f"evaluation set not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                tasks: dict[str, dict[str, Split]] = {"privacy": {}, "ar": {}}
+                for key in data.files:
+                    if key.endswith("/features"):
+                        task, split, _ = key.split("/")
+                        tasks[task][split] = Split(data[key], data[f"{task}/{split}/labels"])
+        except (OSError, ValueError, KeyError) as error:
+            raise EvaluationError(f"{path} is not a latentveil evaluation set: {error}") from error
+        return cls(meta["encoder_id"], tuple(meta["attributes"]), tuple(meta["actions"]), **tasks)
+
+
+class EvaluationError(LatentveilError):
+    """An evaluation set that is missing or does not fit."""
+
+
+def anonymize_features(
+    adapter: nn.Module | None, features: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """Apply the AAM to cached features, each clip as its own length-1 sequence.
+
+    (N, d) or (N, E, d) in, the same shape out. None (no adapter) returns the raw features:
+    the baseline is the same protocol on raw features.
+    """
+    if adapter is None:
+        return features
+    shape = features.shape
+    flat = torch.as_tensor(features, dtype=torch.float32).reshape(-1, 1, shape[-1])  # (M, 1, d)
+    was_training = adapter.training
+    adapter.eval()
+    with torch.no_grad():
+        out = torch.cat(
+            [adapter(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
+        )
+    adapter.train(was_training)
+    return out.reshape(shape).numpy()
+
+
+def measure_privacy_and_utility(
+    evaluation_set: EvaluationSet,
+    adapter: nn.Module | None,
+    config: EvaluationConfig,
+) -> dict[str, Any]:
+    """Attacker cMAP (mean over `attacker_seeds` attackers) and AR probe top-1 on (anonymized)
+    central features; percentages, with chance cMAP and the standard error of top-1."""
+    privacy = {
+        s: Split(anonymize_features(adapter, d.features), d.labels)
+        for s, d in evaluation_set.privacy.items()
+    }
+    attacks = [
+        run_attacker(
+            privacy["train"],
+            privacy["val"],
+            privacy["test"],
+            epochs=config.attacker_epochs,
+            lr=config.attacker_lr,
+            batch_size=config.batch_size,
+            seed=seed,
+        )
+        for seed in range(config.attacker_seeds)
+    ]
+    ar = {
+        s: Split(anonymize_features(adapter, d.features), d.labels)
+        for s, d in evaluation_set.ar.items()
+    }
+    probe = run_linear_probe(
+        ar["train"],
+        ar["val"],
+        ar["test"],
+        len(evaluation_set.actions),
+        epochs=config.probe_epochs,
+        lr=config.probe_lr,
+        batch_size=config.batch_size,
+    )
+    # Mean AP per attribute over attacker seeds (None where the test split has no positive).
+    per_attribute = {
+        name: None
+        if attacks[0].per_attribute_ap[i] is None
+        else float(np.mean([a.per_attribute_ap[i] for a in attacks]))
+        for i, name in enumerate(evaluation_set.attributes)
+    }
+    return {
+        "privacy_cmap": float(np.mean([a.test_cmap for a in attacks])),
+        "privacy_cmap_seeds": [a.test_cmap for a in attacks],
+        "privacy_val_cmap": float(np.mean([a.val_cmap for a in attacks])),
+        "privacy_chance_cmap": attacks[0].chance_cmap,
+        "privacy_per_attribute_ap": per_attribute,
+        "ar_top1": probe.test_top1,
+        "ar_top1_se": probe.test_top1_se,
+        "ar_val_top1": probe.val_top1,
+        "ar_num_test": probe.num_test,
+    }

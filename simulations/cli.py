@@ -228,11 +228,48 @@ def _add_pretrain_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _pretrain_command
 
 
+def _leakage_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from common.config import load_config, save_config
+    from simulations.worldfeatures import measure_raw_leakage
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    world_dir = Path(config.world.dir) if config.world.dir else out / "world"
+    save_config(config, out / "config.yaml")
+    result = measure_raw_leakage(config, world_dir, out, progress=not args.quiet)
+    print(
+        f"raw features of {result['encoder_id']} on the central test splits:\n"
+        f"  privacy attacker cMAP {result['privacy_cmap']:.2f} "
+        f"(chance {result['privacy_chance_cmap']:.2f}, {result['privacy_cmap_over_chance']:.2f}x)\n"
+        f"  AR linear probe top-1 {result['ar_top1']:.2f} +- {result['ar_top1_se']:.2f} "
+        f"({result['ar_num_test']} test videos)\n"
+        f"written to {out / 'leakage.json'}"
+    )
+    return 0
+
+
+def _add_leakage_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "leakage",
+        help="measure how much raw encoder features leak and how useful they are",
+        description="Generate the world if missing, extract the central evaluation features and "
+        "run the privacy attacker (cMAP) and the linear AR probe (top-1) on RAW features, with "
+        "model selection on val and numbers on test. Writes OUT/leakage.json.",
+    )
+    parser.add_argument("--out", required=True, help="folder for features and leakage.json")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(parser)
+    return _leakage_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
     _add_world_parser,
     _add_extract_parser,
     _add_pretrain_parser,
+    _add_leakage_parser,
 ]
 
 

@@ -3,10 +3,19 @@ and labelled feature arrays for training and evaluation."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from common.features import VideoItem
-from simulations.world import World, WorldError
+import numpy as np
+
+from common.atomic import atomic_write_text
+from common.config import EncoderConfig, FeaturesConfig, RunConfig
+from common.encoders import create_encoder
+from common.evaluation import EvaluationSet, Split, measure_privacy_and_utility
+from common.features import FeatureStore, VideoItem, extract_features
+from simulations.world import ACTIONS, ATTRIBUTES, World, WorldError, generate_world, load_world
 
 
 def world_items(world: World, datasets: Sequence[str] | None = None) -> list[VideoItem]:
@@ -25,3 +34,87 @@ def world_items(world: World, datasets: Sequence[str] | None = None) -> list[Vid
             for entry in world.manifest(dataset, group)
         ]
     return items
+
+
+def central_evaluation_datasets() -> list[str]:
+    """The central datasets the privacy and AR evaluation read."""
+    return ["central/privacy", "central/ar"]
+
+
+def build_evaluation_set(world: World, store_path: str | Path) -> EvaluationSet:
+    """Join the central privacy and AR manifests with their features in `store_path`."""
+    privacy: dict[str, Split] = {}
+    ar: dict[str, Split] = {}
+    with FeatureStore(store_path) as store:
+        for split in ("train", "val", "test"):
+            entries = world.manifest("privacy", "central", split)
+            features = np.stack(
+                [store.static_features(e["video_id"])[0] for e in entries]
+            )  # (N, d)
+            labels = np.array(
+                [[e["attributes"][a] for a in ATTRIBUTES] for e in entries], np.float32
+            )
+            privacy[split] = Split(features, labels)
+            entries = world.manifest("ar", "central", split)
+            clips = np.stack(
+                [store.eval_clip_features(e["video_id"]) for e in entries]
+            )  # (N, E, d)
+            actions = np.array([e["labels"]["action"] for e in entries], np.int64)
+            ar[split] = Split(clips, actions)
+        encoder_id = store.settings.encoder_id
+    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), tuple(ACTIONS), privacy, ar)
+
+
+def prepare_evaluation_set(
+    world_dir: str | Path,
+    out_dir: str | Path,
+    encoder_config: EncoderConfig,
+    features_config: FeaturesConfig,
+    progress: bool = True,
+) -> Path:
+    """Extract the central world's features (resumable) and write `evaluation_set.npz`."""
+    world = load_world(world_dir)
+    out_dir = Path(out_dir)
+    encoder = create_encoder(encoder_config)
+    store_path = out_dir / "central.h5"
+    extract_features(
+        world_items(world, central_evaluation_datasets()),
+        encoder,
+        store_path,
+        features_config,
+        progress,
+    )
+    set_path = out_dir / "evaluation_set.npz"
+    build_evaluation_set(world, store_path).save(set_path)
+    return set_path
+
+
+def measure_raw_leakage(
+    config: RunConfig, world_dir: str | Path, out_dir: str | Path, progress: bool = True
+) -> dict:
+    """The testbed check: attacker cMAP and AR probe top-1 on RAW central features.
+
+    Generates the world if missing, extracts the central features, runs both protocols (model
+    selection on val, numbers on test) and writes `leakage.json` in `out_dir`.
+    """
+    started = time.time()
+    generate_world(
+        world_dir,
+        preset=config.world.preset,
+        sites=config.world.sites,
+        seed=config.world.seed,
+        alpha=config.world.dirichlet_alpha,
+        progress=progress,
+    )
+    set_path = prepare_evaluation_set(world_dir, out_dir, config.encoder, config.features, progress)
+    evaluation_set = EvaluationSet.load(set_path)
+    result = measure_privacy_and_utility(evaluation_set, None, config.evaluation)
+    result["privacy_cmap_over_chance"] = result["privacy_cmap"] / result["privacy_chance_cmap"]
+    result["encoder_id"] = evaluation_set.encoder_id
+    result["seconds"] = round(time.time() - started, 1)
+    result["splits"] = {
+        task: {split: len(data.labels) for split, data in getattr(evaluation_set, task).items()}
+        for task in ("privacy", "ar")
+    }
+    atomic_write_text(Path(out_dir) / "leakage.json", json.dumps(result, indent=2) + "\n")
+    return result

@@ -45,7 +45,7 @@ def clips_for(encoder: FrozenEncoder, n: int = 2, seed: int = 0) -> torch.Tensor
 
 
 def tiny3d_config(**overrides) -> EncoderConfig:
-    values = {"name": "tiny3d", "frame_size": SMALL, "dim": 64, "seed": 0} | overrides
+    values = {"name": "tiny3d", "path": "", "frame_size": SMALL, "dim": 64, "seed": 0} | overrides
     return EncoderConfig(**values)
 
 
@@ -332,12 +332,12 @@ def test_encoder_id_hash_follows_the_documented_scheme():
 
 
 def test_encoder_id_is_the_same_in_another_process():
-    expected = create_encoder(EncoderConfig(name="tiny3d", seed=3)).encoder_id
+    expected = create_encoder(EncoderConfig(name="tiny3d", path="", seed=3)).encoder_id
     code = textwrap.dedent(
         """
         from common.config import EncoderConfig
         from common.encoders import create_encoder
-        print(create_encoder(EncoderConfig(name="tiny3d", seed=3)).encoder_id)
+        print(create_encoder(EncoderConfig(name="tiny3d", path="", seed=3)).encoder_id)
         """
     )
     result = subprocess.run(
@@ -367,7 +367,7 @@ def test_tiny3d_is_deterministic_in_its_seed_and_leaves_the_global_rng_alone():
 
 
 def test_tiny3d_declares_its_input():
-    encoder = create_encoder(EncoderConfig())
+    encoder = create_encoder(EncoderConfig(path=""))
     assert (encoder.name, encoder.dim, encoder.clip_len, encoder.frame_size) == (
         "tiny3d",
         256,
@@ -606,7 +606,7 @@ def test_user_module_file_errors_name_the_path(tmp_path):
     assert str(pickled) in str(error.value)
     with pytest.raises(FileNotFoundError, match=r"absent\.pt2"):
         create_encoder(EncoderConfig(name="module", path=str(tmp_path / "absent.pt2")))
-    with pytest.raises(ValueError, match=r"encoder\.path is empty"):
+    with pytest.raises(ValueError, match=r"encoder\.path is not set"):
         create_encoder(EncoderConfig(name="module"))
 
 

@@ -44,7 +44,7 @@ def write_video(path: Path, num_frames: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder():
-    return create_encoder(EncoderConfig(name="tiny3d", frame_size=SIZE, dim=16, seed=0))
+    return create_encoder(EncoderConfig(name="tiny3d", path="", frame_size=SIZE, dim=16, seed=0))
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_rerun_and_append_encode_only_what_is_new(tmp_path, videos, encoder, mon
 def test_appending_with_another_encoder_is_refused(tmp_path, videos, encoder):
     out = tmp_path / "feats.h5"
     extract_features(videos[:2], encoder, out, CONFIG, progress=False)
-    other = create_encoder(EncoderConfig(name="tiny3d", frame_size=SIZE, dim=16, seed=1))
+    other = create_encoder(EncoderConfig(name="tiny3d", path="", frame_size=SIZE, dim=16, seed=1))
     with pytest.raises(FeatureStoreError, match=f"encoder '{encoder.encoder_id}'"):
         extract_features(videos, other, out, CONFIG, progress=False)
     with pytest.raises(FeatureStoreError, match="static_clips"):
