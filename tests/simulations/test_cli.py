@@ -1,0 +1,64 @@
+"""Tests for the `latentveil` command line: subcommands, clear errors, end-to-end small runs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from common.features import FeatureStore
+from simulations.cli import build_parser, main
+
+
+def test_help_lists_only_working_subcommands(capsys):
+    _, handlers = build_parser()
+    assert set(handlers) == {"config", "world", "extract", "pretrain-encoder", "leakage"}
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in handlers:
+        assert name in out
+
+
+def test_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "simulations.cli", "config", "--set", "train.lr=0.5"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "lr: 0.5" in result.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["config", "--set", "train.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentveil config: error: unknown config key 'train.lrr'")
+    assert "Traceback" not in err
+    assert main(["extract", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f.h5")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+
+
+def test_config_out_writes_resolved_yaml(tmp_path):
+    assert main(["config", "--set", "federation.rounds=3", "--out", str(tmp_path / "c.yaml")]) == 0
+    assert "rounds: 3" in (tmp_path / "c.yaml").read_text()
+
+
+def test_world_then_extract_a_dataset(tmp_path, capsys):
+    world = tmp_path / "world"
+    assert main(["world", "--preset", "tiny", "--sites", "2", "--out", str(world), "--quiet"]) == 0
+    assert "world ready" in capsys.readouterr().out
+    store = tmp_path / "privacy.h5"
+    args = ["extract", "--data", str(world), "--datasets", "central/privacy", "--out", str(store)]
+    args += ["--quiet", "--set", "encoder.path=", "--set", "encoder.dim=16"]
+    assert main(args) == 0
+    manifest = [
+        json.loads(line)
+        for line in (world / "central/privacy/manifest.jsonl").read_text().splitlines()
+    ]
+    with FeatureStore(store) as features:
+        assert features.video_ids() == sorted(entry["video_id"] for entry in manifest)
+        assert features.settings.dim == 16
+    # Another encoder (another seed) on the same store is refused with a clear message.
+    assert main([*args, "--set", "encoder.seed=5"]) == 2
+    assert "holds features of encoder" in capsys.readouterr().err
