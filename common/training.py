@@ -97,3 +97,86 @@ def training_step(
     total.backward()
     optimizer.step()
     return metrics
+
+
+def sample_batches(
+    num_videos: int, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """A shuffled epoch of video indices in batches; a last batch of one video is merged into
+    the previous one, since NT-Xent needs at least two videos."""
+    order = torch.randperm(num_videos, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    return batches
+
+
+def make_training_batch(
+    tensors: dict[str, torch.Tensor], index: torch.Tensor, seq_len: int, generator: torch.Generator
+) -> TrainingBatch:
+    """seq_len consecutive clips from a random start and two random static clips per video."""
+    clips = tensors["clip_features"]  # (N, C, d)
+    num_clips = clips.shape[1]
+    seq_len = min(seq_len, num_clips)
+    starts = torch.randint(0, num_clips - seq_len + 1, (len(index),), generator=generator)
+    positions = starts[:, None] + torch.arange(seq_len)  # (B, T)
+    clip_batch = clips[index[:, None], positions]  # (B, T, d)
+    statics = tensors["static_features"]  # (N, K, d)
+    k = statics.shape[1]
+    if k < 2:
+        raise ValueError("the privacy budget loss needs at least 2 static clips per video")
+    pairs = torch.stack([torch.randperm(k, generator=generator)[:2] for _ in range(len(index))])
+    static_batch = statics[index[:, None], pairs]  # (B, 2, d)
+    return TrainingBatch(clip_batch, tensors["actions"][index], static_batch)
+
+
+def train_local(
+    model: AnonymizerModel,
+    tensors: dict[str, torch.Tensor],
+    train_config: TrainConfig,
+    loss_config: LossConfig,
+    proximal_mu: float = 0.0,
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, float]:
+    """Train `train_config.epochs` epochs on a site's cached features.
+
+    A site starts every round with a fresh AdamW (as in the authors' federated setting and
+    Flower's examples); pass `optimizer` to keep one across calls (the centralized baseline).
+    Returns the mean of each loss component over the steps, and the number of steps.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = optimizer or build_optimizer(model, train_config)
+    global_params = None
+    if proximal_mu > 0.0:
+        global_params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    num_videos = len(tensors["actions"])
+    if num_videos < 2:
+        raise ValueError(
+            "local training needs at least 2 videos (NT-Xent has no negatives otherwise)"
+        )
+    totals: dict[str, float] = {}
+    steps = 0
+    for _ in range(train_config.epochs):
+        for index in sample_batches(num_videos, train_config.batch_size, generator):
+            batch = make_training_batch(tensors, index, train_config.seq_len, generator)
+            metrics = training_step(
+                model, optimizer, batch, loss_config, proximal_mu, global_params
+            )
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+    model.eval()
+    return {key: value / max(steps, 1) for key, value in totals.items()} | {"steps": float(steps)}
+
+
+def evaluate_action_recognition(model: AnonymizerModel, tensors: dict[str, torch.Tensor]) -> float:
+    """AR top-1 (percent) of the model's own head on anonymized evaluation clips; each clip is
+    anonymized alone and the clip logits of a video are averaged."""
+    eval_clips = tensors["eval_clip_features"]  # (N, E, d)
+    n, e, d = eval_clips.shape
+    model.eval()
+    with torch.no_grad():
+        anonymized = model.adapter(eval_clips.reshape(n * e, 1, d))  # (N*E, 1, d)
+        logits = model.heads["ar"](anonymized).reshape(n, e, -1).mean(dim=1)  # (N, C)
+    return 100.0 * float((logits.argmax(dim=1) == tensors["actions"]).float().mean())

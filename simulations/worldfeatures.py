@@ -36,6 +36,9 @@ def world_items(world: World, datasets: Sequence[str] | None = None) -> list[Vid
     return items
 
 
+EVALUATION_SET_NAME = "evaluation_set.npz"  # the name server.app reads in a run folder
+
+
 def central_evaluation_datasets() -> list[str]:
     """The central datasets the privacy and AR evaluation read."""
     return ["central/privacy", "central/ar"]
@@ -84,7 +87,7 @@ def prepare_evaluation_set(
         features_config,
         progress,
     )
-    set_path = out_dir / "evaluation_set.npz"
+    set_path = out_dir / EVALUATION_SET_NAME
     build_evaluation_set(world, store_path).save(set_path)
     return set_path
 

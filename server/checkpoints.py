@@ -1,0 +1,65 @@
+"""Per-round server checkpoints: aggregated arrays, round number, strategy state, history.
+
+One file per run (`RUN_DIR/checkpoint.npz`), replaced atomically after every round, so an
+interrupted run always finds the last complete round. `--resume RUN_DIR` continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.atomic import atomic_path
+from common.errors import LatentveilError
+
+CHECKPOINT_NAME = "checkpoint.npz"
+FORMAT = "latentveil-server-checkpoint-1"
+
+
+class CheckpointError(LatentveilError):
+    """A checkpoint that is missing, corrupt or from another run."""
+
+
+@dataclass
+class ServerState:
+    """What a run needs to continue after its last complete round."""
+
+    round: int
+    arrays: dict[str, np.ndarray]
+    strategy_state: dict[str, np.ndarray]
+    history: dict[str, Any] = field(default_factory=dict)  # rounds, baseline, ... (JSON)
+
+
+def save_checkpoint(run_dir: str | Path, state: ServerState) -> Path:
+    """Write the state atomically as RUN_DIR/checkpoint.npz."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    meta = {"format": FORMAT, "round": state.round, "history": state.history}
+    payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    payload |= {f"arrays/{name}": array for name, array in state.arrays.items()}
+    payload |= {f"strategy/{name}": array for name, array in state.strategy_state.items()}
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **payload)
+    return path
+
+
+def load_checkpoint(run_dir: str | Path) -> ServerState:
+    """Read RUN_DIR/checkpoint.npz; a clear error when it is missing or not a checkpoint."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume: {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("arrays/")}
+            strategy = {
+                k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("strategy/")
+            }
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} is not a readable server checkpoint: {error}") from error
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return ServerState(meta["round"], arrays, strategy, meta["history"])

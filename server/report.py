@@ -1,0 +1,271 @@
+"""The run report: report.json (the contract in DESIGN.md), report.md and plots.
+
+Baseline = round 0 (the identity AAM: raw features under the same protocol); anonymized = the
+last evaluated round. Percentages throughout; privacy cMAP lower is better.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.atomic import atomic_path, atomic_write_text
+from common.config import RunConfig, to_dict
+
+TASK_METRICS = ("privacy_cmap", "ar_top1", "tad_map", "ad_auc")
+
+
+def _task_view(evaluation: dict[str, Any]) -> dict[str, Any]:
+    view = {key: evaluation.get(key) for key in TASK_METRICS}
+    view |= {
+        "ar_top1_se": evaluation.get("ar_top1_se"),
+        "privacy_per_attribute_ap": evaluation.get("privacy_per_attribute_ap"),
+        "privacy_cmap_seeds": evaluation.get("privacy_cmap_seeds"),
+    }
+    return view
+
+
+def build_report(
+    config: RunConfig,
+    history: dict[str, Any],
+    communication: dict[str, Any],
+    sites: list[dict[str, Any]],
+    wall_seconds: float | None = None,
+) -> dict[str, Any]:
+    """report.json content from a run's history (rounds with their evaluations)."""
+    rounds = history["rounds"]
+    evaluated = [r for r in rounds if "evaluation" in r]
+    baseline = history["baseline"]
+    final = evaluated[-1]["evaluation"]
+    chance = baseline["privacy_chance_cmap"]
+    base_cmap, anon_cmap = baseline["privacy_cmap"], final["privacy_cmap"]
+    drops = {
+        key: (
+            None
+            if baseline.get(key) is None or final.get(key) is None
+            else baseline[key] - final[key]
+        )
+        for key in ("ar_top1", "tad_map", "ad_auc")
+    }
+    return {
+        "mode": config.federation.mode,
+        "strategy": config.federation.strategy if config.federation.mode == "federated" else None,
+        "baseline": _task_view(baseline),
+        "anonymized": _task_view(final) | {"round": evaluated[-1]["round"]},
+        "privacy_reduction_rel": (base_cmap - anon_cmap) / base_cmap,
+        "privacy_chance_cmap": chance,
+        "privacy_removed_above_chance": (base_cmap - anon_cmap) / (base_cmap - chance)
+        if base_cmap > chance
+        else None,
+        "utility_drop": drops,
+        "rounds": [
+            {
+                "round": r["round"],
+                "privacy_cmap": r.get("evaluation", {}).get("privacy_cmap"),
+                "ar_top1": r.get("evaluation", {}).get("ar_top1"),
+                **{k: v for k, v in r.get("train", {}).items()},
+                "sites_aggregated": r.get("sites_aggregated"),
+                "sites_rejected": r.get("sites_rejected", []),
+                "bytes_up": r.get("bytes_up", 0),
+                "bytes_down": r.get("bytes_down", 0),
+                "seconds": r.get("seconds"),
+                "slowest_site_seconds": r.get("slowest_site_seconds"),
+            }
+            for r in rounds
+        ],
+        "rejected_updates": history.get("rejected", []),
+        "communication": communication,
+        "sites": sites,
+        "wall_seconds": wall_seconds,
+        "config": to_dict(config),
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(*header), "|" + "---|" * len(header), *(_row(*row) for row in rows)]
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """report.md: baseline vs anonymized, per-attribute, per-round and per-site tables."""
+    base, anon = report["baseline"], report["anonymized"]
+    title = report["mode"] + (f", {report['strategy']}" if report["strategy"] else "")
+    removed = report["privacy_removed_above_chance"]
+    lines = [
+        f"# latentveil run report ({title})",
+        "",
+        "Privacy cMAP: an attacker trained on anonymized static-clip features of the central",
+        "privacy train split, selected on val, measured on test (lower is more private).",
+        "AR top-1: a linear probe, 5 evenly spaced clips per test video (± standard error).",
+        "",
+        *_table(
+            ["metric", "baseline (raw)", "anonymized", "change"],
+            [
+                [
+                    "privacy cMAP",
+                    _fmt(base["privacy_cmap"]),
+                    _fmt(anon["privacy_cmap"]),
+                    f"{_fmt(100 * report['privacy_reduction_rel'], 1)}% lower",
+                ],
+                [
+                    "AR top-1",
+                    f"{_fmt(base['ar_top1'])} ± {_fmt(base['ar_top1_se'])}",
+                    f"{_fmt(anon['ar_top1'])} ± {_fmt(anon['ar_top1_se'])}",
+                    f"{_fmt(report['utility_drop']['ar_top1'])} points lower",
+                ],
+                ["TAD mAP", _fmt(base["tad_map"]), _fmt(anon["tad_map"]), "not evaluated"],
+                ["AD AUC", _fmt(base["ad_auc"]), _fmt(anon["ad_auc"]), "not evaluated"],
+            ],
+        ),
+        "",
+        f"Chance cMAP (constant scorer): {_fmt(report['privacy_chance_cmap'])}. "
+        f"Share of the above-chance cMAP removed: "
+        f"{_fmt(100 * removed, 1) if removed is not None else '–'}%.",
+        "",
+        "## Per attribute (AP)",
+        "",
+    ]
+    anon_ap = anon.get("privacy_per_attribute_ap") or {}
+    lines += _table(
+        ["attribute", "baseline", "anonymized"],
+        [
+            [name, _fmt(value, 1), _fmt(anon_ap.get(name), 1)]
+            for name, value in (base.get("privacy_per_attribute_ap") or {}).items()
+        ],
+    )
+    lines += ["", "## Rounds", ""]
+    lines += _table(
+        [
+            "round",
+            "privacy cMAP",
+            "AR top-1",
+            "L_B",
+            "L_LC",
+            "L_T",
+            "sites",
+            "rejected",
+            "MB up",
+            "MB down",
+            "s",
+        ],
+        [
+            [
+                r["round"],
+                _fmt(r["privacy_cmap"]),
+                _fmt(r["ar_top1"]),
+                _fmt(r.get("loss_b"), 3),
+                _fmt(r.get("loss_lc"), 4),
+                _fmt(r.get("loss_t"), 3),
+                _fmt(r["sites_aggregated"]),
+                len(r["sites_rejected"]),
+                f"{r['bytes_up'] / 1e6:.2f}",
+                f"{r['bytes_down'] / 1e6:.2f}",
+                _fmt(r["seconds"], 1),
+            ]
+            for r in report["rounds"]
+        ],
+    )
+    if report["rejected_updates"]:
+        lines += ["", "## Updates left out of aggregation", ""]
+        lines += _table(
+            ["round", "node", "reason"],
+            [[e.get("round"), e.get("node"), e.get("reason")] for e in report["rejected_updates"]],
+        )
+    comm = report["communication"]
+    lines += [
+        "",
+        "## Communication",
+        "",
+        f"Shared parameters (AAM + heads): {comm.get('shared_params'):,}. "
+        f"Frozen encoder parameters (never sent): {comm.get('encoder_params') or 0:,}. "
+        f"Bytes per site per round, each way: {comm.get('bytes_per_client_per_round'):,}.",
+    ]
+    if report["sites"]:
+        keys = [k for k in report["sites"][0] if k not in ("action_mix", "attribute_prevalence")]
+        rows = []
+        for site in report["sites"]:
+            mix = ", ".join(f"{k} {v}" for k, v in (site.get("action_mix") or {}).items() if v)
+            prevalence = ", ".join(
+                f"{k} {v:.2f}" for k, v in (site.get("attribute_prevalence") or {}).items()
+            )
+            rows.append([_fmt(site.get(k)) for k in keys] + [mix, prevalence])
+        lines += ["", "## Sites", ""]
+        lines += _table([*keys, "actions (train)", "attribute prevalence (train)"], rows)
+    lines += ["", "Plots: `privacy_utility_rounds.png`, `privacy_vs_utility.png`.", ""]
+    return "\n".join(lines)
+
+
+def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
+    """Privacy cMAP and AR top-1 per round; privacy vs utility. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evaluated = [r for r in report["rounds"] if r["privacy_cmap"] is not None]
+    rounds = [r["round"] for r in evaluated]
+    cmap = [r["privacy_cmap"] for r in evaluated]
+    top1 = [r["ar_top1"] for r in evaluated]
+    written = []
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(rounds, cmap, "o-", color="tab:red", label="anonymized")
+    left.axhline(report["privacy_chance_cmap"], color="gray", linestyle=":", label="chance")
+    left.set(xlabel="round", ylabel="privacy cMAP (lower = more private)", title="attacker cMAP")
+    left.legend()
+    right.plot(rounds, top1, "o-", color="tab:blue")
+    right.set(xlabel="round", ylabel="AR top-1 (%)", title="action recognition")
+    fig.tight_layout()
+    written.append(_save(fig, run_dir / "privacy_utility_rounds.png"))
+    plt.close(fig)
+
+    fig, axis = plt.subplots(figsize=(5, 4))
+    axis.plot(cmap, top1, "-", color="lightgray", zorder=1)
+    points = axis.scatter(cmap, top1, c=rounds, cmap="viridis", zorder=2)
+    axis.scatter(
+        [cmap[0]],
+        [top1[0]],
+        marker="s",
+        s=80,
+        facecolors="none",
+        edgecolors="black",
+        label="raw (round 0)",
+    )
+    fig.colorbar(points, label="round")
+    axis.set(
+        xlabel="privacy cMAP (lower = more private)",
+        ylabel="AR top-1 (%)",
+        title="privacy vs utility",
+    )
+    axis.legend()
+    fig.tight_layout()
+    written.append(_save(fig, run_dir / "privacy_vs_utility.png"))
+    plt.close(fig)
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def write_report(report: dict[str, Any], run_dir: str | Path) -> Path:
+    """Write report.json, report.md and the plots into `run_dir`; returns report.json's path."""
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run_dir / "report.md", report_markdown(report))
+    write_plots(report, run_dir)
+    return run_dir / "report.json"

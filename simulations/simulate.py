@@ -1,0 +1,277 @@
+"""The main job: simulate federated SPLAVU across the synthetic camera sites.
+
+    latentveil simulate --config simulations/configs/default.yaml --out runs/default
+
+1. prepare: generate the world if missing, extract the central evaluation features (the
+   evaluation set) and every site's features (resumable), describe the sites (sites.json);
+2. run: Flower's Simulation Engine (Ray backend) through `flwr run`, one SuperNode per site,
+   with the ServerApp and ClientApp of this project; or, with federation.mode=centralized, the
+   same training on all sites' data pooled, in this process, with the same epoch budget;
+3. the ServerApp (or the centralized loop) evaluates centrally and writes the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_write_text
+from common.config import RunConfig, save_config
+from common.encoders import BUILTIN_TINY3D
+from common.errors import LatentveilError
+from common.evaluation import EvaluationSet
+from common.model import build_model
+from common.runconfig import config_as_yaml
+from common.sitedata import as_tensors, ensure_site_features, load_site_arrays, pool_site_arrays
+from common.training import build_optimizer, train_local
+from common.weights import shareable_state
+from server.app import EVALUATION_SET, SITES_FILE, finish_run, round_line
+from server.federation import evaluate_arrays
+from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
+from simulations.worldfeatures import prepare_evaluation_set
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SimulationError(LatentveilError):
+    """A simulation that could not run or did not finish."""
+
+
+def world_dir_of(config: RunConfig, run_dir: Path) -> Path:
+    return Path(config.world.dir) if config.world.dir else run_dir / "world"
+
+
+def site_store(run_dir: Path, site_id: str) -> Path:
+    return run_dir / "features" / f"{site_id}.h5"
+
+
+def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
+    """World, central evaluation set, per-site feature stores and sites.json in `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    world_root = generate_world(
+        world_dir_of(config, run_dir),
+        preset=config.world.preset,
+        sites=config.world.sites,
+        seed=config.world.seed,
+        alpha=config.world.dirichlet_alpha,
+        progress=progress,
+    )
+    world = load_world(world_root)
+    prepare_evaluation_set(world_root, run_dir, config.encoder, config.features, progress)
+
+    sites = []
+    for site_id in world.sites:
+        store = ensure_site_features(
+            world_root / site_id,
+            site_store(run_dir, site_id),
+            config.encoder,
+            config.features,
+            progress,
+        )
+        entries = world.manifest("ar", site_id)
+        train = [e for e in entries if e["split"] == "train"]
+        actions = Counter(e["labels"]["action_name"] for e in train)
+        sites.append(
+            {
+                "site": site_id,
+                "train_videos": len(train),
+                "val_videos": len(entries) - len(train),
+                "feature_store_mb": round(store.stat().st_size / 1e6, 2),
+                "action_mix": {name: actions.get(name, 0) for name in ACTIONS},
+                "attribute_prevalence": {
+                    name: float(np.mean([e["attributes"][name] for e in train]))
+                    for name in ATTRIBUTES
+                },
+            }
+        )
+    atomic_write_text(run_dir / SITES_FILE, json.dumps(sites, indent=1) + "\n")
+    return world_root
+
+
+def _with_absolute_paths(config: RunConfig, run_dir: Path) -> RunConfig:
+    """The config the Flower apps receive: paths that mean the same from any working folder
+    and from the app bundle (which does not carry the built-in checkpoint)."""
+    encoder_path = config.encoder.path
+    if config.encoder.name == "tiny3d" and encoder_path == "builtin":
+        encoder_path = str(BUILTIN_TINY3D)
+    elif encoder_path:
+        encoder_path = str(Path(encoder_path).resolve())
+    world = replace(config.world, dir=str(world_dir_of(config, run_dir).resolve()))
+    return replace(config, encoder=replace(config.encoder, path=encoder_path), world=world)
+
+
+# ---------------------------------------------------------------------------------------------
+# Centralized: the same training on pooled data, for comparison
+
+
+def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> Path:
+    """Train on all sites' training data pooled with the federated run's epoch budget
+    (rounds x local epochs), evaluating at the same points; writes the report."""
+    started = time.time()
+    torch.set_num_threads(2)
+    world = load_world(world_dir_of(config, run_dir))
+    pooled = pool_site_arrays(
+        [load_site_arrays(world.root / s, site_store(run_dir, s), "train") for s in world.sites]
+    )
+    tensors = as_tensors(pooled)
+    evaluation_set = EvaluationSet.load(run_dir / EVALUATION_SET)
+    model = build_model(tensors["clip_features"].shape[-1], config, seed=config.seed)
+    optimizer = build_optimizer(model, config.train)
+
+    initial = shareable_state(model)
+    baseline = evaluate_arrays(initial, config, evaluation_set)
+    rounds = [{"round": 0, "evaluation": baseline, "seconds": time.time() - started}]
+    print(round_line(rounds[0]), flush=True)
+    for server_round in range(1, config.federation.rounds + 1):
+        round_started = time.time()
+        metrics = train_local(
+            model,
+            tensors,
+            config.train,
+            config.loss,
+            seed=config.train.seed * 1_000_003 + server_round,
+            optimizer=optimizer,
+        )
+        record: dict[str, Any] = {"round": server_round, "train": metrics, "sites_aggregated": 1}
+        if server_round % config.evaluation.every == 0 or server_round == config.federation.rounds:
+            record["evaluation"] = evaluate_arrays(shareable_state(model), config, evaluation_set)
+        record["seconds"] = time.time() - round_started
+        rounds.append(record)
+        print(round_line(record), flush=True)
+    history = {"rounds": rounds, "baseline": baseline, "rejected": []}
+    return finish_run(config, run_dir, history, shareable_state(model), time.time() - started)
+
+
+# ---------------------------------------------------------------------------------------------
+# Federated: Flower's Simulation Engine through `flwr run`
+
+
+def flower_environment(run_dir: Path) -> dict[str, str]:
+    """Environment of the Flower processes: a private FLWR_HOME, no dependency installs."""
+    home = run_dir / "flwr_home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(home.resolve())
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("RAY_DEDUP_LOGS", "0")
+    return env
+
+
+def _flower_run_config(config: RunConfig, run_dir: Path, resume: bool) -> Path:
+    """The --run-config TOML file: the resolved config and the run folder."""
+    values = {
+        "config-yaml": config_as_yaml(_with_absolute_paths(config, run_dir)),
+        "run-dir": str(run_dir.resolve()),
+        "world-dir": str(world_dir_of(config, run_dir).resolve()),
+        "resume": resume,
+    }
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a valid TOML string
+    path = run_dir / "flower_run_config.toml"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _superlink_pids(flwr_home: Path) -> list[int]:
+    """PIDs of Flower processes started with this run's FLWR_HOME (the local SuperLink)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"flower-superlink" not in cmdline and b"flwr" not in cmdline:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"FLWR_HOME={flwr_home}".encode() in environ and int(proc.name) != os.getpid():
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_local_superlink(flwr_home: Path) -> None:
+    """`flwr run` leaves the local SuperLink running in the background: stop it."""
+    for pid in _superlink_pids(flwr_home):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False) -> Path:
+    """Run the ServerApp and one ClientApp per site on Flower's Simulation Engine."""
+    if not (PROJECT_ROOT / "pyproject.toml").is_file():
+        raise SimulationError(
+            f"flwr run needs the project's source tree (pyproject.toml) at {PROJECT_ROOT}; "
+            "install latentveil from a clone with `pip install -e .`"
+        )
+    flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
+    env = flower_environment(run_dir)
+    run_config = _flower_run_config(config, run_dir, resume)
+    federation_config = (
+        f"num-supernodes={config.world.sites} "
+        f"client-resources-num-cpus={config.federation.cpus_per_site:g}"
+    )
+    command = [flwr, "run", str(PROJECT_ROOT), "--stream", "--run-config", str(run_config),
+               "--federation-config", federation_config]  # fmt: skip
+    report = run_dir / "report.json"
+    before = report.stat().st_mtime_ns if report.exists() else None
+    log_path = run_dir / "flower.log"
+    try:
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for line in process.stdout:
+                log.write(line)
+                # Show our own round lines and errors; the full Flower log is in flower.log.
+                if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
+                    print(line.rstrip(), flush=True)
+            process.wait()
+    finally:
+        stop_local_superlink(Path(env["FLWR_HOME"]))
+    # `flwr run --stream` exits 0 even when the run failed: the report is the proof of success.
+    if process.returncode != 0 or not report.exists() or report.stat().st_mtime_ns == before:
+        raise SimulationError(
+            f"the Flower run did not finish (exit code {process.returncode}); see {log_path}"
+        )
+    return report
+
+
+def simulate(
+    config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
+) -> Path:
+    """The main job; returns the path of report.json."""
+    run_dir = Path(run_dir)
+    save_config(config, run_dir / "config.yaml")
+    prepare_run(config, run_dir, progress)
+    if config.federation.mode == "centralized":
+        return run_centralized(config, run_dir, progress)
+    if config.federation.mode != "federated":
+        raise SimulationError(
+            f"federation.mode must be federated or centralized, not {config.federation.mode!r}"
+        )
+    return run_flower_simulation(config, run_dir, resume)
