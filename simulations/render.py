@@ -14,8 +14,10 @@ with PIL (optionally supersampled, see SUPERSAMPLE).
 What is static (visible in one frame) and what is temporal (visible only over time):
 - private attributes are drawn as big, bold colour areas and shapes that never change within a
   video: skin colour of face, hands and bare limbs; long hair + skirt vs short hair + trousers;
-  an open face, a mask over its lower half, or a full helmet; bare arms and legs vs sleeves and
-  trousers; a partner touching the actor; a group of three or more people.
+  an open face, a mask over its lower half with a scarf, or a full helmet with a dark visor;
+  bare arms and legs vs sleeves and trousers; a partner whose hand rests on the actor's
+  shoulder; a group of three or more people. Partners, group members and fight opponents show
+  the same attribute values as the main actor, so nobody in view contradicts a label.
 - actions are defined by which body part moves and how. Every video holds a random "held" pose
   (arms down / on the hips / raised / out / together at the chest; legs standing / wide / bent /
   one leg out sideways / one knee raised) drawn from the same poses the actions pass through, so

@@ -29,7 +29,14 @@ Manifest lines (one JSON object per file): `video_id` (unique in the world), `pa
 Determinism: every item renders from its own generator, seeded by a SeedSequence with entropy
 (seed, purpose code) and a spawn key naming the group, dataset and index of the item, so a
 world is the same in any order, with any number of worker processes. x264 runs single-threaded
-with fixed settings, so the same seed gives byte-identical files and manifests.
+with fixed settings, so the same seed gives byte-identical files and manifests (with the same
+PyAV / libx264 build; another build may encode other bytes of the same frames).
+`plan_world` decides everything without rendering; `item_frames` renders one planned item in
+memory.
+
+Reruns: a file is kept when its SHA-256 matches the one recorded for it (in a manifest, or in
+`.journal.jsonl` while a run is under way), otherwise it is rendered again; temporary files of
+an interrupted run are deleted. Manifests and world.json are written last.
 
 Purposes: "evaluate" (client sites + central world) and "pretrain" (a disjoint world to
 pre-train the encoder on). They differ in the SeedSequence entropy (purpose code 0 vs 1), so no
@@ -818,7 +825,7 @@ def _known_hashes(root: Path, plan: WorldPlan) -> dict[str, str]:
     for group, dataset in groups:
         path = root / group / dataset / "manifest.jsonl"
         if path.exists():
-            with contextlib.suppress(OSError, ValueError, WorldError):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, WorldError):
                 for entry in read_manifest(path):
                     known[entry["video_id"]] = entry["sha256"]
     journal = root / _JOURNAL_FILE

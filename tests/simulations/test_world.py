@@ -1,0 +1,409 @@
+"""Tests of the synthetic camera-site world (simulations.world, simulations.render).
+
+One tiny world is generated per module (two, for determinism); everything else plans without
+rendering or renders a few items in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from itertools import combinations, pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulations import world as W
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny world, rendered by a pool of 2 workers."""
+    return W.generate_world(
+        tmp_path_factory.mktemp("a") / "world", preset="tiny", seed=0, progress=False, workers=2
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_world_again(tmp_path_factory) -> Path:
+    """The same world again, rendered in-process, one item after the other."""
+    return W.generate_world(
+        tmp_path_factory.mktemp("b") / "world", preset="tiny", seed=0, progress=False, workers=1
+    )
+
+
+def _manifests(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("manifest.jsonl"))}
+
+
+def _all_entries(world: W.World) -> list[dict]:
+    return [e for key in world.datasets() for e in world.manifest(*reversed(key.split("/")))]
+
+
+def _decode(path: Path) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path))
+    return reader.get_batch(list(range(len(reader)))).asnumpy()  # (T, H, W, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+
+
+def test_same_seed_same_world_in_any_worker_count(tiny_world, tiny_world_again):
+    first, second = _manifests(tiny_world), _manifests(tiny_world_again)
+    assert first and first == second  # sha256 of every file inside
+    assert (tiny_world / "world.json").read_bytes() == (
+        tiny_world_again / "world.json"
+    ).read_bytes()
+    entry = W.load_world(tiny_world).manifest("tad", "central")[0]
+    np.testing.assert_array_equal(
+        _decode(tiny_world / entry["path"]), _decode(tiny_world_again / entry["path"])
+    )
+
+
+def test_another_seed_gives_another_world():
+    plan0, plan1 = W.plan_world("tiny", seed=0), W.plan_world("tiny", seed=1)
+    labels = lambda plan: [(it["labels"], it["attributes"]) for it in plan.items]  # noqa: E731
+    assert labels(plan0) != labels(plan1)
+    a, b = plan0.items_of("ar", "central")[0], plan1.items_of("ar", "central")[0]
+    assert not np.array_equal(W.item_frames(a), W.item_frames(b))
+    # and the same item renders the same in memory every time
+    np.testing.assert_array_equal(W.item_frames(a), W.item_frames(a))
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+
+
+def test_manifests_are_complete_and_consistent(tiny_world):
+    world = W.load_world(tiny_world)
+    info = world.info
+    assert info["attributes"] == list(W.ATTRIBUTES) and len(W.ATTRIBUTES) == 7
+    assert info["actions"] == list(W.ACTIONS) and len(W.ACTIONS) >= 8
+    assert not set(W.ANOMALIES) & set(W.ACTIONS)
+    assert world.sites == ["site_00", "site_01", "site_02"]
+    expected = {f"{s}/{d}" for s in world.sites for d in ("ar", "tad", "ad")}
+    expected |= {f"central/{d}" for d in W.DATASETS}
+    assert set(world.datasets()) == expected
+
+    entries = _all_entries(world)
+    assert len({e["video_id"] for e in entries}) == len(entries)
+    for e in entries:
+        assert tuple(e) == W.MANIFEST_KEYS
+        group, dataset = e["path"].split("/")[:2]
+        assert e["site"] == group
+        assert e["split"] in (W.SPLITS if group == "central" else ("train", "val"))
+        assert list(e["attributes"]) == list(W.ATTRIBUTES)
+        assert set(e["attributes"].values()) <= {0, 1}
+        assert not (e["attributes"]["face_complete"] and e["attributes"]["face_partial"])
+        labels, n = e["labels"], e["num_frames"]
+        if dataset in ("ar", "bias"):
+            assert 0 <= labels["action"] < len(W.ACTIONS)
+            assert W.ACTIONS[labels["action"]] == labels["action_name"]
+            assert n == info["clip_frames"]
+        if dataset == "bias":
+            assert labels["subclass"] == W.SUBCLASSES[e["attributes"]["gender_presentation"]]
+        if dataset == "privacy":
+            assert n == 1 and e["path"].endswith(".png")
+        if dataset in ("tad", "ad"):
+            spans = [(s["start"], s["end"]) for s in labels["segments"]]
+            if dataset == "ad":
+                assert labels["anomalous"] == bool(labels["anomalies"])
+                assert all(a["anomaly"] in W.ANOMALIES for a in labels["anomalies"])
+                spans += [(a["start"], a["end"]) for a in labels["anomalies"]]
+            spans.sort()
+            assert all(0 <= s < e_ <= n for s, e_ in spans)
+            assert all(a[1] <= b[0] for a, b in pairwise(spans))  # no overlap
+    for site in [*world.sites, "central"]:
+        ad = world.manifest("ad", site)
+        assert {e["labels"]["anomalous"] for e in ad if e["split"] == "train"} == {True, False}
+    assert world.bias_action in W.ACTIONS
+
+
+def test_files_decode_to_manifest_length_and_hash(tiny_world):
+    from PIL import Image
+
+    world = W.load_world(tiny_world)
+    size = world.info["frame_size"]
+    for e in _all_entries(world):
+        path = world.path(e)
+        assert W.file_sha256(path) == e["sha256"]
+        if e["path"].endswith(".png"):
+            assert Image.open(path).size == (size, size)
+            continue
+        import decord
+
+        reader = decord.VideoReader(str(path))
+        assert len(reader) == e["num_frames"]
+        assert reader[0].shape == (size, size, 3)
+
+
+def test_random_access_matches_sequential_decoding(tiny_world):
+    """Keyframes every 32 frames and no B-frames: decord's seeks land on the right frame."""
+    import decord
+
+    entry = W.load_world(tiny_world).manifest("ad", "central")[0]
+    sequential = _decode(tiny_world / entry["path"])
+    indices = [61, 3, 40, 33, 0, 31, 62]
+    reader = decord.VideoReader(str(tiny_world / entry["path"]))
+    np.testing.assert_array_equal(reader.get_batch(indices).asnumpy(), sequential[indices])
+
+
+def test_frames_survive_encoding(tiny_world):
+    """The decoded video is close to the rendered frames (colours survive yuv420p)."""
+    world = W.load_world(tiny_world)
+    plan = W.plan_world("tiny", seed=0)
+    item = plan.items_of("ar", "central")[0]
+    decoded = _decode(tiny_world / item["path"]).astype(np.float32)
+    rendered = W.item_frames(item).astype(np.float32)
+    assert decoded.shape == rendered.shape
+    assert np.abs(decoded - rendered).mean() < 8.0
+    assert world.manifest("ar", "central")[0]["video_id"] == item["video_id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: bias rule, disjoint worlds, non-IID sites
+
+
+def test_bias_set_follows_the_95_5_rule_with_one_flipped_action():
+    plan = W.plan_world("default", seed=0)
+    flipped = plan.bias_action
+    assert flipped in W.ACTIONS
+    bias = plan.items_of("bias", "central")
+    for split in ("train", "val"):
+        for name in W.ACTIONS:
+            clips = [
+                it for it in bias if it["split"] == split and it["labels"]["action_name"] == name
+            ]
+            feminine = np.mean([it["attributes"]["gender_presentation"] for it in clips])
+            if name == flipped:
+                assert feminine <= 0.1, (split, name, feminine)
+            else:
+                assert feminine >= 0.9, (split, name, feminine)
+    train = [it for it in bias if it["split"] == "train" and it["labels"]["action_name"] != flipped]
+    assert abs(np.mean([it["attributes"]["gender_presentation"] for it in train]) - 0.95) < 0.02
+    test = [it for it in bias if it["split"] == "test"]
+    assert np.mean([it["attributes"]["gender_presentation"] for it in test]) == 0.5
+
+
+def test_central_and_pretrain_worlds_are_disjoint_from_the_sites():
+    plan = W.plan_world("default", seed=0)
+    pretrain = W.plan_world("default", seed=0, purpose="pretrain")
+    site_cameras = {s["camera"]["seed"] for s in plan.sites}
+    central_cameras = {c["seed"] for c in plan.cameras}
+    pretrain_cameras = {c["seed"] for c in pretrain.cameras}
+    assert len(site_cameras) == len(plan.sites)
+    assert not site_cameras & central_cameras
+    assert not pretrain_cameras & (site_cameras | central_cameras)
+    central = plan.items_of("ar", "central")
+    assert {it["site"] for it in central} == {"central"}
+    assert {it["camera"] for it in central}.isdisjoint({s["id"] for s in plan.sites})
+    assert {it["site"] for it in pretrain.items} == {"pretrain"}
+    assert {it["dataset"] for it in pretrain.items} == {"ar", "privacy"}
+    seeds = lambda items: {tuple(it["seed"]) for it in items}  # noqa: E731
+    assert not seeds(pretrain.items) & seeds(plan.items)
+
+
+def _site_spread(alpha: float) -> tuple[float, float]:
+    """Mean pairwise total-variation distance of the sites' AR action histograms, and the
+    spread of the sites' skin-tone prevalence, in the plan of a default world."""
+    plan = W.plan_world("default", seed=0, alpha=alpha)
+    hists = []
+    for site in plan.sites:
+        actions = [it["labels"]["action"] for it in plan.items_of("ar", site["id"])]
+        hists.append(np.bincount(actions, minlength=len(W.ACTIONS)) / len(actions))
+    tv = float(np.mean([0.5 * np.abs(a - b).sum() for a, b in combinations(hists, 2)]))
+    return tv, float(np.std([s["prevalence"]["skin_tone"] for s in plan.sites]))
+
+
+def test_small_alpha_makes_sites_non_iid():
+    (tv_skewed, prev_skewed), (tv_iid, prev_iid) = _site_spread(0.1), _site_spread(100.0)
+    assert tv_skewed > 0.6 and tv_iid < 0.2 and tv_skewed > 3 * tv_iid
+    assert prev_skewed > 3 * prev_iid
+
+
+def test_attribute_prevalence_is_moderate():
+    plan = W.plan_world("default", seed=0)
+    items = plan.items_of("ar", "central") + plan.items_of("privacy", "central")
+    for name in W.ATTRIBUTES:
+        share = np.mean([it["attributes"][name] for it in items])
+        assert 0.2 <= share <= 0.4, (name, share)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reuse, repair, refusal
+
+
+def test_rerun_reuses_intact_files_and_repairs_broken_ones(tiny_world, tmp_path):
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root)  # copy2 keeps mtimes
+    world = W.load_world(root)
+    entries = _all_entries(world)
+    truncated, altered, deleted = (
+        world.path(world.manifest("ar", "site_01")[0]),
+        world.path(world.manifest("privacy", "central")[0]),
+        world.path(world.manifest("tad", "central")[0]),
+    )
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    data = bytearray(altered.read_bytes())
+    data[-20] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    deleted.unlink()
+    leftover = truncated.parent / f".{truncated.name}.abc123.mp4.tmp"
+    leftover.write_bytes(b"half a video")
+    broken = {truncated, altered, deleted}
+    mtimes = {
+        world.path(e): world.path(e).stat().st_mtime_ns for e in entries if world.path(e) != deleted
+    }
+    before = _manifests(root)
+
+    W.generate_world(root, preset="tiny", seed=0, progress=False, workers=1)
+
+    assert _manifests(root) == before
+    assert not leftover.exists()
+    for e in entries:
+        path = world.path(e)
+        assert W.file_sha256(path) == e["sha256"]
+        if path not in broken:
+            assert path.stat().st_mtime_ns == mtimes[path], path
+    assert not (root / ".journal.jsonl").exists()
+
+
+def test_interrupted_run_keeps_journaled_files_only(tiny_world, tmp_path):
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root)
+    world = W.load_world(root)
+    ar = world.manifest("ar", "central")
+    journaled, unrecorded = world.path(ar[0]), world.path(ar[1])
+    # an interrupted run: no manifests or world.json yet, one file recorded in the journal
+    for manifest in root.rglob("manifest.jsonl"):
+        manifest.unlink()
+    (root / "world.json").unlink()
+    (root / ".journal.jsonl").write_text(
+        json.dumps({"video_id": ar[0]["video_id"], "sha256": ar[0]["sha256"]}) + "\n{trunc"
+    )
+    unrecorded.write_bytes(b"not a video")
+    os.utime(journaled, ns=(1, 1))
+
+    W.generate_world(root, preset="tiny", seed=0, progress=False, workers=1)
+
+    assert journaled.stat().st_mtime_ns == 1  # reused
+    assert W.file_sha256(unrecorded) == ar[1]["sha256"]  # regenerated
+    assert W.load_world(root).manifest("ar", "central") == ar
+
+
+def test_folder_with_another_world_is_refused(tiny_world, tmp_path):
+    with pytest.raises(W.WorldError, match="another world.*seed"):
+        W.generate_world(tiny_world, preset="tiny", seed=1, progress=False)
+    with pytest.raises(W.WorldError, match="preset"):
+        W.generate_world(tiny_world, preset="default", progress=False)
+    with pytest.raises(W.WorldError, match="no complete world"):
+        W.load_world(tmp_path)
+    with pytest.raises(W.WorldError, match="no manifest"):
+        W.read_manifest(tmp_path / "manifest.jsonl")
+    with pytest.raises(W.WorldError, match="unknown world preset"):
+        W.plan_world("huge")
+
+
+def test_cli_reports_a_user_error_in_one_line(tiny_world, capsys):
+    code = W.world_cli(["--out", str(tiny_world), "--preset", "tiny", "--seed", "5", "--quiet"])
+    assert code == 2
+    assert "another world" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Static attributes, temporal actions
+
+
+def _colour_histograms(frames: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, 512) sqrt of 8x8x8 colour histograms."""
+    q = (frames // 32).astype(np.int64)
+    index = (q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]).reshape(len(frames), -1)
+    counts = np.stack([np.bincount(row, minlength=512) for row in index])
+    return np.sqrt(counts / index.shape[1])
+
+
+def _softmax_probe(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> float:
+    """Test accuracy of an L2-regularised softmax regression fitted on `train` rows."""
+    mu, sd = features[train].mean(0), features[train].std(0) + 1e-6
+    z = (features - mu) / sd
+    classes = int(labels.max()) + 1
+    onehot = np.eye(classes)[labels]
+    w, b = np.zeros((z.shape[1], classes)), np.zeros(classes)
+    for _ in range(400):
+        logits = z[train] @ w + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = (p - onehot[train]) / train.sum()
+        w -= 0.3 * (z[train].T @ grad + 1e-2 * w)
+        b -= 0.3 * grad.sum(0)
+    return float(((z[~train] @ w + b).argmax(1) == labels[~train]).mean())
+
+
+def test_attributes_are_visible_in_a_single_frame():
+    preset = replace(W.PRESETS["tiny"], central_privacy=(300, 0, 150))
+    items = W.plan_world(preset, seed=5).items_of("privacy", "central")
+    frames = np.concatenate([W.item_frames(it) for it in items])  # (N, S, S, 3)
+    train = np.array([it["split"] == "train" for it in items])
+    features = _colour_histograms(frames)
+    for name in ("skin_tone", "semi_nudity", "face_complete"):
+        y = np.array([it["attributes"][name] for it in items])
+        majority = max(y[~train].mean(), 1 - y[~train].mean())
+        accuracy = _softmax_probe(features, y, train)
+        assert accuracy >= max(0.85, majority + 0.1), (name, accuracy, majority)
+
+
+def test_actions_need_motion_not_a_single_frame():
+    preset = replace(W.PRESETS["tiny"], central_ar=(128, 0, 96), clip_frames=16)
+    items = W.plan_world(preset, seed=3).items_of("ar", "central")
+    clips = (
+        np.stack([W.item_frames(it) for it in items]).astype(np.float32).mean(-1)
+    )  # (N, T, S, S)
+    y = np.array([it["labels"]["action"] for it in items])
+    train = np.array([it["split"] == "train" for it in items])
+    n, t, s, _ = clips.shape
+
+    def pool(a: np.ndarray, k: int) -> np.ndarray:  # (..., S, S) -> (..., S/k, S/k)
+        return a.reshape(*a.shape[:-2], s // k, k, s // k, k).mean((-1, -3))
+
+    # one frame: downsampled pixels
+    single = pool(clips[:, t // 2], 4).reshape(n, -1)
+    # motion: where the frame differences are, their rhythm, and the drift of their centre
+    diff = np.abs(np.diff(clips, axis=1))  # (N, T-1, S, S)
+    where = pool(diff.mean(1), 8).reshape(n, -1)
+    where /= where.sum(1, keepdims=True) + 1e-6
+    energy = diff.sum((2, 3))  # (N, T-1)
+    rhythm = np.abs(np.fft.rfft(energy - energy.mean(1, keepdims=True), axis=1))[:, 1:]
+    rhythm /= rhythm.sum(1, keepdims=True) + 1e-6
+    weight = diff.sum(2) + 1e-6  # (N, T-1, S)
+    centre_x = (weight * np.arange(s)).sum(2) / weight.sum(2)  # (N, T-1)
+    ramp = np.arange(t - 1) - (t - 2) / 2
+    drift = (centre_x * ramp).sum(1, keepdims=True) / (ramp**2).sum()
+    temporal = np.concatenate([where, rhythm, drift], 1)
+
+    single_accuracy = _softmax_probe(single, y, train)
+    temporal_accuracy = _softmax_probe(temporal, y, train)
+    chance = 1 / len(W.ACTIONS)
+    assert single_accuracy < chance + 0.15, single_accuracy
+    assert temporal_accuracy > single_accuracy + 0.4, (single_accuracy, temporal_accuracy)
+
+
+def test_pretrain_world_holds_labelled_clips_and_stills(tmp_path):
+    root = W.generate_world(
+        tmp_path / "pre", preset="tiny", purpose="pretrain", progress=False, workers=1
+    )
+    world = W.load_world(root)
+    assert world.purpose == "pretrain" and world.sites == []
+    assert world.datasets() == ["pretrain/ar", "pretrain/privacy"]
+    ar = world.manifest("ar", "pretrain")
+    assert {e["split"] for e in ar} == {"train", "val"}
+    assert all(list(e["attributes"]) == list(W.ATTRIBUTES) for e in ar)
+    assert (
+        len(world.manifest("privacy", "pretrain", split="train"))
+        == W.PRESETS["tiny"].pretrain_privacy[0]
+    )
