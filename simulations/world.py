@@ -45,13 +45,11 @@ camera background, light, person or motion is shared between them, even with the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -61,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_write_text
+from common.errors import LatentveilError
 from simulations import render
 
 WORLD_VERSION = 1  # bump when the same seed would render different files or labels
@@ -111,7 +110,7 @@ _IDENTITY_FILE = ".world-identity.json"
 _JOURNAL_FILE = ".journal.jsonl"
 
 
-class WorldError(RuntimeError):
+class WorldError(LatentveilError):
     """A world folder or request that cannot be used, with what to do about it."""
 
 
@@ -1035,45 +1034,3 @@ def load_world(path: str | os.PathLike) -> World:
             f"version {WORLD_VERSION}; generate it again in a new folder"
         )
     return World(root, info)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def world_cli(argv: Sequence[str] | None = None) -> int:
-    """`latentveil world --out DIR [--preset P] [--sites N] [--seed S] [--alpha A] ...`"""
-    parser = argparse.ArgumentParser(
-        prog="latentveil world", description="Generate the synthetic camera-site world."
-    )
-    parser.add_argument("--out", required=True, help="folder of the world (created if missing)")
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    parser.add_argument("--sites", type=int, default=None, help="client sites (preset's if unset)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--alpha", type=float, default=None, help="Dirichlet concentration")
-    parser.add_argument("--purpose", default="evaluate", choices=sorted(PURPOSES))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        root = generate_world(
-            args.out,
-            preset=args.preset,
-            sites=args.sites,
-            seed=args.seed,
-            alpha=args.alpha,
-            purpose=args.purpose,
-            progress=not args.quiet,
-            workers=args.workers,
-        )
-    except WorldError as error:
-        print(f"latentveil world: {error}", file=sys.stderr)
-        return 2
-    world = load_world(root)
-    counts = {key: value["count"] for key, value in world.info["datasets"].items()}
-    print(f"world ready at {root}: {sum(counts.values())} files in {len(counts)} datasets")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(world_cli())

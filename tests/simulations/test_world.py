@@ -311,7 +311,9 @@ def test_folder_with_another_world_is_refused(tiny_world, tmp_path):
 
 
 def test_cli_reports_a_user_error_in_one_line(tiny_world, capsys):
-    code = W.world_cli(["--out", str(tiny_world), "--preset", "tiny", "--seed", "5", "--quiet"])
+    from simulations.cli import main
+
+    code = main(["world", "--out", str(tiny_world), "--preset", "tiny", "--seed", "5", "--quiet"])
     assert code == 2
     assert "another world" in capsys.readouterr().err
 
