@@ -1,8 +1,9 @@
 """Reading a run's settings out of a Flower context (run config and node config).
 
 Flower's run config is flat; the project's config is a tree. The resolved RunConfig travels
-as one YAML string under `config-yaml` (empty = defaults), so the ServerApp and every ClientApp
-of a run see exactly the config `latentveil simulate` resolved and wrote to the run folder.
+as one YAML string under `config-yaml`, so the ServerApp and every ClientApp of a run see
+exactly the config `latentveil simulate` resolved. With `flwr run .` and no `config-yaml`, the
+apps read `<run-dir>/config.yaml`, which `latentveil prepare` wrote.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ class RunSettingsError(LatentveilError):
 
 
 def run_config_from_context(run_config: Mapping[str, Any]) -> RunConfig:
-    """The RunConfig carried in `config-yaml` (defaults when empty)."""
+    """The RunConfig carried in `config-yaml`; when that is empty, the run folder's
+    config.yaml (written by `latentveil prepare`), else the defaults."""
     text = str(run_config.get("config-yaml", ""))
     if not text.strip():
-        return RunConfig()
+        prepared = run_dir(run_config) / "config.yaml"
+        if not prepared.is_file():
+            return RunConfig()
+        text = prepared.read_text()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
