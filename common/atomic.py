@@ -13,12 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """rw for everyone the umask allows, as open() would create the file (mkstemp uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str = "", fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `target` on success.
 
     On an exception the temporary file is removed and `target` is left untouched.
-    `suffix` keeps an extension on the temporary name for writers that look at it.
+    `suffix` keeps an extension on the temporary name for writers that look at it. With
+    `fsync=False` the data is not forced to disk before the rename (for files whose content is
+    verified by hash before reuse, where a crash can only cost a regeneration).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +38,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

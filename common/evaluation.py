@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,48 @@ def _to_tensor(features: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> t
     return (torch.as_tensor(features, dtype=torch.float32) - mean) / std
 
 
+def _fit_selected_on_val(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    validate: Callable[[], float],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    plateau: bool,
+) -> tuple[float, int]:
+    """Minibatch AdamW for `epochs`; after each epoch `validate()` scores the model on the
+    validation split and the best epoch's weights are restored at the end. With `plateau`, the
+    learning rate halves when validation stalls for 5 epochs. Returns (best score, epoch)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
+        if plateau
+        else None
+    )
+    best_val, best_epoch, best_state = -1.0, -1, None
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            loss = loss_fn(model(x_train[index]), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        score = validate()
+        if scheduler is not None:
+            scheduler.step(score)
+        if score > best_val:
+            best_val, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return best_val, best_epoch
+
+
 def run_attacker(
     train: Split,
     val: Split,
@@ -89,35 +132,22 @@ def run_attacker(
     mean, std = _standardizer(train.features)
     x_train, x_val, x_test = (_to_tensor(s.features, mean, std) for s in (train, val, test))
     y_train = torch.as_tensor(train.labels, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         attacker = PrivacyAttacker(x_train.shape[1], HeadsConfig(num_attributes=y_train.shape[1]))
-    optimizer = torch.optim.AdamW(attacker.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=0.5, patience=5
-    )
 
     def scores(x: torch.Tensor) -> np.ndarray:
-        attacker.eval()
         with torch.no_grad():
             return attacker(x).numpy()
 
-    best_val, best_epoch, best_state = -1.0, -1, None
-    for epoch in range(epochs):
-        attacker.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            loss = F.binary_cross_entropy_with_logits(attacker(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        val_cmap = class_mean_average_precision(scores(x_val), val.labels)
-        scheduler.step(val_cmap)
-        if val_cmap > best_val:
-            best_val, best_epoch, best_state = val_cmap, epoch, copy.deepcopy(attacker.state_dict())
-    attacker.load_state_dict(best_state)
+    best_val, best_epoch = _fit_selected_on_val(
+        attacker,
+        F.binary_cross_entropy_with_logits,
+        x_train,
+        y_train,
+        lambda: class_mean_average_precision(scores(x_val), val.labels),
+        epochs, lr, batch_size, seed, plateau=True,
+    )  # fmt: skip
     test_scores = scores(x_test)
     return AttackerResult(
         test_cmap=class_mean_average_precision(test_scores, test.labels),
@@ -149,29 +179,22 @@ def run_linear_probe(
     y_train = torch.as_tensor(train.labels, dtype=torch.long).repeat_interleave(n_clips)
     x_train = x_train.reshape(-1, d)  # (N * n_clips, d)
     x_val, x_test = (_to_tensor(s.features, mean, std) for s in (val, test))
-    generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         probe = nn.Linear(d, num_classes)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr)
 
     def video_logits(x: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             return probe(x).mean(dim=1).numpy()  # (N, n_clips, C) -> (N, C)
 
-    best_val, best_epoch, best_state = -1.0, -1, None
-    for epoch in range(epochs):
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            loss = F.cross_entropy(probe(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        val_top1 = top1_accuracy(video_logits(x_val), val.labels)
-        if val_top1 > best_val:
-            best_val, best_epoch, best_state = val_top1, epoch, copy.deepcopy(probe.state_dict())
-    probe.load_state_dict(best_state)
+    best_val, best_epoch = _fit_selected_on_val(
+        probe,
+        F.cross_entropy,
+        x_train,
+        y_train,
+        lambda: top1_accuracy(video_logits(x_val), val.labels),
+        epochs, lr, batch_size, seed, plateau=False,
+    )  # fmt: skip
     test_top1 = top1_accuracy(video_logits(x_test), test.labels)
     return ProbeResult(
         test_top1=test_top1,

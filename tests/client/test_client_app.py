@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.serde import recorddict_to_proto
-from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import evaluate, train
 from common.config import load_config
@@ -17,14 +16,6 @@ from common.runconfig import config_as_yaml
 from common.weights import SHAREABLE_PREFIXES, load_shareable, shareable_state, state_nbytes
 
 D = 16
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def make_site(root, n_train: int = 10, n_val: int = 4):

@@ -1,20 +1,9 @@
-"""Fixtures for server tests: Flower message identity and an in-process transport."""
+"""An in-process transport for server tests."""
 
 from collections.abc import Callable, Iterable
 
-import pytest
 from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower messages need a task identity; the engines set it, unit tests set it here."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 class LoopbackGrid(Grid):
