@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +43,9 @@ from common.video import (
     clip_frame_indices,
     clip_starts,
     eval_clip_starts,
-    preprocess_clips,
+    preprocess_frames,
     probe_video,
     read_frames,
-    static_clip,
     static_frame_indices,
 )
 
@@ -53,6 +54,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 # Videos per shard: the unit of resumption (a kill loses at most one shard of work).
 SHARD_VIDEOS = 64
+# Threads decoding ahead of the encoder.
+DECODE_WORKERS = 2
 
 
 class FeatureStoreError(LatentveilError):
@@ -234,35 +237,45 @@ def _encode_items(
     advance: Callable[[int], None],
 ) -> Iterator[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]]:
     """Decode and encode videos in order, batching clips across videos; yields per video."""
-    pending: list[tuple[VideoItem, dict[str, slice], dict[str, object]]] = []
-    clips: list[np.ndarray] = []  # each (T, H, W, 3) uint8
+    pending: list[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]] = []
+    # Each clip: a video's preprocessed frames (F, 3, S, S) and the T frame positions it uses.
+    clips: list[tuple[torch.Tensor, torch.Tensor]] = []
+    prep = (encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std)
 
     def flush() -> Iterator[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]]:
         outputs = []
         for start in range(0, len(clips), batch_size):
-            batch = np.stack(clips[start : start + batch_size])  # (B, T, H, W, 3)
-            tensor = preprocess_clips(
-                batch, encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std
+            batch = torch.stack(
+                [
+                    frames[index].transpose(0, 1)
+                    for frames, index in clips[start : start + batch_size]
+                ]
             )  # (B, 3, T, S, S)
             with torch.no_grad():
-                outputs.append(encoder(tensor).float().numpy())  # (B, d)
+                outputs.append(encoder(batch).float().numpy())  # (B, d)
         features = np.concatenate(outputs) if outputs else np.zeros((0, settings.dim), np.float32)
-        for item, slices, source in pending:
-            yield item, {name: features[s] for name, s in slices.items()}, source
+        for item, selections, source in pending:
+            yield item, {name: features[rows] for name, rows in selections.items()}, source
         pending.clear()
         clips.clear()
 
-    for item in items:
+    for item, decoded in _decode_ahead(items, settings, prep):
         try:
-            source, video_clips, slices = _cut_clips(item.path, settings, len(clips))
+            source, video_clips, slots, (n, e, k) = decoded.result()
         except VideoError as error:
             if on_error == "raise":
                 raise
             skipped.append((item.video_id, str(error)))
             advance(1)
             continue
+        rows = len(clips) + np.asarray(slots, dtype=np.int64)  # feature row of each logical clip
+        selections = {
+            "clip_features": rows[:n],
+            "eval_clip_features": rows[n : n + e],
+            "static_features": rows[n + e : n + e + k],
+        }
         clips.extend(video_clips)
-        pending.append((item, slices, source))
+        pending.append((item, selections, source))
         if len(clips) >= batch_size:
             count = len(pending)
             yield from flush()
@@ -272,10 +285,37 @@ def _encode_items(
     advance(count)
 
 
+def _decode_ahead(
+    items: Sequence[VideoItem], settings: StoreSettings, prep: tuple, workers: int = DECODE_WORKERS
+) -> Iterator[tuple[VideoItem, Future]]:
+    """Decode videos in background threads a few items ahead, yielding them in input order.
+
+    The decoders (FFmpeg under decord and PyAV) release the GIL, so decoding the next videos
+    overlaps with encoding the current batch. Results (or errors) come back through futures.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        queue: deque[tuple[VideoItem, Future]] = deque()
+        upcoming = iter(items)
+        for item in upcoming:
+            queue.append((item, pool.submit(_cut_clips, item.path, settings, prep)))
+            if len(queue) >= 4 * workers:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+
+
 def _cut_clips(
-    path: Path, settings: StoreSettings, offset: int
-) -> tuple[dict[str, object], list[np.ndarray], dict[str, slice]]:
-    """Decode what a video needs: its clips, evaluation clips and static clips."""
+    path: Path, settings: StoreSettings, prep: tuple
+) -> tuple[dict, list[tuple[torch.Tensor, torch.Tensor]], list[int], tuple[int, int, int]]:
+    """Decode and preprocess what a video needs: its clips, evaluation clips, static clips.
+
+    `prep` is (size, resize_short, mean, std) of the encoder. Every needed frame is decoded and
+    preprocessed once, and a clip needed twice (an evaluation clip that is also one of the
+    non-overlapping clips) is encoded once. A clip is the frames tensor with the positions of
+    its T frames (a static clip repeats one position). Returns the source description, the
+    distinct clips, for each logical clip (clips, then evaluation clips, then static clips) the
+    position of its distinct clip, and the three counts.
+    """
     info = probe_video(path)
     source = {
         "source_size": path.stat().st_size,
@@ -283,14 +323,9 @@ def _cut_clips(
         "num_frames": info.num_frames,
     }
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        (frame,) = read_frames(path, [0])  # (H, W, 3)
-        clips = [static_clip(frame, settings.clip_len)]
-        slices = {
-            "clip_features": slice(offset, offset),
-            "eval_clip_features": slice(offset, offset),
-            "static_features": slice(offset, offset + 1),
-        }
-        return source, clips, slices
+        frames = preprocess_frames(read_frames(path, [0]), *prep)  # (1, 3, S, S)
+        static = (frames, torch.zeros(settings.clip_len, dtype=torch.long))
+        return source, [static], [0], (0, 0, 1)
 
     starts = clip_starts(
         info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step
@@ -303,21 +338,16 @@ def _cut_clips(
         else []
     )
     static_indices = static_frame_indices(info.num_frames, settings.static_clips)
-    clip_indices = [
+    logical = [
         clip_frame_indices(s, settings.clip_len, settings.clip_stride) for s in starts + eval_starts
     ]
-    wanted = np.unique(np.concatenate([*clip_indices, np.asarray(static_indices, dtype=np.int64)]))
-    frames = read_frames(path, wanted.tolist())  # (F, H, W, 3)
-    position = {int(index): i for i, index in enumerate(wanted)}
-    clips = [frames[[position[int(i)] for i in indices]] for indices in clip_indices]
-    clips += [static_clip(frames[position[int(i)]], settings.clip_len) for i in static_indices]
-    n, e, k = len(starts), len(eval_starts), len(static_indices)
-    slices = {
-        "clip_features": slice(offset, offset + n),
-        "eval_clip_features": slice(offset + n, offset + n + e),
-        "static_features": slice(offset + n + e, offset + n + e + k),
-    }
-    return source, clips, slices
+    logical += [np.full(settings.clip_len, i, dtype=np.int64) for i in static_indices]
+    distinct: dict[tuple[int, ...], int] = {}
+    slots = [distinct.setdefault(tuple(idx.tolist()), len(distinct)) for idx in logical]
+    wanted = np.unique(np.concatenate(logical))
+    frames = preprocess_frames(read_frames(path, wanted.tolist()), *prep)  # (F, 3, S, S)
+    clips = [(frames, torch.from_numpy(np.searchsorted(wanted, np.array(k)))) for k in distinct]
+    return source, clips, slots, (len(starts), len(eval_starts), len(static_indices))
 
 
 def _write_shard(

@@ -163,7 +163,10 @@ def run_federation(
         if accepted:
             aggregated, metrics = strategy.aggregate_train(server_round, accepted)
             if aggregated is not None:
-                arrays = from_record(aggregated)
+                # Server optimisers (FedAdam, FedYogi) compute in float64: back to the model's
+                # dtypes, so what is sent next round loads strictly at every site.
+                arrays = {k: v.astype(initial[k].dtype) for k, v in from_record(aggregated).items()}
+                check_shareable(initial, arrays)
             train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
         else:
             log.warning(

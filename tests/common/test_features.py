@@ -139,7 +139,8 @@ def test_interrupted_extraction_resumes_and_equals_an_uninterrupted_run(
 
     monkeypatch.setattr(features_module, "_cut_clips", counting_cut)
     extract_features(videos, encoder, out, CONFIG, progress=False)
-    assert encoded == ["v2", "v3", "v4", "still"], "finished videos were encoded again"
+    # (decoding runs in threads, so the call order within a shard may vary)
+    assert sorted(encoded) == ["still", "v2", "v3", "v4"], "finished videos were encoded again"
     with FeatureStore(out) as got, FeatureStore(reference) as want:
         assert got.video_ids() == want.video_ids()
         for vid in want.video_ids():
@@ -158,7 +159,7 @@ def test_rerun_and_append_encode_only_what_is_new(tmp_path, videos, encoder, mon
         lambda p, *a, **k: (encoded.append(Path(p).stem), real_cut(p, *a, **k))[1],
     )
     extract_features(videos, encoder, out, CONFIG, progress=False)
-    assert encoded == ["v3", "v4", "still"]
+    assert sorted(encoded) == ["still", "v3", "v4"]
     # A changed source file is encoded again.
     write_video(videos[0].path, 48, seed=42)
     encoded.clear()
