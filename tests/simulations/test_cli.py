@@ -12,7 +12,15 @@ from simulations.cli import build_parser, main
 
 def test_help_lists_only_working_subcommands(capsys):
     _, handlers = build_parser()
-    assert set(handlers) == {"config", "world", "extract", "pretrain-encoder", "leakage"}
+    assert set(handlers) == {
+        "config",
+        "world",
+        "extract",
+        "pretrain-encoder",
+        "leakage",
+        "prepare",
+        "simulate",
+    }
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
