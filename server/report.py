@@ -64,6 +64,9 @@ def build_report(
                 "round": r["round"],
                 "privacy_cmap": r.get("evaluation", {}).get("privacy_cmap"),
                 "ar_top1": r.get("evaluation", {}).get("ar_top1"),
+                # Validation numbers: what hyper-parameters may be chosen on (never test).
+                "privacy_val_cmap": r.get("evaluation", {}).get("privacy_val_cmap"),
+                "ar_val_top1": r.get("evaluation", {}).get("ar_val_top1"),
                 **{k: v for k, v in r.get("train", {}).items()},
                 "sites_aggregated": r.get("sites_aggregated"),
                 "sites_rejected": r.get("sites_rejected", []),
