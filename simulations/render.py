@@ -586,7 +586,8 @@ def background(camera_seed: int, size: int) -> Image.Image:
                 (x, 0, x + step // 2, horizon), fill=shade(wall, rng.uniform(0.82, 0.95))
             )
     elif style == 1:  # bricks
-        bh = int(rng.integers(big // 24, big // 12))
+        # At least 4 px per brick row, or the brick's inner rectangle would be inverted.
+        bh = int(rng.integers(max(4, big // 24), max(5, big // 12)))
         for row, y in enumerate(range(0, horizon, bh)):
             off = (row % 2) * bh
             for x in range(-off, big, 2 * bh):

@@ -409,3 +409,13 @@ def test_pretrain_world_holds_labelled_clips_and_stills(tmp_path):
         len(world.manifest("privacy", "pretrain", split="train"))
         == W.PRESETS["tiny"].pretrain_privacy[0]
     )
+
+
+def test_every_camera_background_renders_at_the_small_sizes():
+    # A 64 px brick wall once drew an inverted rectangle (PIL: "y1 must be >= y0") for some
+    # camera seeds, which only a world with many sites reached.
+    from simulations.render import background
+
+    for seed in range(300):
+        for size in (32, 64):
+            assert background(seed, size).size == (size, size)
