@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+"""Atomic file writes (a temporary file beside the target, renamed over it) and file hashes.
 
 A reader never sees a half-written file, and an interrupted write leaves the old file (or no
 file) behind, never a truncated one.
@@ -7,6 +7,7 @@ file) behind, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,3 +58,12 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `target` atomically."""
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (what manifests and feature stores record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -209,6 +209,10 @@ def run_linear_probe(
 # The central evaluation set and the full leakage / utility measurement
 
 
+# The evaluation set's file name in a run folder (written by simulations, read by the server).
+EVALUATION_SET_FILE = "evaluation_set.npz"
+
+
 @dataclass(frozen=True)
 class EvaluationSet:
     """Cached raw features and labels of the central evaluation world.

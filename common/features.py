@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, file_sha256
 from common.config import FeaturesConfig
 from common.errors import LatentveilError
 from common.video import (
@@ -115,15 +115,6 @@ class StoreSettings:
                 if getattr(self, name) != getattr(other, name)
             ]
             raise FeatureStoreError(f"{path} was made with other settings: {', '.join(diffs)}")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def store_settings(encoder: torch.nn.Module, config: FeaturesConfig) -> StoreSettings:

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.atomic import atomic_path
 from common.config import RunConfig, save_config
 from common.encoders import create_encoder
-from common.evaluation import EvaluationSet
+from common.evaluation import EVALUATION_SET_FILE, EvaluationSet
 from common.runconfig import run_config_from_context, run_dir
 from common.weights import state_nbytes
 from server.federation import run_federation
@@ -30,7 +30,6 @@ from server.report import build_report, write_report
 log = logging.getLogger("latentveil.server")
 app = ServerApp()
 
-EVALUATION_SET = "evaluation_set.npz"
 SITES_FILE = "sites.json"
 ADAPTER_FILE = "adapter.npz"
 
@@ -95,7 +94,7 @@ def main(grid: Grid, context: Context) -> None:
     folder = run_dir(context.run_config)
     folder.mkdir(parents=True, exist_ok=True)
     save_config(config, folder / "config.yaml")
-    evaluation_set = EvaluationSet.load(folder / EVALUATION_SET)
+    evaluation_set = EvaluationSet.load(folder / EVALUATION_SET_FILE)
     resume = bool(context.run_config.get("resume", False))
 
     def announce(record: dict[str, Any]) -> None:

@@ -33,7 +33,13 @@ from tqdm.auto import tqdm
 from common.atomic import atomic_write_text
 from common.encoders import Tiny3DNet, save_tiny3d
 from common.metrics import class_mean_average_precision, top1_accuracy
-from common.video import IMAGENET_MEAN, IMAGENET_STD, preprocess_clips, read_frames
+from common.video import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    preprocess_clips,
+    preprocess_frames,
+    read_frames,
+)
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 
 
@@ -92,10 +98,8 @@ def _load_split(
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     """(F, H, W, 3) uint8 -> (F, size, size, 3) uint8 with the extraction's resize and crop."""
-    x = preprocess_clips(
-        frames[None], size, None, (0.0, 0.0, 0.0), (1.0 / 255,) * 3
-    )  # (1, 3, F, S, S)
-    return x[0].permute(1, 2, 3, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    x = preprocess_frames(frames, size, None, (0.0, 0.0, 0.0), (1.0 / 255,) * 3)  # (F, 3, S, S)
+    return x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _attributes(entries: list[dict]) -> np.ndarray:

@@ -31,13 +31,13 @@ from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.encoders import BUILTIN_TINY3D
 from common.errors import LatentveilError
-from common.evaluation import EvaluationSet
+from common.evaluation import EVALUATION_SET_FILE, EvaluationSet
 from common.model import build_model
 from common.runconfig import config_as_yaml
 from common.sitedata import as_tensors, ensure_site_features, load_site_arrays, pool_site_arrays
 from common.training import build_optimizer, train_local
 from common.weights import shareable_state
-from server.app import EVALUATION_SET, SITES_FILE, finish_run, round_line
+from server.app import SITES_FILE, finish_run, round_line
 from server.federation import evaluate_arrays
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
@@ -127,7 +127,7 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
         [load_site_arrays(world.root / s, site_store(run_dir, s), "train") for s in world.sites]
     )
     tensors = as_tensors(pooled)
-    evaluation_set = EvaluationSet.load(run_dir / EVALUATION_SET)
+    evaluation_set = EvaluationSet.load(run_dir / EVALUATION_SET_FILE)
     model = build_model(tensors["clip_features"].shape[-1], config, seed=config.seed)
     optimizer = build_optimizer(model, config.train)
 

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path, atomic_write_text, file_sha256
 from common.errors import LatentveilError
 from simulations import render
 
@@ -676,15 +676,6 @@ X264_OPTIONS = {
     # one thread and no scene-cut heuristics: the same frames give the same bytes
     "x264-params": "threads=1:bframes=0:keyint=32:min-keyint=32:scenecut=0",
 }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.config import EncoderConfig, FeaturesConfig, RunConfig
 from common.encoders import create_encoder
-from common.evaluation import EvaluationSet, Split, measure_privacy_and_utility
+from common.evaluation import EVALUATION_SET_FILE, EvaluationSet, Split, measure_privacy_and_utility
 from common.features import FeatureStore, VideoItem, extract_features
 from simulations.world import ACTIONS, ATTRIBUTES, World, WorldError, generate_world, load_world
 
@@ -34,9 +34,6 @@ def world_items(world: World, datasets: Sequence[str] | None = None) -> list[Vid
             for entry in world.manifest(dataset, group)
         ]
     return items
-
-
-EVALUATION_SET_NAME = "evaluation_set.npz"  # the name server.app reads in a run folder
 
 
 def central_evaluation_datasets() -> list[str]:
@@ -87,7 +84,7 @@ def prepare_evaluation_set(
         features_config,
         progress,
     )
-    set_path = out_dir / EVALUATION_SET_NAME
+    set_path = out_dir / EVALUATION_SET_FILE
     build_evaluation_set(world, store_path).save(set_path)
     return set_path
 
