@@ -28,6 +28,9 @@ class ConfigError(LatentveilError, ValueError):
     """A config file or override that does not fit the schema."""
 
 
+SELECT_RULES = ("val", "last")  # evaluation.select
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """The frozen video encoder f_E (see common.encoders)."""
@@ -124,6 +127,17 @@ class EvaluationConfig:
     probe_epochs: int = 100
     probe_lr: float = 1e-3
     batch_size: int = 256
+    # Which evaluated round the report gives and adapter.npz ships (server.selection):
+    # "val" = the lowest VALIDATION privacy cMAP among rounds whose validation AR top-1 is at
+    # most `max_val_ar_drop` points below round 0's; "last" = the last round.
+    select: str = "val"
+    max_val_ar_drop: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECT_RULES:
+            raise ConfigError(
+                f"'evaluation.select' must be one of {', '.join(SELECT_RULES)}, not {self.select!r}"
+            )
 
 
 @dataclass(frozen=True)

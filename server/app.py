@@ -54,7 +54,7 @@ def round_line(record: dict[str, Any]) -> str:
 
 
 def save_adapter(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """The final AAM + head arrays, for the edge export."""
+    """The AAM + head arrays the run ships, for the edge export."""
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
 
@@ -78,7 +78,8 @@ def finish_run(
     arrays: dict[str, np.ndarray],
     wall: float,
 ) -> Path:
-    """Save the final adapter and write the report (federated and centralized runs alike)."""
+    """Save the adapter the run ships (the selected round's arrays, server.selection) and
+    write the report (federated and centralized runs alike)."""
     save_adapter(arrays, folder / ADAPTER_FILE)
     sites_path = folder / SITES_FILE
     sites = json.loads(sites_path.read_text()) if sites_path.is_file() else []
@@ -103,5 +104,6 @@ def main(grid: Grid, context: Context) -> None:
         print(line, flush=True)
 
     state = run_federation(grid, config, folder, evaluation_set, resume=resume, on_round=announce)
-    report = finish_run(config, folder, state.history, state.arrays, time.time() - started)
+    shipped = state.selected or state.arrays
+    report = finish_run(config, folder, state.history, shipped, time.time() - started)
     print(f"report written to {report}", flush=True)

@@ -32,6 +32,8 @@ class ServerState:
     arrays: dict[str, np.ndarray]
     strategy_state: dict[str, np.ndarray]
     history: dict[str, Any] = field(default_factory=dict)  # rounds, baseline, ... (JSON)
+    # The arrays of history["selected_round"] (server.selection): what the run ships.
+    selected: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(run_dir: str | Path, state: ServerState) -> Path:
@@ -41,6 +43,7 @@ def save_checkpoint(run_dir: str | Path, state: ServerState) -> Path:
     payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     payload |= {f"arrays/{name}": array for name, array in state.arrays.items()}
     payload |= {f"strategy/{name}": array for name, array in state.strategy_state.items()}
+    payload |= {f"selected/{name}": array for name, array in state.selected.items()}
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **payload)
     return path
@@ -58,8 +61,11 @@ def load_checkpoint(run_dir: str | Path) -> ServerState:
             strategy = {
                 k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("strategy/")
             }
+            selected = {
+                k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("selected/")
+            }
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} is not a readable server checkpoint: {error}") from error
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return ServerState(meta["round"], arrays, strategy, meta["history"])
+    return ServerState(meta["round"], arrays, strategy, meta["history"], selected)

@@ -36,6 +36,7 @@ from common.weights import (
     state_nbytes,
 )
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
+from server.selection import replaces, selected_record
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -139,9 +140,13 @@ def run_federation(
         started = time.perf_counter()
         evaluation = evaluate_arrays(initial, config, evaluation_set)
         record = {"round": 0, "evaluation": evaluation, "seconds": time.perf_counter() - started}
-        state = ServerState(
-            0, initial, {}, {"rounds": [record], "baseline": evaluation, "rejected": []}
-        )
+        history = {
+            "rounds": [record],
+            "baseline": evaluation,
+            "rejected": [],
+            "selected_round": 0,
+        }
+        state = ServerState(0, initial, {}, history, selected=initial)
         save_checkpoint(run_dir, state)
         if on_round:
             on_round(record)
@@ -194,7 +199,15 @@ def run_federation(
         history = dict(state.history)
         history["rounds"] = [*history["rounds"], record]
         history["rejected"] = [*history.get("rejected", []), *rejected]
-        state = ServerState(server_round, arrays, strategy_state(strategy), history)
+        selected = state.selected or state.arrays
+        if "evaluation" in record and replaces(
+            record["evaluation"],
+            selected_record(state.history)["evaluation"],
+            history["baseline"],
+            config.evaluation,
+        ):
+            selected, history["selected_round"] = arrays, server_round
+        state = ServerState(server_round, arrays, strategy_state(strategy), history, selected)
         save_checkpoint(run_dir, state)
         if on_round:
             on_round(record)

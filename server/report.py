@@ -1,7 +1,9 @@
 """The run report: report.json (the contract in DESIGN.md), report.md and plots.
 
 Baseline = round 0 (the identity AAM: raw features under the same protocol); anonymized = the
-last evaluated round. Percentages throughout; privacy cMAP lower is better.
+round selected on validation numbers (server.selection; `evaluation.select: last` makes it the
+last evaluated round), whose arrays are the adapter the run ships. The last evaluated round is
+reported beside it. Percentages throughout; privacy cMAP lower is better.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text
 from common.config import RunConfig, to_dict
+from server.selection import selected_record
 
 TASK_METRICS = ("privacy_cmap", "ar_top1", "tad_map", "ad_auc")
 
@@ -37,7 +40,8 @@ def build_report(
     rounds = history["rounds"]
     evaluated = [r for r in rounds if "evaluation" in r]
     baseline = history["baseline"]
-    final = evaluated[-1]["evaluation"]
+    chosen = selected_record(history)
+    final = chosen["evaluation"]
     chance = baseline["privacy_chance_cmap"]
     base_cmap, anon_cmap = baseline["privacy_cmap"], final["privacy_cmap"]
     drops = {
@@ -52,7 +56,16 @@ def build_report(
         "mode": config.federation.mode,
         "strategy": config.federation.strategy if config.federation.mode == "federated" else None,
         "baseline": _task_view(baseline),
-        "anonymized": _task_view(final) | {"round": evaluated[-1]["round"]},
+        "anonymized": _task_view(final) | {"round": chosen["round"]},
+        "selection": {
+            "rule": config.evaluation.select,
+            "max_val_ar_drop": config.evaluation.max_val_ar_drop,
+            "round": chosen["round"],
+            "privacy_val_cmap": final.get("privacy_val_cmap"),
+            "ar_val_top1": final.get("ar_val_top1"),
+        },
+        "last_evaluated": _task_view(evaluated[-1]["evaluation"])
+        | {"round": evaluated[-1]["round"]},
         "privacy_reduction_rel": (base_cmap - anon_cmap) / base_cmap,
         "privacy_chance_cmap": chance,
         "privacy_removed_above_chance": (base_cmap - anon_cmap) / (base_cmap - chance)
@@ -101,6 +114,26 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [_row(*header), "|" + "---|" * len(header), *(_row(*row) for row in rows)]
 
 
+def _selection_sentence(report: dict[str, Any]) -> str:
+    selection, last = report.get("selection"), report.get("last_evaluated")
+    if not selection:
+        return ""
+    if selection["rule"] == "last":
+        return f"Anonymized = the last round ({selection['round']})."
+    sentence = (
+        f"Anonymized = round {selection['round']}, selected on the VALIDATION split: the lowest "
+        f"validation privacy cMAP ({_fmt(selection['privacy_val_cmap'])}) among evaluated "
+        f"rounds whose validation AR top-1 is at most {_fmt(selection['max_val_ar_drop'], 1)} "
+        "points below round 0's; its arrays are `adapter.npz`."
+    )
+    if last and last["round"] != selection["round"]:
+        sentence += (
+            f" The last round ({last['round']}) had privacy cMAP {_fmt(last['privacy_cmap'])} "
+            f"and AR top-1 {_fmt(last['ar_top1'])}."
+        )
+    return sentence
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: baseline vs anonymized, per-attribute, per-round and per-site tables."""
     base, anon = report["baseline"], report["anonymized"]
@@ -137,6 +170,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Share of the above-chance cMAP removed: "
         f"{_fmt(100 * removed, 1) if removed is not None else '–'}%.",
         "",
+        _selection_sentence(report),
+        "",
         "## Per attribute (AP)",
         "",
     ]
@@ -148,12 +183,15 @@ def report_markdown(report: dict[str, Any]) -> str:
             for name, value in (base.get("privacy_per_attribute_ap") or {}).items()
         ],
     )
+    selected = (report.get("selection") or {}).get("round")
     lines += ["", "## Rounds", ""]
     lines += _table(
         [
             "round",
             "privacy cMAP",
             "AR top-1",
+            "val cMAP",
+            "val AR",
             "L_B",
             "L_LC",
             "L_T",
@@ -165,9 +203,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         ],
         [
             [
-                r["round"],
+                f"{r['round']} (selected)" if r["round"] == selected else r["round"],
                 _fmt(r["privacy_cmap"]),
                 _fmt(r["ar_top1"]),
+                _fmt(r.get("privacy_val_cmap")),
+                _fmt(r.get("ar_val_top1")),
                 _fmt(r.get("loss_b"), 3),
                 _fmt(r.get("loss_lc"), 4),
                 _fmt(r.get("loss_t"), 3),
@@ -226,6 +266,11 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(rounds, cmap, "o-", color="tab:red", label="anonymized")
     left.axhline(report["privacy_chance_cmap"], color="gray", linestyle=":", label="chance")
+    selected = (report.get("selection") or {}).get("round")
+    if selected in rounds:
+        for axis in (left, right):
+            axis.axvline(selected, color="black", linewidth=0.8, linestyle="--")
+        left.plot([], [], color="black", linewidth=0.8, linestyle="--", label="selected (val)")
     left.set(xlabel="round", ylabel="privacy cMAP (lower = more private)", title="attacker cMAP")
     left.legend()
     right.plot(rounds, top1, "o-", color="tab:blue")

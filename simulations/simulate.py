@@ -39,6 +39,7 @@ from common.training import build_optimizer, train_local
 from common.weights import shareable_state
 from server.app import SITES_FILE, finish_run, round_line
 from server.federation import evaluate_arrays
+from server.selection import replaces, selected_record
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
 
@@ -134,6 +135,13 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
     initial = shareable_state(model)
     baseline = evaluate_arrays(initial, config, evaluation_set)
     rounds = [{"round": 0, "evaluation": baseline, "seconds": time.time() - started}]
+    history: dict[str, Any] = {
+        "rounds": rounds,
+        "baseline": baseline,
+        "rejected": [],
+        "selected_round": 0,
+    }
+    selected = initial
     print(round_line(rounds[0]), flush=True)
     for server_round in range(1, config.federation.rounds + 1):
         round_started = time.time()
@@ -147,12 +155,19 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
         )
         record: dict[str, Any] = {"round": server_round, "train": metrics, "sites_aggregated": 1}
         if server_round % config.evaluation.every == 0 or server_round == config.federation.rounds:
-            record["evaluation"] = evaluate_arrays(shareable_state(model), config, evaluation_set)
+            arrays = shareable_state(model)
+            record["evaluation"] = evaluate_arrays(arrays, config, evaluation_set)
+            if replaces(
+                record["evaluation"],
+                selected_record(history)["evaluation"],
+                baseline,
+                config.evaluation,
+            ):
+                selected, history["selected_round"] = arrays, server_round
         record["seconds"] = time.time() - round_started
         rounds.append(record)
         print(round_line(record), flush=True)
-    history = {"rounds": rounds, "baseline": baseline, "rejected": []}
-    return finish_run(config, run_dir, history, shareable_state(model), time.time() - started)
+    return finish_run(config, run_dir, history, selected, time.time() - started)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""Which evaluated round a run reports and ships, chosen on validation numbers only.
+
+Anonymization training does not converge to a fixed point: the privacy budget loss keeps
+rising while the attacker's cMAP can go back up (the training NT-Xent is a poor stand-in for
+privacy, EXPERIMENTS.md). Like early stopping, the run keeps the evaluated round that is best
+on the central VALIDATION split: the lowest validation privacy cMAP among rounds whose
+validation AR top-1 is at most `evaluation.max_val_ar_drop` points below round 0's (the raw
+features). Round 0 always qualifies, so a run that never beats raw features ships the
+identity. The test split is never looked at. `evaluation.select: last` keeps the last round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.config import EvaluationConfig
+
+
+def qualifies(
+    evaluation: dict[str, Any], baseline: dict[str, Any], config: EvaluationConfig
+) -> bool:
+    """Validation AR top-1 at most `max_val_ar_drop` points below the raw-feature baseline."""
+    return baseline["ar_val_top1"] - evaluation["ar_val_top1"] <= config.max_val_ar_drop
+
+
+def replaces(
+    candidate: dict[str, Any],
+    incumbent: dict[str, Any] | None,
+    baseline: dict[str, Any],
+    config: EvaluationConfig,
+) -> bool:
+    """Whether a newly evaluated round takes the place of the round selected so far."""
+    if incumbent is None or config.select == "last":
+        return True
+    if not qualifies(candidate, baseline, config):
+        return False
+    return candidate["privacy_val_cmap"] < incumbent["privacy_val_cmap"]
+
+
+def selected_record(history: dict[str, Any]) -> dict[str, Any]:
+    """The selected round's record in a run history (the last evaluated one when a history
+    predates selection)."""
+    evaluated = [r for r in history["rounds"] if "evaluation" in r]
+    chosen = history.get("selected_round")
+    for record in evaluated:
+        if record["round"] == chosen:
+            return record
+    return evaluated[-1]
