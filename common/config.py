@@ -85,6 +85,9 @@ class LossConfig:
     w_b: float = 1.0
     tau: float = 0.1
     w_ar: float = 1.0  # weight of action-recognition cross-entropy inside L_T
+    # Clip each anchor's NT-Xent term at ln(2N-1), the value at which its video can no longer
+    # be told from the others (common.losses.privacy_budget_loss); the paper does not clip.
+    cap_budget: bool = False
 
 
 @dataclass(frozen=True)

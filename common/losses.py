@@ -11,6 +11,7 @@ features close to the encoder's; L_T keeps them useful.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +21,17 @@ from common.config import LossConfig
 
 
 def privacy_budget_loss(
-    view_a: torch.Tensor, view_b: torch.Tensor, tau: float = 0.1
+    view_a: torch.Tensor, view_b: torch.Tensor, tau: float = 0.1, cap: bool = False
 ) -> torch.Tensor:
     """NT-Xent over two views (N, d) of N videos; both views serve as anchors.
 
     For anchor i, the positive is the other view of the same video and the negatives are the
     2N - 2 static clips of the other videos. Similarity is cosine, divided by `tau`.
+
+    `cap` clips each anchor's term at ln(2N - 1), its value when the positive is no more
+    similar than any negative (the video cannot be told from the others). Maximised without a
+    cap, the loss keeps paying for positives LESS similar than negatives, which the adapter can
+    only arrange by recognising the video: by keeping its identity (see loss.cap_budget).
     """
     if view_a.shape != view_b.shape or view_a.ndim != 2:
         raise ValueError(
@@ -39,7 +45,10 @@ def privacy_budget_loss(
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=reps.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(reps.device)  # (2N,)
-    return F.cross_entropy(logits, positives)
+    if not cap:
+        return F.cross_entropy(logits, positives)
+    per_anchor = F.cross_entropy(logits, positives, reduction="none")  # (2N,)
+    return per_anchor.clamp(max=math.log(2 * n - 1)).mean()
 
 
 def latent_consistency_loss(

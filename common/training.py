@@ -59,7 +59,9 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
     # Each static clip is a sequence of length 1: its anonymization sees nothing else.
     static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
     anonymized_static = model.adapter(static).reshape(B, 2, d)  # (B, 2, d)
-    budget = privacy_budget_loss(anonymized_static[:, 0], anonymized_static[:, 1], config.tau)
+    budget = privacy_budget_loss(
+        anonymized_static[:, 0], anonymized_static[:, 1], config.tau, config.cap_budget
+    )
     return splavu_objective(lc, utility, budget, config)
 
 

@@ -59,6 +59,28 @@ def test_nt_xent_is_invariant_to_feature_scale_and_rejects_bad_shapes():
         privacy_budget_loss(a, b[:4])
 
 
+def test_capped_nt_xent_stops_paying_once_a_video_cannot_be_told_from_the_others():
+    n = 4
+    uniform = math.log(2 * n - 1)  # every anchor's positive as similar as its negatives
+    same = torch.ones(n, 3)
+    assert privacy_budget_loss(same, same.clone(), cap=True).item() == pytest.approx(uniform)
+    # Each video's two views point in opposite directions: positives LESS similar than
+    # negatives. Uncapped the loss goes beyond ln(2N-1) (and keeps paying); capped it stops there.
+    torch.manual_seed(0)
+    a = torch.randn(n, 8, dtype=torch.float64)
+    b = -a + 0.01 * torch.randn(n, 8, dtype=torch.float64)
+    assert privacy_budget_loss(a, b).item() > uniform + 0.5
+    assert privacy_budget_loss(a, b, cap=True).item() == pytest.approx(uniform)
+    a.requires_grad_(True)
+    privacy_budget_loss(a, b, cap=True).backward()
+    assert torch.count_nonzero(a.grad) == 0
+    # Below the cap the two agree term by term (here: identical views, distinct videos).
+    view_a = [[1.0, 2.0, 0.5], [-1.0, 0.3, 2.0], [0.2, -1.5, 1.0]]
+    views = torch.tensor(view_a, dtype=torch.float64)
+    capped = privacy_budget_loss(views, views.clone(), tau=0.1, cap=True)
+    assert capped.item() == pytest.approx(nt_xent_by_hand(view_a, view_a, 0.1), rel=1e-5)
+
+
 def test_latent_consistency_ignores_padding():
     h = torch.zeros(1, 3, 2)
     z = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [100.0, 100.0]]])

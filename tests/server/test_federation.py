@@ -228,6 +228,10 @@ def test_resume_continues_from_the_last_complete_round_with_the_strategy_state(t
     # alignment); a resume that lost the strategy state is off by 8e-5 (FedAvgM) to 3e-3 (FedAdam).
     for name in straight.arrays:
         np.testing.assert_allclose(resumed.arrays[name], straight.arrays[name], rtol=0, atol=1e-5)
+    # The selection (round and arrays) survives the interruption too.
+    assert resumed.history["selected_round"] == straight.history["selected_round"]
+    for name in straight.selected:
+        np.testing.assert_allclose(resumed.selected[name], straight.selected[name], atol=1e-5)
     for name in straight.strategy_state:
         np.testing.assert_allclose(
             resumed.strategy_state[name], straight.strategy_state[name], rtol=0, atol=1e-5
