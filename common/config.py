@@ -88,6 +88,8 @@ class LossConfig:
     # Clip each anchor's NT-Xent term at ln(2N-1), the value at which its video can no longer
     # be told from the others (common.losses.privacy_budget_loss); the paper does not clip.
     cap_budget: bool = False
+    # Subtract the batch mean of the static clips before NT-Xent's cosine (the same function).
+    center_budget: bool = False
 
 
 @dataclass(frozen=True)

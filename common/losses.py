@@ -21,7 +21,11 @@ from common.config import LossConfig
 
 
 def privacy_budget_loss(
-    view_a: torch.Tensor, view_b: torch.Tensor, tau: float = 0.1, cap: bool = False
+    view_a: torch.Tensor,
+    view_b: torch.Tensor,
+    tau: float = 0.1,
+    cap: bool = False,
+    center: bool = False,
 ) -> torch.Tensor:
     """NT-Xent over two views (N, d) of N videos; both views serve as anchors.
 
@@ -32,6 +36,10 @@ def privacy_budget_loss(
     similar than any negative (the video cannot be told from the others). Maximised without a
     cap, the loss keeps paying for positives LESS similar than negatives, which the adapter can
     only arrange by recognising the video: by keeping its identity (see loss.cap_budget).
+
+    `center` subtracts the batch mean of the 2N static clips before the cosine. A site's clips
+    share a large common part (its background); without centring, growing that part makes
+    every pair alike and the loss rises while what tells the videos apart is untouched.
     """
     if view_a.shape != view_b.shape or view_a.ndim != 2:
         raise ValueError(
@@ -40,7 +48,10 @@ def privacy_budget_loss(
     n = view_a.shape[0]
     if n < 2:
         raise ValueError("NT-Xent needs at least 2 videos in the batch (there are no negatives)")
-    reps = F.normalize(torch.cat([view_a, view_b]), dim=-1)  # (2N, d)
+    reps = torch.cat([view_a, view_b])  # (2N, d)
+    if center:
+        reps = reps - reps.mean(dim=0, keepdim=True)
+    reps = F.normalize(reps, dim=-1)
     logits = reps @ reps.T / tau  # (2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=reps.device)
     logits = logits.masked_fill(self_mask, float("-inf"))

@@ -60,7 +60,11 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
     static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
     anonymized_static = model.adapter(static).reshape(B, 2, d)  # (B, 2, d)
     budget = privacy_budget_loss(
-        anonymized_static[:, 0], anonymized_static[:, 1], config.tau, config.cap_budget
+        anonymized_static[:, 0],
+        anonymized_static[:, 1],
+        config.tau,
+        cap=config.cap_budget,
+        center=config.center_budget,
     )
     return splavu_objective(lc, utility, budget, config)
 

@@ -81,6 +81,18 @@ def test_capped_nt_xent_stops_paying_once_a_video_cannot_be_told_from_the_others
     assert capped.item() == pytest.approx(nt_xent_by_hand(view_a, view_a, 0.1), rel=1e-5)
 
 
+def test_centred_nt_xent_ignores_a_part_every_clip_shares():
+    torch.manual_seed(1)
+    a, b = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    shared = 20.0 * torch.randn(8, dtype=torch.float64)  # e.g. a site's background
+    centred = privacy_budget_loss(a, b, center=True)
+    torch.testing.assert_close(privacy_budget_loss(a + shared, b + shared, center=True), centred)
+    # Uncentred, the shared part makes every pair alike: the loss moves towards ln(2N-1).
+    plain, shifted = privacy_budget_loss(a, b), privacy_budget_loss(a + shared, b + shared)
+    assert abs(shifted.item() - math.log(11)) < abs(plain.item() - math.log(11))
+    assert abs(shifted.item() - plain.item()) > 0.1
+
+
 def test_latent_consistency_ignores_padding():
     h = torch.zeros(1, 3, 2)
     z = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [100.0, 100.0]]])
