@@ -20,11 +20,15 @@ TINY = [
     "train.lr=1e-3",
     "evaluation.attacker_epochs=3",
     "evaluation.probe_epochs=3",
+    "evaluation.every=1",
+    "loss.cap_budget=true",  # the embedded default's privacy budget (default.yaml)
+    "loss.center_budget=true",
 ]
 
 REPORT_KEYS = {
     "baseline", "anonymized", "privacy_reduction_rel", "privacy_chance_cmap",
     "privacy_removed_above_chance", "utility_drop", "rounds", "communication", "sites", "config",
+    "selection", "last_evaluated",
 }  # fmt: skip
 
 
@@ -53,6 +57,9 @@ def test_the_report_holds_the_contract(federated_run):
         == report["rounds"][1]["bytes_up"] // 3
     )
     assert [s["site"] for s in report["sites"]] == ["site_00", "site_01", "site_02"]
+    # The reported round is the one chosen on validation numbers, and it is what ships.
+    assert report["anonymized"]["round"] == report["selection"]["round"]
+    assert report["last_evaluated"]["round"] == 2
     for name in (
         "report.md",
         "privacy_utility_rounds.png",
@@ -91,3 +98,5 @@ def test_centralized_mode_trains_on_the_pooled_data(federated_run, tmp_path):
     # Same central evaluation world and encoder: the same raw baseline.
     assert report["baseline"]["privacy_cmap"] == federated["baseline"]["privacy_cmap"]
     assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
+    assert report["anonymized"]["round"] == report["selection"]["round"]
+    assert (tmp_path / "adapter.npz").is_file()
