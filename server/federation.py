@@ -36,7 +36,7 @@ from common.weights import (
     state_nbytes,
 )
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
-from server.selection import replaces, selected_record
+from server.selection import update_selection
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -199,14 +199,9 @@ def run_federation(
         history = dict(state.history)
         history["rounds"] = [*history["rounds"], record]
         history["rejected"] = [*history.get("rejected", []), *rejected]
-        selected = state.selected or state.arrays
-        if "evaluation" in record and replaces(
-            record["evaluation"],
-            selected_record(state.history)["evaluation"],
-            history["baseline"],
-            config.evaluation,
-        ):
-            selected, history["selected_round"] = arrays, server_round
+        selected = update_selection(
+            history, record, arrays, state.selected or state.arrays, config.evaluation
+        )
         state = ServerState(server_round, arrays, strategy_state(strategy), history, selected)
         save_checkpoint(run_dir, state)
         if on_round:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from common.config import EvaluationConfig
 
 
@@ -25,12 +27,12 @@ def qualifies(
 
 def replaces(
     candidate: dict[str, Any],
-    incumbent: dict[str, Any] | None,
+    incumbent: dict[str, Any],
     baseline: dict[str, Any],
     config: EvaluationConfig,
 ) -> bool:
     """Whether a newly evaluated round takes the place of the round selected so far."""
-    if incumbent is None or config.select == "last":
+    if config.select == "last":
         return True
     if not qualifies(candidate, baseline, config):
         return False
@@ -46,3 +48,23 @@ def selected_record(history: dict[str, Any]) -> dict[str, Any]:
         if record["round"] == chosen:
             return record
     return evaluated[-1]
+
+
+def update_selection(
+    history: dict[str, Any],
+    record: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    selected: dict[str, np.ndarray],
+    config: EvaluationConfig,
+) -> dict[str, np.ndarray]:
+    """After round `record` (arrays `arrays`): the arrays the run now ships. When the round was
+    evaluated and replaces the selection, `history["selected_round"]` becomes its number."""
+    if "evaluation" in record and replaces(
+        record["evaluation"],
+        selected_record(history)["evaluation"],
+        history["baseline"],
+        config,
+    ):
+        history["selected_round"] = record["round"]
+        return arrays
+    return selected

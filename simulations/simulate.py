@@ -39,7 +39,7 @@ from common.training import build_optimizer, train_local
 from common.weights import shareable_state
 from server.app import SITES_FILE, finish_run, round_line
 from server.federation import evaluate_arrays
-from server.selection import replaces, selected_record
+from server.selection import update_selection
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
 
@@ -157,13 +157,7 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
         if server_round % config.evaluation.every == 0 or server_round == config.federation.rounds:
             arrays = shareable_state(model)
             record["evaluation"] = evaluate_arrays(arrays, config, evaluation_set)
-            if replaces(
-                record["evaluation"],
-                selected_record(history)["evaluation"],
-                baseline,
-                config.evaluation,
-            ):
-                selected, history["selected_round"] = arrays, server_round
+            selected = update_selection(history, record, arrays, selected, config.evaluation)
         record["seconds"] = time.time() - round_started
         rounds.append(record)
         print(round_line(record), flush=True)
