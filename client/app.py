@@ -66,6 +66,7 @@ def train(msg: Message, context: Context) -> Message:
         config.train,
         config.loss,
         proximal_mu=proximal_mu,
+        window=config.anonymizer.window,
         # Another shuffle every round and at every site.
         seed=config.train.seed * 1_000_003
         + server_round * 1009
@@ -90,6 +91,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     config, _, site_dir, store = _prepare(context)
     tensors = _site_tensors(str(site_dir), str(store), "val", str(store.stat().st_mtime_ns))
     model = _model_from(msg, config, tensors["clip_features"].shape[-1])
-    top1 = evaluate_action_recognition(model, tensors)
+    top1 = evaluate_action_recognition(model, tensors, config.anonymizer.window)
     metrics = MetricRecord({"ar_top1": top1, "num-examples": len(tensors["actions"])})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

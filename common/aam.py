@@ -78,12 +78,25 @@ class AnonymizingAdapter(nn.Module):
     """f_A: L pre-LN transformer blocks over a video's clip features; identity at init."""
 
     def __init__(
-        self, dim: int, layers: int = 3, heads: int = 8, ff_ratio: float = 4.0, dropout: float = 0.0
+        self,
+        dim: int,
+        layers: int = 3,
+        heads: int = 8,
+        ff_ratio: float = 4.0,
+        dropout: float = 0.0,
+        bottleneck: int = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.blocks = nn.ModuleList(
             AdapterBlock(dim, heads, ff_ratio, dropout) for _ in range(layers)
+        )
+        # A rank-`bottleneck` output (0 = none): d -> r -> d, so that what is released spans at
+        # most r directions. It is not the identity at initialisation.
+        self.bottleneck = (
+            nn.Sequential(nn.Linear(dim, bottleneck, bias=False), nn.Linear(bottleneck, dim))
+            if bottleneck
+            else None
         )
 
     def forward(
@@ -102,9 +115,28 @@ class AnonymizingAdapter(nn.Module):
         x = features
         for block in self.blocks:
             x = block(x, key_padding_mask)
+        if self.bottleneck is not None:
+            x = self.bottleneck[1](self.bottleneck[0](x))  # (B, T, d) -> (B, T, r) -> (B, T, d)
         return x
+
+    def code(
+        self, features: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The r coordinates that determine the output when there is a bottleneck, (B, T, r);
+        the output itself otherwise. The output is an affine function of the code."""
+        x = features
+        for block in self.blocks:
+            x = block(x, key_padding_mask)
+        return x if self.bottleneck is None else self.bottleneck[0](x)
 
 
 def create_adapter(dim: int, config: AnonymizerConfig) -> AnonymizingAdapter:
     """Build the AAM for feature width `dim` from the config."""
-    return AnonymizingAdapter(dim, config.layers, config.heads, config.ff_ratio, config.dropout)
+    return AnonymizingAdapter(
+        dim, config.layers, config.heads, config.ff_ratio, config.dropout, config.bottleneck
+    )
+
+
+def starts_as_identity(config: AnonymizerConfig) -> bool:
+    """Whether a fresh adapter of this config is exactly the identity (no output bottleneck)."""
+    return config.bottleneck == 0

@@ -29,6 +29,14 @@ class ConfigError(LatentveilError, ValueError):
 
 
 SELECT_RULES = ("val", "last")  # evaluation.select
+BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
+BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
+ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
+
+
+def _choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"'{where}' must be one of {', '.join(choices)}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,17 @@ class AnonymizerConfig:
     heads: int = 8
     ff_ratio: float = 2.0  # 3 layers at d=768 -> 14.2M params, the paper's Table 13 scale
     dropout: float = 0.0
+    # Consecutive clips per anonymized sequence, in training and in deployment alike (a video
+    # longer than this is anonymized in consecutive windows; a shorter one is one sequence).
+    window: int = 8
+    # Rank of the adapter's output (0 = full rank, identity at initialisation): common.aam.
+    bottleneck: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.bottleneck:
+            raise ConfigError(f"'anonymizer.bottleneck' must be >= 0, got {self.bottleneck}")
+        if self.window < 1:
+            raise ConfigError(f"'anonymizer.window' must be at least 1 clip, got {self.window}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,20 @@ class LossConfig:
     cap_budget: bool = False
     # Subtract the batch mean of the static clips before NT-Xent's cosine (the same function).
     center_budget: bool = False
+    # What the privacy budget's two views of a video are: two static clips (the paper), two
+    # moving clips of one anonymized sequence, or both terms (common.training).
+    budget_views: str = "static"
+    # Negatives of an anchor: every other video of the batch (the paper), or only the other
+    # videos of the SAME action, so that the budget removes what tells apart videos of one
+    # action (who is in them, where) and not the action (common.losses).
+    budget_negatives: str = "all"
+    # Whiten the views over the batch before NT-Xent's cosine (common.losses): every direction
+    # counts, as it does for an attacker. Needs anonymizer.bottleneck (the views are its code).
+    whiten_budget: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)
+        _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
 
 
 @dataclass(frozen=True)
@@ -101,7 +134,6 @@ class TrainConfig:
     lr: float = 1e-4  # AAM
     head_lr: float = 1e-4  # task heads
     weight_decay: float = 0.01
-    seq_len: int = 1  # consecutive clips per training sequence
     seed: int = 0
 
 
@@ -126,23 +158,27 @@ class EvaluationConfig:
     """Central evaluation on the evaluation world (see server.evaluation)."""
 
     every: int = 1  # rounds between central evaluations (the last round is always evaluated)
-    attacker_epochs: int = 100
+    # The attacker suite (common.attackers); the privacy number is its worst case.
+    attackers: tuple[str, ...] = ATTACKER_NAMES
+    attacker_epochs: int = 400  # at most; attackers stop when val stops improving
+    attacker_patience: int = 25  # epochs without a better val cMAP before an attacker stops
     attacker_lr: float = 1e-3
-    attacker_seeds: int = 1
     probe_epochs: int = 100
     probe_lr: float = 1e-3
     batch_size: int = 256
     # Which evaluated round the report gives and adapter.npz ships (server.selection):
-    # "val" = the lowest VALIDATION privacy cMAP among rounds whose validation AR top-1 is at
-    # most `max_val_ar_drop` points below round 0's; "last" = the last round.
+    # "val" = the lowest worst-case VALIDATION privacy cMAP (video protocol) among rounds whose
+    # validation AR top-1 is at most `max_val_ar_drop` points below round 0's; "last" = the
+    # last round.
     select: str = "val"
     max_val_ar_drop: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.select not in SELECT_RULES:
-            raise ConfigError(
-                f"'evaluation.select' must be one of {', '.join(SELECT_RULES)}, not {self.select!r}"
-            )
+        _choice("evaluation.select", self.select, SELECT_RULES)
+        if not self.attackers:
+            raise ConfigError("'evaluation.attackers' needs at least one attacker")
+        for name in self.attackers:
+            _choice("evaluation.attackers", name, ATTACKER_NAMES)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,23 @@
-"""Evaluation protocols on (anonymized) features: the privacy attacker and the linear AR probe.
+"""Central evaluation of an adapter: privacy against the attacker suite, utility by a probe.
 
-Both train a fresh model from scratch on the train split, select it on the validation split and
-report the test split only for the selected model (the paper reports the best test value over
-training; we never look at test to choose). Inputs are standardised with train-split statistics,
-the same procedure for raw and anonymized features.
+What is measured is what a deployment releases (DESIGN.md decision 7). Each central video is
+anonymized as the edge anonymizer runs it: its sequence of non-overlapping clip features in
+windows of `anonymizer.window` clips, each window one sequence through the adapter. On those
+anonymized clip features:
 
-- privacy: the paper's attacker Linear(d, d) -> ReLU -> Linear(d, A) on static-clip features,
-  BCE, AdamW, plateau scheduler; cMAP on test.
-- action recognition: a linear classifier on clip features (each clip labelled with its video's
-  action); a video's score averages the logits of its evenly spaced evaluation clips; top-1.
+- privacy, `video` protocol (the headline): every attacker of common.attackers reads the
+  video's actor attributes from the mean of its anonymized clip features; the privacy number is
+  the worst case (highest test cMAP) over the suite;
+- privacy, `stills` protocol (the paper's): the same suite on static clips of still images
+  (one frame tiled, a sequence of length 1); the paper's attacker (`mlp`) is reported beside
+  the suite's worst case;
+- action recognition: a linear classifier on clip features (each clip labelled with its
+  video's action); a video's score averages its clips' logits; top-1.
+
+Every model trains from scratch on the train split, is selected on the validation split, and
+is reported on the test split only (the paper reports the best test value over training; we
+never look at test to choose). The same procedure runs on raw features (no adapter): the
+baseline.
 """
 
 from __future__ import annotations
@@ -26,35 +35,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.atomic import atomic_path
-from common.config import EvaluationConfig, HeadsConfig
-from common.errors import LatentveilError
-from common.heads import PrivacyAttacker
-from common.metrics import (
-    accuracy_standard_error,
-    chance_cmap,
-    class_mean_average_precision,
-    per_attribute_average_precision,
-    top1_accuracy,
+from common.attackers import (
+    AttackData,
+    AttackResult,
+    Split,
+    SuiteSettings,
+    run_attack_suite,
+    worst_case,
 )
+from common.config import EvaluationConfig
+from common.errors import LatentveilError
+from common.metrics import accuracy_standard_error, top1_accuracy
 
-
-@dataclass(frozen=True)
-class Split:
-    """Features and labels of one split. For AR, `features` is (N, n_clips, d)."""
-
-    features: np.ndarray
-    labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class AttackerResult:
-    """Privacy leakage measured by the attacker protocol (percentages)."""
-
-    test_cmap: float
-    val_cmap: float
-    chance_cmap: float
-    best_epoch: int
-    per_attribute_ap: list[float | None]
+__all__ = ["Split"]
 
 
 @dataclass(frozen=True)
@@ -119,45 +112,6 @@ def _fit_selected_on_val(
     return best_val, best_epoch
 
 
-def run_attacker(
-    train: Split,
-    val: Split,
-    test: Split,
-    epochs: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> AttackerResult:
-    """Train the attacker on static-clip features (N, d) with 0/1 attribute labels (N, A)."""
-    mean, std = _standardizer(train.features)
-    x_train, x_val, x_test = (_to_tensor(s.features, mean, std) for s in (train, val, test))
-    y_train = torch.as_tensor(train.labels, dtype=torch.float32)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        attacker = PrivacyAttacker(x_train.shape[1], HeadsConfig(num_attributes=y_train.shape[1]))
-
-    def scores(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return attacker(x).numpy()
-
-    best_val, best_epoch = _fit_selected_on_val(
-        attacker,
-        F.binary_cross_entropy_with_logits,
-        x_train,
-        y_train,
-        lambda: class_mean_average_precision(scores(x_val), val.labels),
-        epochs, lr, batch_size, seed, plateau=True,
-    )  # fmt: skip
-    test_scores = scores(x_test)
-    return AttackerResult(
-        test_cmap=class_mean_average_precision(test_scores, test.labels),
-        val_cmap=best_val,
-        chance_cmap=chance_cmap(test.labels),
-        best_epoch=best_epoch,
-        per_attribute_ap=per_attribute_average_precision(test_scores, np.asarray(test.labels)),
-    )
-
-
 def run_linear_probe(
     train: Split,
     val: Split,
@@ -206,39 +160,57 @@ def run_linear_probe(
 
 
 # ---------------------------------------------------------------------------------------------
-# The central evaluation set and the full leakage / utility measurement
+# The central evaluation set and the full privacy / utility measurement
 
 
 # The evaluation set's file name in a run folder (written by simulations, read by the server).
 EVALUATION_SET_FILE = "evaluation_set.npz"
+EVALUATION_SET_VERSION = 2  # 2: videos carry their clip sequences and actors' attributes
+
+
+@dataclass(frozen=True)
+class VideoSplit:
+    """Central videos of one split: their non-overlapping clip features (N, C, d) in order,
+    their action labels (N,) and their actors' 0/1 attributes (N, A)."""
+
+    clips: np.ndarray
+    actions: np.ndarray
+    attributes: np.ndarray
 
 
 @dataclass(frozen=True)
 class EvaluationSet:
     """Cached raw features and labels of the central evaluation world.
 
-    privacy[split]: static-clip features (N, d) with 0/1 attribute labels (N, A);
-    ar[split]: evaluation-clip features (N, E, d) with action labels (N,).
+    stills[split]: static-clip features (N, d) of still images with 0/1 attributes (N, A);
+    videos[split]: clip sequences of action videos with actions and actors' attributes.
     """
 
     encoder_id: str
     attributes: tuple[str, ...]
     actions: tuple[str, ...]
-    privacy: dict[str, Split]
-    ar: dict[str, Split]
+    stills: dict[str, Split]
+    videos: dict[str, VideoSplit]
+
+    @property
+    def dim(self) -> int:
+        return int(next(iter(self.stills.values())).features.shape[-1])
 
     def save(self, path: str | Path) -> None:
         """Write as one .npz, atomically."""
         arrays = {"meta": np.frombuffer(json.dumps(self._meta()).encode(), dtype=np.uint8)}
-        for task in ("privacy", "ar"):
-            for split, data in getattr(self, task).items():
-                arrays[f"{task}/{split}/features"] = data.features
-                arrays[f"{task}/{split}/labels"] = data.labels
+        for split, data in self.stills.items():
+            arrays[f"stills/{split}/features"] = data.features
+            arrays[f"stills/{split}/labels"] = data.labels
+        for split, data in self.videos.items():
+            for name in ("clips", "actions", "attributes"):
+                arrays[f"videos/{split}/{name}"] = getattr(data, name)
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
     def _meta(self) -> dict[str, Any]:
         return {
+            "version": EVALUATION_SET_VERSION,
             "encoder_id": self.encoder_id,
             "attributes": self.attributes,
             "actions": self.actions,
@@ -246,100 +218,177 @@ class EvaluationSet:
 
     @classmethod
     def load(cls, path: str | Path) -> EvaluationSet:
-        """Read a set written by `save`; a missing or malformed file is a clear error."""
+        """Read a set written by `save`; a missing, old or malformed file is a clear error."""
         path = Path(path)
         if not path.is_file():
             raise EvaluationError(f"evaluation set not found: {path}")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-                tasks: dict[str, dict[str, Split]] = {"privacy": {}, "ar": {}}
-                for key in data.files:
-                    if key.endswith("/features"):
-                        task, split, _ = key.split("/")
-                        tasks[task][split] = Split(data[key], data[f"{task}/{split}/labels"])
+                if meta.get("version") != EVALUATION_SET_VERSION:
+                    raise EvaluationError(
+                        f"{path} is an evaluation set of an older version; run `latentveil "
+                        "prepare` on the run folder again to rebuild it from the cached features"
+                    )
+                splits = sorted({k.split("/")[1] for k in data.files if k.count("/") == 2})
+                stills, videos = {}, {}
+                for split in splits:
+                    if f"stills/{split}/features" in data.files:
+                        stills[split] = Split(
+                            data[f"stills/{split}/features"], data[f"stills/{split}/labels"]
+                        )
+                    if f"videos/{split}/clips" in data.files:
+                        videos[split] = VideoSplit(
+                            *(
+                                data[f"videos/{split}/{n}"]
+                                for n in ("clips", "actions", "attributes")
+                            )
+                        )
         except (OSError, ValueError, KeyError) as error:
             raise EvaluationError(f"{path} is not a latentveil evaluation set: {error}") from error
-        return cls(meta["encoder_id"], tuple(meta["attributes"]), tuple(meta["actions"]), **tasks)
+        missing = [f"{kind}/{s}" for kind, have in (("stills", stills), ("videos", videos))
+                   for s in ("train", "val", "test") if s not in have]  # fmt: skip
+        if missing:
+            raise EvaluationError(f"{path} lacks the splits {', '.join(missing)}")
+        return cls(
+            meta["encoder_id"], tuple(meta["attributes"]), tuple(meta["actions"]), stills, videos
+        )
 
 
 class EvaluationError(LatentveilError):
     """An evaluation set that is missing or does not fit."""
 
 
-def anonymize_features(
-    adapter: nn.Module | None, features: np.ndarray, batch_size: int = 1024
+def anonymize_sequences(
+    adapter: nn.Module | None, clips: np.ndarray, window: int, batch_size: int = 512
 ) -> np.ndarray:
-    """Apply the AAM to cached features, each clip as its own length-1 sequence.
-
-    (N, d) or (N, E, d) in, the same shape out. None (no adapter) returns the raw features:
-    the baseline is the same protocol on raw features.
-    """
+    """Anonymize (N, C, d) clip sequences as the edge anonymizer does: each video's clips in
+    consecutive windows of `window` clips, each window one sequence through the adapter (a last,
+    shorter window is a sequence of its own). None (no adapter) returns the raw features."""
     if adapter is None:
-        return features
-    shape = features.shape
-    flat = torch.as_tensor(features, dtype=torch.float32).reshape(-1, 1, shape[-1])  # (M, 1, d)
+        return clips
+    if window < 1:
+        raise ValueError(f"the anonymizer window must be at least 1 clip, got {window}")
+    x = torch.as_tensor(clips, dtype=torch.float32)  # (N, C, d)
     was_training = adapter.training
     adapter.eval()
+    out = torch.empty_like(x)
     with torch.no_grad():
-        out = torch.cat(
-            [adapter(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
-        )
+        for start in range(0, x.shape[1], window):
+            stop = min(start + window, x.shape[1])
+            for i in range(0, len(x), batch_size):
+                out[i : i + batch_size, start:stop] = adapter(x[i : i + batch_size, start:stop])
     adapter.train(was_training)
-    return out.reshape(shape).numpy()
+    return out.numpy()
+
+
+def anonymize_stills(adapter: nn.Module | None, features: np.ndarray) -> np.ndarray:
+    """Anonymize (N, d) static-clip features, each a sequence of length 1."""
+    if adapter is None:
+        return features
+    return anonymize_sequences(adapter, features[:, None, :], window=1)[:, 0]
+
+
+def video_attack_features(anonymized_clips: np.ndarray) -> np.ndarray:
+    """What the video attackers read of a video: the mean of its released clip features."""
+    return anonymized_clips.mean(axis=1)  # (N, C, d) -> (N, d)
+
+
+def suite_settings(config: EvaluationConfig, seed: int = 0) -> SuiteSettings:
+    return SuiteSettings(
+        max_epochs=config.attacker_epochs,
+        patience=config.attacker_patience,
+        lr=config.attacker_lr,
+        batch_size=config.batch_size,
+        seed=seed,
+    )
+
+
+class CentralEvaluator:
+    """Measures an adapter on the central evaluation set: privacy on videos (headline) and
+    stills (the paper's protocol) against the attacker suite, and AR by a linear probe.
+
+    Keeps what does not depend on the adapter (the raw-feature fits the inversion attacker
+    reuses) across calls: make one per run and call `evaluate` at every evaluated round.
+    """
+
+    def __init__(self, evaluation_set: EvaluationSet, config: EvaluationConfig, window: int):
+        self.evaluation_set = evaluation_set
+        self.config = config
+        self.window = window
+        self.cache: dict = {}
+
+    def evaluate(self, adapter: nn.Module | None) -> dict[str, Any]:
+        """Percentages: worst-case privacy cMAP per protocol (test, and val for selection),
+        every attacker's result, chance cMAP, and AR top-1 with its standard error."""
+        es, config = self.evaluation_set, self.config
+        splits = ("train", "val", "test")
+        anonymized = {
+            s: anonymize_sequences(adapter, es.videos[s].clips, self.window) for s in splits
+        }
+        settings = suite_settings(config)
+
+        # Privacy on the videos a deployment releases (the headline).
+        raw_video = {s: video_attack_features(es.videos[s].clips) for s in splits}
+        video = AttackData(
+            *(Split(video_attack_features(anonymized[s]), es.videos[s].attributes) for s in splits),
+            raw_train=raw_video["train"], raw_val=raw_video["val"], raw_test=raw_video["test"],
+        )  # fmt: skip
+        video_results = run_attack_suite(video, config.attackers, settings, self.cache)
+
+        # Privacy on stills, the paper's protocol.
+        stills = AttackData(
+            *(Split(anonymize_stills(adapter, es.stills[s].features), es.stills[s].labels)
+              for s in splits),
+            raw_train=es.stills["train"].features, raw_val=es.stills["val"].features,
+            raw_test=es.stills["test"].features,
+        )  # fmt: skip
+        stills_results = run_attack_suite(stills, config.attackers, settings, self.cache)
+
+        probe = run_linear_probe(
+            *(Split(anonymized[s], es.videos[s].actions) for s in splits),
+            len(es.actions),
+            epochs=config.probe_epochs,
+            lr=config.probe_lr,
+            batch_size=config.batch_size,
+        )
+        return privacy_summary(video_results, stills_results, es.attributes) | {
+            "ar_top1": probe.test_top1,
+            "ar_top1_se": probe.test_top1_se,
+            "ar_val_top1": probe.val_top1,
+            "ar_num_test": probe.num_test,
+        }
+
+
+def privacy_summary(
+    video: dict[str, AttackResult], stills: dict[str, AttackResult], attributes: tuple[str, ...]
+) -> dict[str, Any]:
+    """The evaluation's privacy keys: worst cases per protocol and every attacker's result."""
+    worst_video, worst_stills = worst_case(video), worst_case(stills)
+
+    def named(aps: list[float | None]) -> dict[str, float | None]:
+        return dict(zip(attributes, aps, strict=True))
+
+    return {
+        "privacy_cmap": worst_video["cmap"],
+        "privacy_val_cmap": worst_video["val_cmap"],
+        "privacy_attacker": worst_video["attacker"],
+        "privacy_chance_cmap": worst_video["chance_cmap"],
+        "privacy_per_attribute_ap": named(worst_video["per_attribute_ap"]),
+        "privacy_stills_cmap": worst_stills["cmap"],
+        "privacy_stills_val_cmap": worst_stills["val_cmap"],
+        "privacy_stills_attacker": worst_stills["attacker"],
+        "privacy_stills_chance_cmap": worst_stills["chance_cmap"],
+        "privacy_stills_paper_cmap": stills["mlp"].test_cmap if "mlp" in stills else None,
+        "privacy_attackers": {
+            "video": {name: r.as_dict() for name, r in video.items()},
+            "stills": {name: r.as_dict() for name, r in stills.items()},
+        },
+    }
 
 
 def measure_privacy_and_utility(
-    evaluation_set: EvaluationSet,
-    adapter: nn.Module | None,
-    config: EvaluationConfig,
+    evaluation_set: EvaluationSet, adapter: nn.Module | None, config: EvaluationConfig, window: int
 ) -> dict[str, Any]:
-    """Attacker cMAP (mean over `attacker_seeds` attackers) and AR probe top-1 on (anonymized)
-    central features; percentages, with chance cMAP and the standard error of top-1."""
-    privacy = {
-        s: Split(anonymize_features(adapter, d.features), d.labels)
-        for s, d in evaluation_set.privacy.items()
-    }
-    attacks = [
-        run_attacker(
-            privacy["train"],
-            privacy["val"],
-            privacy["test"],
-            epochs=config.attacker_epochs,
-            lr=config.attacker_lr,
-            batch_size=config.batch_size,
-            seed=seed,
-        )
-        for seed in range(config.attacker_seeds)
-    ]
-    ar = {
-        s: Split(anonymize_features(adapter, d.features), d.labels)
-        for s, d in evaluation_set.ar.items()
-    }
-    probe = run_linear_probe(
-        ar["train"],
-        ar["val"],
-        ar["test"],
-        len(evaluation_set.actions),
-        epochs=config.probe_epochs,
-        lr=config.probe_lr,
-        batch_size=config.batch_size,
-    )
-    # Mean AP per attribute over attacker seeds (None where the test split has no positive).
-    per_attribute = {
-        name: None
-        if attacks[0].per_attribute_ap[i] is None
-        else float(np.mean([a.per_attribute_ap[i] for a in attacks]))
-        for i, name in enumerate(evaluation_set.attributes)
-    }
-    return {
-        "privacy_cmap": float(np.mean([a.test_cmap for a in attacks])),
-        "privacy_cmap_seeds": [a.test_cmap for a in attacks],
-        "privacy_val_cmap": float(np.mean([a.val_cmap for a in attacks])),
-        "privacy_chance_cmap": attacks[0].chance_cmap,
-        "privacy_per_attribute_ap": per_attribute,
-        "ar_top1": probe.test_top1,
-        "ar_top1_se": probe.test_top1_se,
-        "ar_val_top1": probe.val_top1,
-        "ar_num_test": probe.num_test,
-    }
+    """One-off `CentralEvaluator(...).evaluate(adapter)`."""
+    return CentralEvaluator(evaluation_set, config, window).evaluate(adapter)

@@ -1,4 +1,5 @@
-"""Task heads trained with the adapter, and the privacy attacker only the server uses.
+"""Task heads trained with the adapter. (The privacy attackers are the evaluation's own
+models: common.attackers.)
 
 Heads sit behind one registry so that later tasks (temporal action detection, anomaly
 detection) plug in by name:
@@ -58,22 +59,3 @@ class ActionRecognitionHead(nn.Module):
     ) -> torch.Tensor:
         """(B, T, d) -> action logits (B, num_actions)."""
         return self.classifier(masked_mean(features, key_padding_mask))
-
-
-@register_head("attacker")
-class PrivacyAttacker(nn.Module):
-    """The paper's attacker: Linear(d, d) -> ReLU -> Linear(d, A) on static-clip features.
-
-    Server-side only: it is trained from scratch on anonymized features to measure leakage and
-    is never part of a shareable state.
-    """
-
-    def __init__(self, dim: int, config: HeadsConfig) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, config.num_attributes)
-        )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, d) -> attribute logits (N, A)."""
-        return self.net(features)

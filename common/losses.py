@@ -38,11 +38,24 @@ def privacy_budget_loss(
     tau: float = 0.1,
     cap: bool = False,
     center: bool = False,
+    groups: torch.Tensor | None = None,
+    whiten: bool = False,
 ) -> torch.Tensor:
     """NT-Xent over two views (N, d) of N videos; both views serve as anchors.
 
     For anchor i, the positive is the other view of the same video and the negatives are the
-    2N - 2 static clips of the other videos. Similarity is cosine, divided by `tau`.
+    2N - 2 views of the other videos. Similarity is cosine, divided by `tau`.
+
+    `whiten` (implies centring) decorrelates the 2N views and scales every direction to unit
+    variance over the batch before the cosine, as an attacker's linear model effectively does:
+    a direction of small variance counts as much as a large one, so identity cannot hide in
+    directions the plain cosine hardly sees. The views need fewer dimensions than 2N (use the
+    bottleneck's code); a small ridge keeps the whitening well-conditioned.
+
+    `groups` (N,) restricts an anchor's negatives to the videos of its own group (its action):
+    the budget then pays for making videos of one action indistinguishable from each other
+    (who is in them, where), not for blurring the action itself. Anchors without a negative in
+    their group add nothing (they are left out of the mean).
 
     `cap` clips each anchor's term at ln(2N - 1), its value when the positive is no more
     similar than any negative (the video cannot be told from the others). Maximised without a
@@ -61,17 +74,54 @@ def privacy_budget_loss(
     if n < 2:
         raise ValueError("NT-Xent needs at least 2 videos in the batch (there are no negatives)")
     reps = torch.cat([view_a, view_b])  # (2N, d)
-    if center:
+    if center or whiten:
         reps = reps - reps.mean(dim=0, keepdim=True)
+    if whiten:
+        reps = _whiten(reps)
     reps = F.normalize(reps, dim=-1)
     logits = reps @ reps.T / tau  # (2N, 2N)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=reps.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
     positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(reps.device)  # (2N,)
-    if not cap:
-        return F.cross_entropy(logits, positives)
+    if groups is None:
+        if not cap:
+            return F.cross_entropy(logits, positives)
+        per_anchor = F.cross_entropy(logits, positives, reduction="none")  # (2N,)
+        return per_anchor.clamp(max=math.log(2 * n - 1)).mean()
+
+    if groups.shape != (n,):
+        raise ValueError(f"groups must be (N,) = ({n},), got {tuple(groups.shape)}")
+    group_of = torch.cat([groups, groups]).to(reps.device)  # (2N,)
+    same = group_of[:, None] == group_of[None, :]  # (2N, 2N)
+    logits = logits.masked_fill(~same, float("-inf"))
+    videos_in_group = same.sum(dim=1) // 2  # (2N,) videos of the anchor's group, itself included
+    has_negative = videos_in_group >= 2
+    if not bool(has_negative.any()):
+        return reps.sum() * 0.0  # no anchor has a negative: nothing to pay for
     per_anchor = F.cross_entropy(logits, positives, reduction="none")  # (2N,)
-    return per_anchor.clamp(max=math.log(2 * n - 1)).mean()
+    if cap:
+        per_anchor = torch.minimum(per_anchor, torch.log(2.0 * videos_in_group - 1.0))
+    return per_anchor[has_negative].mean()
+
+
+def _whiten(reps: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
+    """Centred (M, d) rows -> rows with identity covariance (Cholesky whitening, in float64;
+    the cosines that follow do not depend on which whitening is used). The ridge, relative to
+    the mean variance, only keeps the factorisation defined: a direction 1000x smaller in
+    scale than the others still counts fully."""
+    m, d = reps.shape
+    if d >= m:
+        raise ValueError(
+            f"whitening {d}-dimensional views needs more than {d} of them (got {m}); use an "
+            "adapter bottleneck smaller than the batch"
+        )
+    x = reps.double()
+    covariance = x.T @ x / (m - 1)  # (d, d)
+    covariance = covariance + ridge * covariance.diagonal().mean() * torch.eye(
+        d, dtype=x.dtype, device=x.device
+    )
+    chol = torch.linalg.cholesky(covariance)  # (d, d) lower
+    return torch.linalg.solve_triangular(chol, x.T, upper=False).T.to(reps.dtype)  # (M, d)
 
 
 def latent_consistency_loss(

@@ -24,8 +24,6 @@ class AnonymizerModel(nn.Module):
         self.heads = nn.ModuleDict(
             {task: create_head(task, dim, config.heads) for task in config.heads.tasks}
         )
-        if "attacker" in self.heads:
-            raise ValueError("the privacy attacker is server-side only and cannot be a task head")
 
     def forward(
         self, clip_features: torch.Tensor, key_padding_mask: torch.Tensor | None = None

@@ -43,8 +43,14 @@ def build_optimizer(model: AnonymizerModel, config: TrainConfig) -> torch.optim.
 
 
 def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossConfig) -> LossTerms:
-    """The SPLAVU objective on one batch, with each component."""
-    B, _, d = batch.clip_features.shape
+    """The SPLAVU objective on one batch, with each component.
+
+    The privacy budget's two views of a video (`loss.budget_views`) are two of its static
+    clips, each a sequence of length 1 (the paper), or its moving clips: the kind of input a
+    deployment anonymizes and releases, so the adapter cannot treat the budget's inputs
+    differently from what it must keep useful ("both" averages the two terms).
+    """
+    B, T, d = batch.clip_features.shape
     if batch.static_features.shape != (B, 2, d):
         got = tuple(batch.static_features.shape)
         raise ValueError(f"static_features must be (B, 2, d) = {(B, 2, d)}, got {got}")
@@ -56,16 +62,45 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
         logits = model.heads["ar"](anonymized, batch.key_padding_mask)  # (B, C)
         utility = utility + config.w_ar * action_recognition_loss(logits, batch.actions)
 
-    # Each static clip is a sequence of length 1: its anonymization sees nothing else.
-    static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
-    anonymized_static = model.adapter(static).reshape(B, 2, d)  # (B, 2, d)
-    budget = privacy_budget_loss(
-        anonymized_static[:, 0],
-        anonymized_static[:, 1],
-        config.tau,
-        cap=config.cap_budget,
-        center=config.center_budget,
-    )
+    groups = batch.actions if config.budget_negatives == "same_action" else None
+    views: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if config.budget_views in ("static", "both"):
+        # Each static clip is a sequence of length 1: its anonymization sees nothing else.
+        static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
+        view = model.adapter.code if config.whiten_budget else model.adapter
+        anonymized_static = view(static).reshape(B, 2, -1)  # (B, 2, d) or (B, 2, r)
+        views.append((anonymized_static[:, 0], anonymized_static[:, 1]))
+    if config.budget_views in ("clips", "both"):
+        # Two disjoint halves of each video's sequence, each anonymized as a sequence of its
+        # own, and each half's mean as one view. Views taken from ONE sequence could be told
+        # apart by attention (outputs pushed apart inside the sequence while their mean, what
+        # is released per video, keeps the identity); separate sequences cannot see each other.
+        if T < 2:
+            raise ValueError(
+                "loss.budget_views=clips needs two clips per sequence: videos of at least 2 "
+                f"clips and anonymizer.window >= 2 (sequences here have {T} clip(s))"
+            )
+        half = T // 2
+        # With whitening, the views are the bottleneck's code (r < 2B dimensions) that
+        # determines the output; otherwise the output.
+        view = model.adapter.code if config.whiten_budget else model.adapter
+        first = view(batch.clip_features[:, :half]).mean(dim=1)  # (B, d) or (B, r)
+        second = view(batch.clip_features[:, half : 2 * half]).mean(dim=1)
+        views.append((first, second))
+    budget = torch.stack(
+        [
+            privacy_budget_loss(
+                a,
+                b,
+                config.tau,
+                cap=config.cap_budget,
+                center=config.center_budget,
+                groups=groups,
+                whiten=config.whiten_budget,
+            )
+            for a, b in views
+        ]
+    ).mean()
     return splavu_objective(lc, utility, budget, config)
 
 
@@ -120,7 +155,8 @@ def sample_batches(
 def make_training_batch(
     tensors: dict[str, torch.Tensor], index: torch.Tensor, seq_len: int, generator: torch.Generator
 ) -> TrainingBatch:
-    """seq_len consecutive clips from a random start and two random static clips per video."""
+    """`seq_len` consecutive clips from a random start (the anonymizer's window; all clips of a
+    shorter video) and two random static clips per video."""
     clips = tensors["clip_features"]  # (N, C, d)
     num_clips = clips.shape[1]
     seq_len = min(seq_len, num_clips)
@@ -144,11 +180,13 @@ def train_local(
     proximal_mu: float = 0.0,
     seed: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
+    window: int = 1,
 ) -> dict[str, float]:
     """Train `train_config.epochs` epochs on a site's cached features.
 
     A site starts every round with a fresh AdamW (as in the authors' federated setting and
     Flower's examples); pass `optimizer` to keep one across calls (the centralized baseline).
+    Each video is one sequence of at most `window` consecutive clips (anonymizer.window).
     Returns the mean of each loss component over the steps, and the number of steps.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -165,7 +203,7 @@ def train_local(
     steps = 0
     for _ in range(train_config.epochs):
         for index in sample_batches(num_videos, train_config.batch_size, generator):
-            batch = make_training_batch(tensors, index, train_config.seq_len, generator)
+            batch = make_training_batch(tensors, index, window, generator)
             metrics = training_step(
                 model, optimizer, batch, loss_config, proximal_mu, global_params
             )
@@ -176,13 +214,17 @@ def train_local(
     return {key: value / max(steps, 1) for key, value in totals.items()} | {"steps": float(steps)}
 
 
-def evaluate_action_recognition(model: AnonymizerModel, tensors: dict[str, torch.Tensor]) -> float:
-    """AR top-1 (percent) of the model's own head on anonymized evaluation clips; each clip is
-    anonymized alone and the clip logits of a video are averaged."""
-    eval_clips = tensors["eval_clip_features"]  # (N, E, d)
-    n, e, d = eval_clips.shape
+def evaluate_action_recognition(
+    model: AnonymizerModel, tensors: dict[str, torch.Tensor], window: int = 1
+) -> float:
+    """AR top-1 (percent) of the model's own head on each video's clips, anonymized in windows of
+    `window` clips as a deployment does; the head averages over all of a video's clips."""
+    clips = tensors["clip_features"]  # (N, C, d)
     model.eval()
     with torch.no_grad():
-        anonymized = model.adapter(eval_clips.reshape(n * e, 1, d))  # (N*E, 1, d)
-        logits = model.heads["ar"](anonymized).reshape(n, e, -1).mean(dim=1)  # (N, C)
+        anonymized = torch.cat(
+            [model.adapter(clips[:, s : s + window]) for s in range(0, clips.shape[1], window)],
+            dim=1,
+        )  # (N, C, d)
+        logits = model.heads["ar"](anonymized)  # (N, num_actions)
     return 100.0 * float((logits.argmax(dim=1) == tensors["actions"]).float().mean())

@@ -45,7 +45,9 @@ def round_line(record: dict[str, Any]) -> str:
     if "evaluation" in record:
         evaluation = record["evaluation"]
         parts.append(
-            f"privacy cMAP {evaluation['privacy_cmap']:.2f} AR top-1 {evaluation['ar_top1']:.2f}"
+            f"privacy cMAP {evaluation['privacy_cmap']:.2f} ({evaluation.get('privacy_attacker')}) "
+            f"stills {evaluation.get('privacy_stills_cmap', float('nan')):.2f} "
+            f"AR top-1 {evaluation['ar_top1']:.2f}"
         )
     if record.get("sites_rejected"):
         parts.append(f"{len(record['sites_rejected'])} update(s) rejected")

@@ -25,8 +25,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from common.aam import starts_as_identity
 from common.config import RunConfig
-from common.evaluation import EvaluationSet, measure_privacy_and_utility
+from common.evaluation import CentralEvaluator, EvaluationSet
 from common.model import AnonymizerModel, build_model
 from common.weights import (
     ShareableStateError,
@@ -99,17 +100,16 @@ def _reply_bytes(reply: Message) -> int:
 
 
 def evaluate_arrays(
-    arrays: dict[str, np.ndarray], config: RunConfig, evaluation_set: EvaluationSet
+    arrays: dict[str, np.ndarray], config: RunConfig, evaluator: CentralEvaluator
 ) -> dict[str, Any]:
-    """Central evaluation of aggregated AAM + head arrays."""
-    model = _model(config, evaluation_set)
+    """Central evaluation of aggregated AAM + head arrays (the attacker suite and the probe)."""
+    model = _model(config, evaluator.evaluation_set)
     load_shareable(model, arrays)
-    return measure_privacy_and_utility(evaluation_set, model.adapter, config.evaluation)
+    return evaluator.evaluate(model.adapter)
 
 
 def _model(config: RunConfig, evaluation_set: EvaluationSet) -> AnonymizerModel:
-    dim = next(iter(evaluation_set.privacy.values())).features.shape[-1]
-    return build_model(dim, config, seed=config.seed)
+    return build_model(evaluation_set.dim, config, seed=config.seed)
 
 
 def run_federation(
@@ -126,6 +126,7 @@ def run_federation(
     `on_round` is called with each round's record (for a progress line).
     """
     run_dir = Path(run_dir)
+    evaluator = CentralEvaluator(evaluation_set, config.evaluation, config.anonymizer.window)
     num_sites = config.world.sites
     strategy = create_strategy(config.federation, num_sites)
     initial = shareable_state(_model(config, evaluation_set))
@@ -136,15 +137,20 @@ def run_federation(
         load_strategy_state(strategy, state.strategy_state)
         log.info("resuming after round %d of %d", state.round, config.federation.rounds)
     else:
-        # Round 0: the identity AAM, i.e. the raw-feature baseline under the same protocol.
+        # The baseline: raw features under the same protocol. Round 0 is the initial adapter:
+        # the identity (so its evaluation is the baseline) unless the adapter has an output
+        # bottleneck, whose untrained round 0 is not evaluated and never shipped.
         started = time.perf_counter()
-        evaluation = evaluate_arrays(initial, config, evaluation_set)
-        record = {"round": 0, "evaluation": evaluation, "seconds": time.perf_counter() - started}
+        baseline = evaluator.evaluate(None)
+        record = {"round": 0, "seconds": time.perf_counter() - started}
+        identity = starts_as_identity(config.anonymizer)
+        if identity:
+            record["evaluation"] = baseline
         history = {
             "rounds": [record],
-            "baseline": evaluation,
+            "baseline": baseline,
             "rejected": [],
-            "selected_round": 0,
+            "selected_round": 0 if identity else None,
         }
         state = ServerState(0, initial, {}, history, selected=initial)
         save_checkpoint(run_dir, state)
@@ -193,7 +199,7 @@ def run_federation(
         }
         if server_round % config.evaluation.every == 0 or server_round == rounds:
             evaluation_started = time.perf_counter()
-            record["evaluation"] = evaluate_arrays(arrays, config, evaluation_set)
+            record["evaluation"] = evaluate_arrays(arrays, config, evaluator)
             record["evaluation_seconds"] = time.perf_counter() - evaluation_started
         record["seconds"] = time.perf_counter() - started
         history = dict(state.history)

@@ -1,5 +1,10 @@
 """The run report: report.json (the contract in DESIGN.md), report.md and plots.
 
+Privacy is the worst case over the attacker suite (common.attackers) on the anonymized VIDEO
+features a deployment releases (`privacy_cmap`); the paper's stills protocol is reported beside
+it (`privacy_stills_cmap`, and the paper's attacker alone, `privacy_stills_paper_cmap`), and
+`privacy_attackers` gives every attacker's cMAP and AP per attribute, raw and anonymized.
+
 Baseline = round 0 (the identity AAM: raw features under the same protocol); anonymized = the
 round selected on validation numbers (server.selection; `evaluation.select: last` makes it the
 last evaluated round), whose arrays are the adapter the run ships. The last evaluated round is
@@ -17,16 +22,48 @@ from common.config import RunConfig, to_dict
 from server.selection import selected_record
 
 TASK_METRICS = ("privacy_cmap", "ar_top1", "tad_map", "ad_auc")
+PRIVACY_DETAILS = (
+    "privacy_attacker",
+    "privacy_val_cmap",
+    "privacy_per_attribute_ap",
+    "privacy_stills_cmap",
+    "privacy_stills_attacker",
+    "privacy_stills_paper_cmap",
+)
+PROTOCOLS = ("video", "stills")
+
+THREAT_MODEL = (
+    "Threat model: the attacker sees the anonymized features a site releases and knows the "
+    "frozen encoder and the adapter (broadcast to every site), so it can make labelled data of "
+    "its own. Each attacker of the suite (the paper's MLP, logistic regression, k nearest "
+    "neighbours, boosted trees, and an inversion attacker that maps anonymized features back to "
+    "raw ones and reads them with a raw-feature attacker) is trained on the central train "
+    "split, chosen and stopped on val, and scored once on test. Privacy cMAP is the WORST case "
+    "(highest test cMAP) over the suite on VIDEO features: each central action video anonymized "
+    "as the edge anonymizer runs it, the mean of its clip features, labelled with its actors' "
+    "attributes. The stills protocol (static clips of still images) is the paper's."
+)
 
 
 def _task_view(evaluation: dict[str, Any]) -> dict[str, Any]:
     view = {key: evaluation.get(key) for key in TASK_METRICS}
-    view |= {
-        "ar_top1_se": evaluation.get("ar_top1_se"),
-        "privacy_per_attribute_ap": evaluation.get("privacy_per_attribute_ap"),
-        "privacy_cmap_seeds": evaluation.get("privacy_cmap_seeds"),
-    }
+    view |= {"ar_top1_se": evaluation.get("ar_top1_se")}
+    view |= {key: evaluation.get(key) for key in PRIVACY_DETAILS}
     return view
+
+
+def attacker_table(baseline: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """privacy_attackers: per protocol and attacker, raw and anonymized cMAP / AP per attribute
+    (and what each attacker chose on val)."""
+    table: dict[str, Any] = {}
+    for protocol in PROTOCOLS:
+        raw = (baseline.get("privacy_attackers") or {}).get(protocol, {})
+        anon = (final.get("privacy_attackers") or {}).get(protocol, {})
+        table[protocol] = {
+            name: {"raw": raw.get(name), "anonymized": anon.get(name)}
+            for name in dict.fromkeys([*raw, *anon])
+        }
+    return table
 
 
 def build_report(
@@ -66,16 +103,23 @@ def build_report(
         },
         "last_evaluated": _task_view(evaluated[-1]["evaluation"])
         | {"round": evaluated[-1]["round"]},
+        "threat_model": THREAT_MODEL,
         "privacy_reduction_rel": (base_cmap - anon_cmap) / base_cmap,
+        "privacy_stills_reduction_rel": _relative_drop(
+            baseline.get("privacy_stills_cmap"), final.get("privacy_stills_cmap")
+        ),
         "privacy_chance_cmap": chance,
         "privacy_removed_above_chance": (base_cmap - anon_cmap) / (base_cmap - chance)
         if base_cmap > chance
         else None,
         "utility_drop": drops,
+        "privacy_attackers": attacker_table(baseline, final),
         "rounds": [
             {
                 "round": r["round"],
                 "privacy_cmap": r.get("evaluation", {}).get("privacy_cmap"),
+                "privacy_attacker": r.get("evaluation", {}).get("privacy_attacker"),
+                "privacy_stills_cmap": r.get("evaluation", {}).get("privacy_stills_cmap"),
                 "ar_top1": r.get("evaluation", {}).get("ar_top1"),
                 # Validation numbers: what hyper-parameters may be chosen on (never test).
                 "privacy_val_cmap": r.get("evaluation", {}).get("privacy_val_cmap"),
@@ -86,6 +130,7 @@ def build_report(
                 "bytes_up": r.get("bytes_up", 0),
                 "bytes_down": r.get("bytes_down", 0),
                 "seconds": r.get("seconds"),
+                "evaluation_seconds": r.get("evaluation_seconds"),
                 "slowest_site_seconds": r.get("slowest_site_seconds"),
             }
             for r in rounds
@@ -96,6 +141,12 @@ def build_report(
         "wall_seconds": wall_seconds,
         "config": to_dict(config),
     }
+
+
+def _relative_drop(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None or before == 0:
+        return None
+    return (before - after) / before
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -122,7 +173,8 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         return f"Anonymized = the last round ({selection['round']})."
     sentence = (
         f"Anonymized = round {selection['round']}, selected on the VALIDATION split: the lowest "
-        f"validation privacy cMAP ({_fmt(selection['privacy_val_cmap'])}) among evaluated "
+        f"worst-case validation privacy cMAP on video ({_fmt(selection['privacy_val_cmap'])}) "
+        "among evaluated "
         f"rounds whose validation AR top-1 is at most {_fmt(selection['max_val_ar_drop'], 1)} "
         "points below round 0's; its arrays are `adapter.npz`."
     )
@@ -142,18 +194,37 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# latentveil run report ({title})",
         "",
-        "Privacy cMAP: an attacker trained on anonymized static-clip features of the central",
-        "privacy train split, selected on val, measured on test (lower is more private).",
-        "AR top-1: a linear probe, 5 evenly spaced clips per test video (± standard error).",
+        THREAT_MODEL,
+        "Lower cMAP is more private. AR top-1: a linear probe on the same anonymized clip",
+        "features, a video's clip logits averaged (± standard error).",
         "",
         *_table(
             ["metric", "baseline (raw)", "anonymized", "change"],
             [
                 [
-                    "privacy cMAP",
-                    _fmt(base["privacy_cmap"]),
-                    _fmt(anon["privacy_cmap"]),
+                    "privacy cMAP, video, worst case (headline)",
+                    f"{_fmt(base['privacy_cmap'])} ({base.get('privacy_attacker')})",
+                    f"{_fmt(anon['privacy_cmap'])} ({anon.get('privacy_attacker')})",
                     f"{_fmt(100 * report['privacy_reduction_rel'], 1)}% lower",
+                ],
+                [
+                    "privacy cMAP, stills, worst case",
+                    f"{_fmt(base.get('privacy_stills_cmap'))} "
+                    f"({base.get('privacy_stills_attacker')})",
+                    f"{_fmt(anon.get('privacy_stills_cmap'))} "
+                    f"({anon.get('privacy_stills_attacker')})",
+                    _pct_lower(report.get("privacy_stills_reduction_rel")),
+                ],
+                [
+                    "privacy cMAP, stills, the paper's attacker (mlp)",
+                    _fmt(base.get("privacy_stills_paper_cmap")),
+                    _fmt(anon.get("privacy_stills_paper_cmap")),
+                    _pct_lower(
+                        _relative_drop(
+                            base.get("privacy_stills_paper_cmap"),
+                            anon.get("privacy_stills_paper_cmap"),
+                        )
+                    ),
                 ],
                 [
                     "AR top-1",
@@ -172,9 +243,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         _selection_sentence(report),
         "",
-        "## Per attribute (AP)",
+        "## Every attacker (test cMAP, raw -> anonymized)",
         "",
     ]
+    lines += _attacker_lines(report)
+    lines += ["", "## Per attribute, worst-case attacker on video (AP)", ""]
     anon_ap = anon.get("privacy_per_attribute_ap") or {}
     lines += _table(
         ["attribute", "baseline", "anonymized"],
@@ -188,7 +261,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += _table(
         [
             "round",
-            "privacy cMAP",
+            "privacy cMAP (video)",
+            "worst attacker",
+            "stills cMAP",
             "AR top-1",
             "val cMAP",
             "val AR",
@@ -205,6 +280,8 @@ def report_markdown(report: dict[str, Any]) -> str:
             [
                 f"{r['round']} (selected)" if r["round"] == selected else r["round"],
                 _fmt(r["privacy_cmap"]),
+                _fmt(r.get("privacy_attacker")),
+                _fmt(r.get("privacy_stills_cmap")),
                 _fmt(r["ar_top1"]),
                 _fmt(r.get("privacy_val_cmap")),
                 _fmt(r.get("ar_val_top1")),
@@ -250,6 +327,28 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pct_lower(value: float | None) -> str:
+    return "–" if value is None else f"{_fmt(100 * value, 1)}% lower"
+
+
+def _attacker_lines(report: dict[str, Any]) -> list[str]:
+    """One row per attacker, one column pair per protocol; the worst case marked."""
+    table = report.get("privacy_attackers") or {}
+    names = list(dict.fromkeys(n for protocol in table.values() for n in protocol))
+    if not names:
+        return ["(no attacker results)"]
+
+    def cell(protocol: str, name: str, side: str) -> str:
+        entry = ((table.get(protocol) or {}).get(name) or {}).get(side)
+        return "–" if not entry else _fmt(entry["test_cmap"])
+
+    rows = [
+        [name, *(f"{cell(p, name, 'raw')} -> {cell(p, name, 'anonymized')}" for p in PROTOCOLS)]
+        for name in names
+    ]
+    return _table(["attacker", *(f"{p}" for p in PROTOCOLS)], rows)
+
+
 def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     """Privacy cMAP and AR top-1 per round; privacy vs utility. Returns the files written."""
     import matplotlib
@@ -271,7 +370,14 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
         for axis in (left, right):
             axis.axvline(selected, color="black", linewidth=0.8, linestyle="--")
         left.plot([], [], color="black", linewidth=0.8, linestyle="--", label="selected (val)")
-    left.set(xlabel="round", ylabel="privacy cMAP (lower = more private)", title="attacker cMAP")
+    stills = [r.get("privacy_stills_cmap") for r in evaluated]
+    if all(v is not None for v in stills):
+        left.plot(rounds, stills, "s--", color="tab:orange", label="stills (paper protocol)")
+    left.set(
+        xlabel="round",
+        ylabel="worst-case cMAP (lower = more private)",
+        title="privacy: worst attacker on video",
+    )
     left.legend()
     right.plot(rounds, top1, "o-", color="tab:blue")
     right.set(xlabel="round", ylabel="AR top-1 (%)", title="action recognition")
@@ -283,17 +389,17 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     axis.plot(cmap, top1, "-", color="lightgray", zorder=1)
     points = axis.scatter(cmap, top1, c=rounds, cmap="viridis", zorder=2)
     axis.scatter(
-        [cmap[0]],
-        [top1[0]],
+        [report["baseline"]["privacy_cmap"]],
+        [report["baseline"]["ar_top1"]],
         marker="s",
         s=80,
         facecolors="none",
         edgecolors="black",
-        label="raw (round 0)",
+        label="raw features",
     )
     fig.colorbar(points, label="round")
     axis.set(
-        xlabel="privacy cMAP (lower = more private)",
+        xlabel="worst-case video cMAP (lower = more private)",
         ylabel="AR top-1 (%)",
         title="privacy vs utility",
     )

@@ -243,8 +243,11 @@ def _leakage_command(args: argparse.Namespace) -> int:
     result = measure_raw_leakage(config, world_dir, out, progress=not args.quiet)
     print(
         f"raw features of {result['encoder_id']} on the central test splits:\n"
-        f"  privacy attacker cMAP {result['privacy_cmap']:.2f} "
+        f"  privacy cMAP, worst attacker on video ({result['privacy_attacker']}) "
+        f"{result['privacy_cmap']:.2f} "
         f"(chance {result['privacy_chance_cmap']:.2f}, {result['privacy_cmap_over_chance']:.2f}x)\n"
+        f"  privacy cMAP, worst attacker on stills ({result['privacy_stills_attacker']}) "
+        f"{result['privacy_stills_cmap']:.2f}\n"
         f"  AR linear probe top-1 {result['ar_top1']:.2f} +- {result['ar_top1_se']:.2f} "
         f"({result['ar_num_test']} test videos)\n"
         f"written to {out / 'leakage.json'}"
@@ -257,7 +260,8 @@ def _add_leakage_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "leakage",
         help="measure how much raw encoder features leak and how useful they are",
         description="Generate the world if missing, extract the central evaluation features and "
-        "run the privacy attacker (cMAP) and the linear AR probe (top-1) on RAW features, with "
+        "run the privacy attacker suite (worst-case cMAP, video and stills) and the linear AR "
+        "probe (top-1) on RAW features, with "
         "model selection on val and numbers on test. Writes OUT/leakage.json.",
     )
     parser.add_argument("--out", required=True, help="folder for features and leakage.json")
@@ -285,8 +289,9 @@ def _simulate_command(args: argparse.Namespace) -> int:
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
     print(
-        f"privacy cMAP {base['privacy_cmap']:.2f} -> {anon['privacy_cmap']:.2f} "
-        f"({100 * summary['privacy_reduction_rel']:.1f}% lower; "
+        f"privacy cMAP, worst attacker on video {base['privacy_cmap']:.2f} -> "
+        f"{anon['privacy_cmap']:.2f} ({anon['privacy_attacker']}; "
+        f"{100 * summary['privacy_reduction_rel']:.1f}% lower; "
         f"chance {summary['privacy_chance_cmap']:.2f}); "
         f"AR top-1 {base['ar_top1']:.2f} -> {anon['ar_top1']:.2f} (+- {anon['ar_top1_se']:.2f})\n"
         f"report: {report} ({time.time() - started:.0f} s)"

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.aam import starts_as_identity
 from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.encoders import BUILTIN_TINY3D
 from common.errors import LatentveilError
-from common.evaluation import EVALUATION_SET_FILE, EvaluationSet
+from common.evaluation import EVALUATION_SET_FILE, CentralEvaluator, EvaluationSet
 from common.model import build_model
 from common.runconfig import config_as_yaml
 from common.sitedata import as_tensors, ensure_site_features, load_site_arrays, pool_site_arrays
@@ -129,17 +130,22 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
     )
     tensors = as_tensors(pooled)
     evaluation_set = EvaluationSet.load(run_dir / EVALUATION_SET_FILE)
+    evaluator = CentralEvaluator(evaluation_set, config.evaluation, config.anonymizer.window)
     model = build_model(tensors["clip_features"].shape[-1], config, seed=config.seed)
     optimizer = build_optimizer(model, config.train)
 
     initial = shareable_state(model)
-    baseline = evaluate_arrays(initial, config, evaluation_set)
-    rounds = [{"round": 0, "evaluation": baseline, "seconds": time.time() - started}]
+    baseline = evaluator.evaluate(None)  # raw features
+    identity = starts_as_identity(config.anonymizer)
+    round0: dict[str, Any] = {"round": 0, "seconds": time.time() - started}
+    if identity:  # otherwise round 0 is an untrained bottleneck: not evaluated, never shipped
+        round0["evaluation"] = baseline
+    rounds = [round0]
     history: dict[str, Any] = {
         "rounds": rounds,
         "baseline": baseline,
         "rejected": [],
-        "selected_round": 0,
+        "selected_round": 0 if identity else None,
     }
     selected = initial
     print(round_line(rounds[0]), flush=True)
@@ -152,11 +158,14 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
             config.loss,
             seed=config.train.seed * 1_000_003 + server_round,
             optimizer=optimizer,
+            window=config.anonymizer.window,
         )
         record: dict[str, Any] = {"round": server_round, "train": metrics, "sites_aggregated": 1}
         if server_round % config.evaluation.every == 0 or server_round == config.federation.rounds:
             arrays = shareable_state(model)
-            record["evaluation"] = evaluate_arrays(arrays, config, evaluation_set)
+            evaluation_started = time.time()
+            record["evaluation"] = evaluate_arrays(arrays, config, evaluator)
+            record["evaluation_seconds"] = time.time() - evaluation_started
             selected = update_selection(history, record, arrays, selected, config.evaluation)
         record["seconds"] = time.time() - round_started
         rounds.append(record)

@@ -13,7 +13,13 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.config import EncoderConfig, FeaturesConfig, RunConfig
 from common.encoders import create_encoder
-from common.evaluation import EVALUATION_SET_FILE, EvaluationSet, Split, measure_privacy_and_utility
+from common.evaluation import (
+    EVALUATION_SET_FILE,
+    EvaluationSet,
+    Split,
+    VideoSplit,
+    measure_privacy_and_utility,
+)
 from common.features import FeatureStore, VideoItem, extract_features
 from simulations.world import ACTIONS, ATTRIBUTES, World, WorldError, generate_world, load_world
 
@@ -42,27 +48,30 @@ def central_evaluation_datasets() -> list[str]:
 
 
 def build_evaluation_set(world: World, store_path: str | Path) -> EvaluationSet:
-    """Join the central privacy and AR manifests with their features in `store_path`."""
-    privacy: dict[str, Split] = {}
-    ar: dict[str, Split] = {}
+    """Join the central privacy and AR manifests with their features in `store_path`: stills
+    with their attributes, and action videos (their clip sequences) with their action and their
+    actors' attributes."""
+    stills: dict[str, Split] = {}
+    videos: dict[str, VideoSplit] = {}
+
+    def attributes(entries: list[dict]) -> np.ndarray:
+        return np.array([[e["attributes"][a] for a in ATTRIBUTES] for e in entries], np.float32)
+
     with FeatureStore(store_path) as store:
         for split in ("train", "val", "test"):
             entries = world.manifest("privacy", "central", split)
-            features = np.stack(
-                [store.static_features(e["video_id"])[0] for e in entries]
-            )  # (N, d)
-            labels = np.array(
-                [[e["attributes"][a] for a in ATTRIBUTES] for e in entries], np.float32
-            )
-            privacy[split] = Split(features, labels)
+            features = np.stack([store.static_features(e["video_id"])[0] for e in entries])
+            stills[split] = Split(features, attributes(entries))  # (N, d), (N, A)
             entries = world.manifest("ar", "central", split)
-            clips = np.stack(
-                [store.eval_clip_features(e["video_id"]) for e in entries]
-            )  # (N, E, d)
-            actions = np.array([e["labels"]["action"] for e in entries], np.int64)
-            ar[split] = Split(clips, actions)
+            clips = [store.clip_features(e["video_id"]) for e in entries]
+            shortest = min(len(c) for c in clips)  # trimmed videos: the first C clips of each
+            videos[split] = VideoSplit(
+                clips=np.stack([c[:shortest] for c in clips]),  # (N, C, d)
+                actions=np.array([e["labels"]["action"] for e in entries], np.int64),
+                attributes=attributes(entries),
+            )
         encoder_id = store.settings.encoder_id
-    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), tuple(ACTIONS), privacy, ar)
+    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), tuple(ACTIONS), stills, videos)
 
 
 def prepare_evaluation_set(
@@ -108,13 +117,15 @@ def measure_raw_leakage(
     )
     set_path = prepare_evaluation_set(world_dir, out_dir, config.encoder, config.features, progress)
     evaluation_set = EvaluationSet.load(set_path)
-    result = measure_privacy_and_utility(evaluation_set, None, config.evaluation)
+    result = measure_privacy_and_utility(
+        evaluation_set, None, config.evaluation, config.anonymizer.window
+    )
     result["privacy_cmap_over_chance"] = result["privacy_cmap"] / result["privacy_chance_cmap"]
     result["encoder_id"] = evaluation_set.encoder_id
     result["seconds"] = round(time.time() - started, 1)
     result["splits"] = {
-        task: {split: len(data.labels) for split, data in getattr(evaluation_set, task).items()}
-        for task in ("privacy", "ar")
+        "stills": {split: len(data.labels) for split, data in evaluation_set.stills.items()},
+        "videos": {split: len(data.actions) for split, data in evaluation_set.videos.items()},
     }
     atomic_write_text(Path(out_dir) / "leakage.json", json.dumps(result, indent=2) + "\n")
     return result

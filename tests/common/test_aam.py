@@ -1,5 +1,6 @@
 """Tests for the Anonymizing Adapter Module."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,23 @@ def test_every_parameter_gets_a_gradient_after_one_training_step():
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_an_output_bottleneck_releases_at_most_r_directions_and_is_not_the_identity():
+    from common.aam import starts_as_identity
+    from common.config import AnonymizerConfig
+
+    config = AnonymizerConfig(layers=1, heads=2, bottleneck=3)
+    adapter = create_adapter(16, config)
+    x = torch.randn(40, 2, 16)
+    with torch.no_grad():
+        out = adapter(x).reshape(-1, 16)
+        code = adapter.code(x)
+        decoded = adapter.bottleneck[1](code).reshape(-1, 16)
+    centred = out - out.mean(dim=0)
+    assert torch.linalg.matrix_rank(centred, atol=1e-4) == 3
+    assert code.shape == (40, 2, 3)
+    # The output is an affine function of the code.
+    np.testing.assert_allclose(decoded.numpy(), out.numpy(), atol=1e-5)
+    assert not starts_as_identity(config)
+    assert starts_as_identity(AnonymizerConfig())

@@ -1,39 +1,22 @@
-"""Tests for the attacker and linear-probe protocols on generated features."""
+"""Tests for the central evaluation: deployment-style anonymization, the privacy protocols on
+video and stills, and the linear AR probe (generated features)."""
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-from common.evaluation import Split, run_attacker, run_linear_probe
-
-
-def attribute_data(n: int, d: int, signal: float, seed: int) -> Split:
-    rng = np.random.default_rng(seed)
-    labels = (rng.random((n, 4)) < 0.3).astype(np.float32)
-    directions = np.random.default_rng(99).normal(size=(4, d))
-    features = rng.normal(size=(n, d)) + signal * labels @ directions
-    return Split(features.astype(np.float32), labels)
-
-
-def test_attacker_reads_linearly_encoded_attributes_and_not_noise():
-    leaky = [attribute_data(n, 16, 2.0, seed) for n, seed in ((400, 0), (200, 1), (300, 2))]
-    clean = [attribute_data(n, 16, 0.0, seed) for n, seed in ((400, 0), (200, 1), (300, 2))]
-    leaky_result = run_attacker(*leaky, epochs=15, batch_size=32)
-    clean_result = run_attacker(*clean, epochs=15, batch_size=32)
-    assert leaky_result.test_cmap > 90
-    assert clean_result.test_cmap < clean_result.chance_cmap + 10
-    assert 20 < leaky_result.chance_cmap < 40
-    assert len(leaky_result.per_attribute_ap) == 4
-
-
-def test_attacker_selection_never_looks_at_test_labels():
-    train, val, test = (
-        attribute_data(n, 16, 1.0, seed) for n, seed in ((300, 0), (200, 1), (200, 2))
-    )
-    shuffled = Split(test.features, np.random.default_rng(5).permutation(test.labels))
-    a = run_attacker(train, val, test, epochs=10)
-    b = run_attacker(train, val, shuffled, epochs=10)
-    assert (a.best_epoch, a.val_cmap) == (b.best_epoch, b.val_cmap)
-    assert a.test_cmap != b.test_cmap
+from common.aam import AnonymizingAdapter
+from common.config import load_config
+from common.evaluation import (
+    CentralEvaluator,
+    EvaluationError,
+    EvaluationSet,
+    Split,
+    VideoSplit,
+    anonymize_sequences,
+    run_linear_probe,
+)
 
 
 def action_data(n: int, seed: int, signal: float = 1.5) -> Split:
@@ -62,3 +45,139 @@ def test_linear_probe_learns_actions_and_reports_standard_error():
         batch_size=32,
     )
     assert noise.test_top1 < 35
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment-style anonymization
+
+
+def trained_like_adapter(dim: int = 8) -> AnonymizingAdapter:
+    torch.manual_seed(0)
+    adapter = AnonymizingAdapter(dim, layers=2, heads=2)
+    for p in adapter.parameters():  # leave identity: every branch does something
+        nn.init.normal_(p, std=0.2)
+    return adapter
+
+
+def test_sequences_are_anonymized_window_by_window_as_a_deployment_does():
+    adapter = trained_like_adapter()
+    clips = np.random.default_rng(0).normal(size=(5, 7, 8)).astype(np.float32)
+    out = anonymize_sequences(adapter, clips, window=3)
+    with torch.no_grad():
+        x = torch.from_numpy(clips)
+        expected = torch.cat([adapter(x[:, 0:3]), adapter(x[:, 3:6]), adapter(x[:, 6:7])], dim=1)
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-6)
+    # Attention works inside a window: with window 1 the answer differs.
+    assert not np.allclose(anonymize_sequences(adapter, clips, window=1), out, atol=1e-4)
+    # A video's features do not depend on the other videos processed with it.
+    alone = anonymize_sequences(adapter, clips[2:3], window=3)
+    np.testing.assert_allclose(alone[0], out[2], atol=1e-5)
+    # No adapter: the raw features (the baseline).
+    assert anonymize_sequences(None, clips, window=3) is clips
+
+
+# ---------------------------------------------------------------------------------------------
+# The central evaluator on a planted evaluation set
+
+A, D = 3, 8
+
+
+def planted_set(seed: int = 0) -> EvaluationSet:
+    """Attributes written into the first A feature dimensions of every clip and still; the
+    action into the next dimensions; noise elsewhere."""
+    rng = np.random.default_rng(seed)
+
+    def attributes(n):
+        y = (rng.random((n, A)) < 0.4).astype(np.float32)
+        y[0] = 1
+        return y
+
+    def stills(n):
+        y = attributes(n)
+        x = rng.normal(size=(n, D)).astype(np.float32)
+        x[:, :A] += 3 * y
+        return Split(x, y)
+
+    def videos(n):
+        y, actions = attributes(n), rng.integers(0, 4, n)
+        clips = rng.normal(size=(n, 2, D)).astype(np.float32)
+        clips[:, :, :A] += 3 * y[:, None]
+        clips[:, :, A : A + 4] += 3 * np.eye(4)[actions][:, None]
+        return VideoSplit(clips, actions, y)
+
+    sizes = (("train", 160), ("val", 80), ("test", 100))
+    return EvaluationSet(
+        "planted",
+        tuple(f"a{i}" for i in range(A)),
+        tuple(f"c{i}" for i in range(4)),
+        {s: stills(n) for s, n in sizes},
+        {s: videos(n) for s, n in sizes},
+    )
+
+
+FAST = [
+    "evaluation.attacker_epochs=40",
+    "evaluation.attacker_patience=8",
+    "evaluation.probe_epochs=60",
+    "evaluation.batch_size=32",
+    "evaluation.attackers=mlp,logistic,knn,inversion",
+]
+
+
+class DropAttributes(nn.Module):
+    """An 'adapter' that zeroes the attribute dimensions: the information is gone."""
+
+    def forward(self, x, key_padding_mask=None):
+        x = x.clone()
+        x[..., :A] = 0
+        return x
+
+
+class Scramble(nn.Module):
+    """An invertible mixing: the information is all still there."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixing = torch.from_numpy(np.random.default_rng(1).normal(size=(D, D))).float()
+
+    def forward(self, x, key_padding_mask=None):
+        return 10 * x @ self.mixing
+
+
+def test_the_privacy_number_is_the_worst_attacker_on_video_and_stills_are_reported_beside():
+    config = load_config(None, FAST)
+    result = CentralEvaluator(planted_set(), config.evaluation, window=2).evaluate(None)
+    video = result["privacy_attackers"]["video"]
+    stills = result["privacy_attackers"]["stills"]
+    assert set(video) == set(stills) == {"mlp", "logistic", "knn", "inversion"}
+    assert result["privacy_cmap"] == max(r["test_cmap"] for r in video.values())
+    assert result["privacy_val_cmap"] == max(r["val_cmap"] for r in video.values())
+    assert result["privacy_stills_cmap"] == max(r["test_cmap"] for r in stills.values())
+    assert result["privacy_stills_paper_cmap"] == stills["mlp"]["test_cmap"]
+    assert result["privacy_cmap"] > 95 and result["ar_top1"] > 95
+    assert set(result["privacy_per_attribute_ap"]) == {"a0", "a1", "a2"}
+
+
+def test_removing_the_information_brings_every_attacker_to_chance_and_mixing_it_does_not():
+    config = load_config(None, FAST)
+    evaluator = CentralEvaluator(planted_set(), config.evaluation, window=2)
+    dropped = evaluator.evaluate(DropAttributes())
+    assert dropped["privacy_cmap"] < dropped["privacy_chance_cmap"] + 15
+    assert dropped["ar_top1"] > 95
+    mixed = evaluator.evaluate(Scramble())
+    assert mixed["privacy_cmap"] > 95
+
+
+def test_an_evaluation_set_of_an_older_version_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "evaluation_set.npz"
+    planted_set().save(path)
+    loaded = EvaluationSet.load(path)
+    np.testing.assert_array_equal(loaded.videos["test"].clips, planted_set().videos["test"].clips)
+    np.testing.assert_array_equal(
+        loaded.videos["val"].attributes, planted_set().videos["val"].attributes
+    )
+    old = tmp_path / "old.npz"
+    meta = np.frombuffer(b'{"encoder_id": "x", "attributes": [], "actions": []}', np.uint8)
+    np.savez(old, meta=meta, **{"privacy/train/features": np.zeros((2, 3))})
+    with pytest.raises(EvaluationError, match="latentveil prepare"):
+        EvaluationSet.load(old)

@@ -133,3 +133,54 @@ def test_one_step_on_the_objective_increases_the_privacy_budget_loss():
     assert metrics["loss_b"] == pytest.approx(before, rel=1e-6)
     after = compute_losses(model, batch, cfg.loss).privacy_budget.item()
     assert after > before
+
+
+def test_same_action_negatives_leave_other_actions_out_of_the_denominator():
+    a, b = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    grouped = privacy_budget_loss(a, b, tau=0.5, groups=groups)
+    # Equal to the mean of the plain loss computed on each action's videos alone.
+    by_hand = (
+        privacy_budget_loss(a[:3], b[:3], tau=0.5) + privacy_budget_loss(a[3:], b[3:], tau=0.5)
+    ) / 2
+    assert grouped.item() == pytest.approx(by_hand.item(), rel=1e-9)
+    # A video alone in its action has no negative and adds nothing.
+    lonely = torch.tensor([0, 0, 0, 1, 1, 2])
+    kept = privacy_budget_loss(a[:5], b[:5], tau=0.5, groups=lonely[:5])
+    assert privacy_budget_loss(a, b, tau=0.5, groups=lonely).item() == pytest.approx(
+        kept.item(), rel=1e-9
+    )
+
+
+def test_capped_same_action_budget_caps_each_anchor_by_its_own_group_size():
+    same = torch.ones(4, 3, dtype=torch.float64)  # every view identical: nothing to tell apart
+    groups = torch.tensor([0, 0, 1, 1])
+    # Each anchor: 1 positive and 2 negatives, all alike -> ln 3 = ln(2 * 2 - 1), the cap.
+    capped = privacy_budget_loss(same, same, groups=groups, cap=True)
+    assert capped.item() == pytest.approx(math.log(3), rel=1e-9)
+
+
+def test_whitened_budget_sees_a_direction_of_tiny_variance_like_a_large_one():
+    torch.manual_seed(0)
+    n, d = 32, 4
+    identity = torch.randn(n, d - 1, dtype=torch.float64)  # what tells the videos apart
+    noise_a, noise_b = (torch.randn(n, 1, dtype=torch.float64) for _ in range(2))
+    # The identity lives in directions 100x smaller than independent per-view noise.
+    view_a = torch.cat([1e-2 * identity, noise_a], dim=1)
+    view_b = torch.cat([1e-2 * identity, noise_b], dim=1)  # (N, d)
+    cap = math.log(2 * n - 1)
+    plain = privacy_budget_loss(view_a, view_b, tau=0.1, center=True)
+    whitened = privacy_budget_loss(view_a, view_b, tau=0.1, whiten=True)
+    # The plain cosine cannot see the identity: the videos look indistinguishable (loss near
+    # the chance value); whitened, the identity counts as much as the noise does.
+    assert plain.item() > cap - 0.5
+    assert whitened.item() < plain.item() - 1.0
+    # Whitening makes the loss blind to any invertible linear map of the views.
+    mixing = torch.randn(d, d, dtype=torch.float64)
+    mixed = privacy_budget_loss(view_a @ mixing, view_b @ mixing, tau=0.1, whiten=True)
+    assert mixed.item() == pytest.approx(whitened.item(), rel=1e-4)
+
+
+def test_whitening_more_dimensions_than_views_is_a_clear_error():
+    with pytest.raises(ValueError, match="bottleneck"):
+        privacy_budget_loss(torch.randn(4, 16), torch.randn(4, 16), whiten=True)

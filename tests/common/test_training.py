@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from common.config import LossConfig, RunConfig, TrainConfig
+from common.config import LossConfig, RunConfig, TrainConfig, load_config
+from common.losses import privacy_budget_loss
 from common.model import build_model
 from common.training import TrainingBatch, build_optimizer, compute_losses, training_step
 from common.weights import shareable_state
@@ -79,3 +80,46 @@ def test_static_features_shape_is_checked():
     bad = TrainingBatch(batch.clip_features, batch.actions, batch.static_features[:, :1])
     with pytest.raises(ValueError, match="static_features"):
         compute_losses(model, bad, LossConfig())
+
+
+def clip_batch(b: int = 8, t: int = 2, d: int = 16) -> TrainingBatch:
+    gen = torch.Generator().manual_seed(1)
+    return TrainingBatch(
+        torch.randn(b, t, d, generator=gen),
+        torch.arange(b) % 2,
+        torch.randn(b, 2, d, generator=gen),
+    )
+
+
+def test_moving_clip_budget_anonymizes_the_two_halves_of_a_sequence_apart():
+    config = load_config(
+        None, ["loss.budget_views=clips", "loss.budget_negatives=same_action", "loss.tau=0.5"]
+    )
+    model = build_model(16, config, seed=0)
+    for p in model.adapter.parameters():  # leave identity so that attention does something
+        torch.nn.init.normal_(p, std=0.1)
+    batch = clip_batch()
+    terms = compute_losses(model, batch, config.loss)
+    with torch.no_grad():
+        first = model.adapter(batch.clip_features[:, :1]).mean(dim=1)
+        second = model.adapter(batch.clip_features[:, 1:]).mean(dim=1)
+        expected = privacy_budget_loss(first, second, 0.5, groups=batch.actions)
+    assert terms.privacy_budget.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_moving_clip_budget_needs_two_clips_per_sequence():
+    config = load_config(None, ["loss.budget_views=clips"])
+    model = build_model(16, config, seed=0)
+    with pytest.raises(ValueError, match="two clips per sequence"):
+        compute_losses(model, clip_batch(t=1), config.loss)
+
+
+def test_whitened_budget_trains_the_bottleneck_code():
+    config = load_config(
+        None,
+        ["loss.budget_views=clips", "loss.whiten_budget=true", "anonymizer.bottleneck=4"],
+    )
+    model = build_model(16, config, seed=0)
+    optimizer = build_optimizer(model, config.train)
+    training_step(model, optimizer, clip_batch(b=16), config.loss)
+    assert all(p.grad is not None for p in model.adapter.bottleneck.parameters())

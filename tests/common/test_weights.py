@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.config import HeadsConfig, RunConfig
-from common.heads import PrivacyAttacker
+from common.config import RunConfig
 from common.model import build_model
 from common.weights import (
     ShareableStateError,
@@ -27,7 +26,7 @@ class SiteModel(nn.Module):
         self.encoder = nn.Sequential(nn.Conv3d(3, 4, 3), nn.BatchNorm3d(4))
         self.adapter = inner.adapter
         self.heads = inner.heads
-        self.attacker = PrivacyAttacker(D, HeadsConfig())
+        self.attacker = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 7))
 
 
 def test_only_adapter_and_heads_are_shareable():

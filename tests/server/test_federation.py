@@ -7,7 +7,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
 
 from common.config import RunConfig, load_config
-from common.evaluation import EvaluationSet, Split
+from common.evaluation import EvaluationSet, Split, VideoSplit
 from common.model import build_model
 from common.training import train_local
 from common.weights import load_shareable, shareable_state
@@ -29,6 +29,7 @@ def small_config(strategy: str = "fedavg", rounds: int = 2, sites: int = 3, extr
             "federation.server_lr=0.01",
             "evaluation.every=100",
             "evaluation.attacker_epochs=2",
+            "evaluation.attackers=mlp,logistic",
             "evaluation.probe_epochs=2",
             "train.batch_size=8",
             "train.lr=1e-3",
@@ -39,20 +40,24 @@ def small_config(strategy: str = "fedavg", rounds: int = 2, sites: int = 3, extr
 def evaluation_set(seed: int = 0) -> EvaluationSet:
     rng = np.random.default_rng(seed)
 
-    def privacy(n):
+    def attributes(n):
         labels = (rng.random((n, 7)) < 0.4).astype(np.float32)
         labels[0] = 1
-        return Split(rng.normal(size=(n, D)).astype(np.float32), labels)
+        return labels
 
-    def ar(n):
-        return Split(rng.normal(size=(n, 5, D)).astype(np.float32), rng.integers(0, 8, n))
+    def stills(n):
+        return Split(rng.normal(size=(n, D)).astype(np.float32), attributes(n))
+
+    def videos(n):
+        clips = rng.normal(size=(n, 2, D)).astype(np.float32)
+        return VideoSplit(clips, rng.integers(0, 8, n), attributes(n))
 
     return EvaluationSet(
         "test-encoder",
         tuple(f"a{i}" for i in range(7)),
         tuple(f"c{i}" for i in range(8)),
-        {s: privacy(n) for s, n in (("train", 40), ("val", 20), ("test", 20))},
-        {s: ar(n) for s, n in (("train", 40), ("val", 16), ("test", 16))},
+        {s: stills(n) for s, n in (("train", 40), ("val", 20), ("test", 20))},
+        {s: videos(n) for s, n in (("train", 40), ("val", 16), ("test", 16))},
     )
 
 
@@ -94,6 +99,7 @@ class Site:
             self.config.train,
             self.config.loss,
             seed=server_round * 10 + self.node,
+            window=self.config.anonymizer.window,
         )
         arrays = shareable_state(model)
         if self.corrupt == "nan":
@@ -193,15 +199,51 @@ def test_round_zero_evaluates_the_identity_adapter_as_the_raw_baseline(tmp_path)
     config = small_config(rounds=1)
     sites = {n: Site(n, config) for n in (1, 2, 3)}
     state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
-    raw = measure_privacy_and_utility(evaluation_set(), None, config.evaluation)
-    assert state.history["baseline"] == raw
-    assert state.history["rounds"][0]["evaluation"] == raw
+    raw = measure_privacy_and_utility(
+        evaluation_set(), None, config.evaluation, config.anonymizer.window
+    )
+    assert without_timings(state.history["baseline"]) == without_timings(raw)
+    assert state.history["rounds"][0]["evaluation"] is state.history["baseline"]
+
+
+def test_with_an_output_bottleneck_the_baseline_is_raw_and_round_zero_is_never_shipped(
+    tmp_path,
+):
+    from common.evaluation import measure_privacy_and_utility
+
+    config = small_config(rounds=1, extra=["anonymizer.bottleneck=4"])
+    sites = {n: Site(n, config) for n in (1, 2, 3)}
+    state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
+    raw = measure_privacy_and_utility(
+        evaluation_set(), None, config.evaluation, config.anonymizer.window
+    )
+    assert without_timings(state.history["baseline"]) == without_timings(raw)
+    # The untrained bottleneck is not evaluated and never selected: round 1 is.
+    assert "evaluation" not in state.history["rounds"][0]
+    assert state.history["selected_round"] == 1
+
+
+def without_timings(evaluation: dict) -> dict:
+    """An evaluation without the attackers' wall times (the only part that may differ)."""
+    out = dict(evaluation)
+    out["privacy_attackers"] = {
+        protocol: {
+            name: {k: v for k, v in entry.items() if k != "seconds"}
+            for name, entry in attackers.items()
+        }
+        for protocol, attackers in evaluation["privacy_attackers"].items()
+    }
+    return out
 
 
 @pytest.mark.parametrize("strategy", ["fedadam", "fedavgm"])
 def test_resume_continues_from_the_last_complete_round_with_the_strategy_state(tmp_path, strategy):
     momentum = ["federation.server_momentum=0.9"] if strategy == "fedavgm" else []
-    config = small_config(strategy, rounds=4, extra=momentum)
+    # Window 1: with attention over 2-clip sequences, two identical straight runs already differ
+    # by ~1e-5 after four FedAdam rounds (its per-parameter normalisation amplifies rounding in
+    # the near-zero branches); with lone clips they differ by ~4e-7, far below what a lost
+    # strategy state costs, which is what this test must tell apart.
+    config = small_config(strategy, rounds=4, extra=[*momentum, "anonymizer.window=1"])
     straight = run_federation(
         LoopbackGrid({n: Site(n, config) for n in (1, 2, 3)}),
         config,

@@ -28,7 +28,8 @@ TINY = [
 REPORT_KEYS = {
     "baseline", "anonymized", "privacy_reduction_rel", "privacy_chance_cmap",
     "privacy_removed_above_chance", "utility_drop", "rounds", "communication", "sites", "config",
-    "selection", "last_evaluated",
+    "selection", "last_evaluated", "privacy_attackers", "threat_model",
+    "privacy_stills_reduction_rel",
 }  # fmt: skip
 
 
@@ -57,6 +58,18 @@ def test_the_report_holds_the_contract(federated_run):
         == report["rounds"][1]["bytes_up"] // 3
     )
     assert [s["site"] for s in report["sites"]] == ["site_00", "site_01", "site_02"]
+    # Every attacker of the suite, on both protocols, raw and anonymized; the headline is the
+    # worst case on video.
+    for protocol in ("video", "stills"):
+        attackers = report["privacy_attackers"][protocol]
+        assert set(attackers) == set(report["config"]["evaluation"]["attackers"])
+        for entry in attackers.values():
+            assert entry["raw"]["test_cmap"] > 0 and entry["anonymized"]["test_cmap"] > 0
+    video = report["privacy_attackers"]["video"]
+    assert report["anonymized"]["privacy_cmap"] == max(
+        e["anonymized"]["test_cmap"] for e in video.values()
+    )
+    assert report["baseline"]["privacy_cmap"] == max(e["raw"]["test_cmap"] for e in video.values())
     # The reported round is the one chosen on validation numbers, and it is what ships.
     assert report["anonymized"]["round"] == report["selection"]["round"]
     assert report["last_evaluated"]["round"] == 2
@@ -73,7 +86,10 @@ def test_round_zero_is_exactly_the_raw_feature_baseline(federated_run):
     report = json.loads((federated_run / "report.json").read_text())
     config = load_config(federated_run / "config.yaml")
     raw = measure_privacy_and_utility(
-        EvaluationSet.load(federated_run / "evaluation_set.npz"), None, config.evaluation
+        EvaluationSet.load(federated_run / "evaluation_set.npz"),
+        None,
+        config.evaluation,
+        config.anonymizer.window,
     )
     assert report["baseline"]["privacy_cmap"] == raw["privacy_cmap"]
     assert report["baseline"]["ar_top1"] == raw["ar_top1"]

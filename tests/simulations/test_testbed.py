@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from common.attackers import AttackData, SuiteSettings, run_attacker
 from common.config import EncoderConfig, FeaturesConfig
 from common.encoders import BUILTIN_TINY3D, create_encoder
-from common.evaluation import Split, run_attacker, run_linear_probe
+from common.evaluation import Split, run_linear_probe
 from common.features import FeatureStore, extract_features
 from simulations.world import ACTIONS, ATTRIBUTES, PRESETS, generate_world, load_world
 from simulations.worldfeatures import world_items
@@ -83,5 +84,5 @@ def test_private_attributes_are_readable_from_a_single_frame(small_central_world
             x = np.stack([features.static_features(e["video_id"])[0] for e in entries])
             y = np.array([[e["attributes"][a] for a in ATTRIBUTES] for e in entries], np.float32)
             splits.append(Split(x, y))
-    result = run_attacker(*splits, epochs=40, batch_size=32)
+    result = run_attacker("mlp", AttackData(*splits), SuiteSettings(max_epochs=40, batch_size=32))
     assert result.test_cmap >= 1.5 * result.chance_cmap

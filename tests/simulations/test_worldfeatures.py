@@ -1,0 +1,52 @@
+"""Tests for the central evaluation set built from a world and its features
+(simulations.worldfeatures): stills with their attributes, and action videos carrying their
+clip sequences, their action and their actors' attributes (the video privacy protocol)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.config import EncoderConfig, FeaturesConfig
+from common.evaluation import EvaluationSet
+from common.features import FeatureStore
+from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
+from simulations.worldfeatures import prepare_evaluation_set
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("central")
+    world_dir = generate_world(root / "world", preset="tiny", seed=3, progress=False)
+    encoder = EncoderConfig(path="", dim=16)  # a random tiny3d: the join is under test
+    path = prepare_evaluation_set(world_dir, root, encoder, FeaturesConfig(), progress=False)
+    return load_world(world_dir), root / "central.h5", EvaluationSet.load(path)
+
+
+def test_videos_carry_their_clip_sequences_actions_and_actors_attributes(prepared):
+    world, store_path, evaluation_set = prepared
+    assert evaluation_set.attributes == tuple(ATTRIBUTES)
+    assert evaluation_set.actions == tuple(ACTIONS)
+    with FeatureStore(store_path) as store:
+        for split in ("train", "val", "test"):
+            entries = world.manifest("ar", "central", split)
+            videos = evaluation_set.videos[split]
+            assert videos.clips.shape[:2] == (len(entries), 2)  # 32 frames = 2 clips of 16
+            for i, entry in enumerate(entries):
+                np.testing.assert_array_equal(
+                    videos.clips[i], store.clip_features(entry["video_id"])
+                )
+                assert videos.actions[i] == entry["labels"]["action"]
+                assert list(videos.attributes[i]) == [entry["attributes"][a] for a in ATTRIBUTES]
+
+
+def test_stills_carry_their_static_clip_and_attributes(prepared):
+    world, store_path, evaluation_set = prepared
+    with FeatureStore(store_path) as store:
+        entries = world.manifest("privacy", "central", "test")
+        stills = evaluation_set.stills["test"]
+        assert stills.features.shape == (len(entries), 16)
+        np.testing.assert_array_equal(
+            stills.features[0], store.static_features(entries[0]["video_id"])[0]
+        )
+        assert list(stills.labels[-1]) == [entries[-1]["attributes"][a] for a in ATTRIBUTES]
