@@ -346,6 +346,27 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _prepare_command
 
 
+def _frontier_command(args: argparse.Namespace) -> int:
+    from server.frontier import write_frontier
+
+    table = write_frontier(args.runs, args.out)
+    print(table.read_text(), end="")
+    print(f"written to {table} (and frontier.json, frontier.png beside it)")
+    return 0
+
+
+def _add_frontier_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "frontier",
+        help="the privacy-utility frontier of several runs (one point per run folder)",
+        description="Read each run folder's report.json and write a table, JSON and a plot of "
+        "worst-case video cMAP against AR top-1 (the selected round of each run).",
+    )
+    parser.add_argument("runs", nargs="+", help="run folders written by `latentveil simulate`")
+    parser.add_argument("--out", required=True, help="folder for frontier.md/.json/.png")
+    return _frontier_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
     _add_world_parser,
@@ -354,6 +375,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_leakage_parser,
     _add_prepare_parser,
     _add_simulate_parser,
+    _add_frontier_parser,
 ]
 
 

@@ -20,6 +20,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "leakage",
         "prepare",
         "simulate",
+        "frontier",
     }
     with pytest.raises(SystemExit):
         main(["--help"])
