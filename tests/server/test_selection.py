@@ -110,3 +110,25 @@ def test_a_round_zero_that_is_not_the_identity_gives_way_to_any_round_that_keeps
 def test_the_identity_round_qualifies_whatever_the_allowed_drop():
     config = load_config(None, ["evaluation.max_val_ar_drop=-1"]).evaluation
     assert replaces(dict(BASELINE), evaluation(10.0, 10.0), BASELINE, config)
+
+
+def test_selection_follows_the_worst_attacker_not_the_papers():
+    from common.attackers import AttackResult
+    from common.evaluation import privacy_summary
+
+    def evaluation_with(val_by_attacker: dict[str, float]) -> dict:
+        results = {
+            name: AttackResult(name, test_cmap=val, val_cmap=val, chance_cmap=30.0,
+                               per_attribute_ap=[val])
+            for name, val in val_by_attacker.items()
+        }  # fmt: skip
+        return privacy_summary(results, results, ("a0",)) | {"ar_val_top1": 80.0}
+
+    config = load_config().evaluation
+    # Round A fools the paper's attacker (mlp 50) but the inversion attacker still reads 85;
+    # round B holds every attacker at 70. B is the more private round.
+    round_a = evaluation_with({"mlp": 50.0, "inversion": 85.0})
+    round_b = evaluation_with({"mlp": 70.0, "inversion": 70.0})
+    assert round_a["privacy_val_cmap"] == 85.0 and round_b["privacy_val_cmap"] == 70.0
+    assert replaces(round_b, round_a, BASELINE, config)
+    assert not replaces(round_a, round_b, BASELINE, config)
