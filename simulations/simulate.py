@@ -249,7 +249,8 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
         f"client-resources-num-cpus={config.federation.cpus_per_site:g}"
     )
     # flwr runs in the project root: every path it is given must be absolute.
-    command = [flwr, "run", str(PROJECT_ROOT), "--stream", "--run-config", str(run_config.resolve()),
+    run_config = run_config.resolve()
+    command = [flwr, "run", str(PROJECT_ROOT), "--stream", "--run-config", str(run_config),
                "--federation-config", federation_config]  # fmt: skip
     report = run_dir / "report.json"
     before = report.stat().st_mtime_ns if report.exists() else None
