@@ -322,7 +322,8 @@ def fit_knn(data: AttackData, settings: SuiteSettings, cache: dict) -> tuple[Sco
     from sklearn.neighbors import NearestNeighbors
 
     labels = np.asarray(data.train.labels, dtype=np.float64)
-    k_max = min(max(KNN_K), len(labels))
+    ks = tuple(k for k in KNN_K if k <= len(labels)) or (len(labels),)  # small train splits
+    k_max = max(ks)
     fitted = {}
     for kind in NORMALISATIONS:
         norm = Normaliser(kind, data.train.features)
@@ -335,7 +336,7 @@ def fit_knn(data: AttackData, settings: SuiteSettings, cache: dict) -> tuple[Sco
         weight = 1.0 / (distance + 1e-6)  # (N, k)
         return np.einsum("nk,nka->na", weight, labels[neighbours]) / weight.sum(1, keepdims=True)
 
-    val_votes = {(kind, k): votes(kind, data.val.features, k) for kind in fitted for k in KNN_K}
+    val_votes = {(kind, k): votes(kind, data.val.features, k) for kind in fitted for k in ks}
     choice: dict[int, tuple[str, int]] = {}
     for a in _attribute_columns(labels):
         choice[a] = max(val_votes, key=lambda key: _ap(val_votes[key][:, a], data.val.labels[:, a]))

@@ -159,3 +159,14 @@ def test_attack_data_with_mismatched_shapes_is_a_clear_error():
     data = dataset()
     with pytest.raises(AttackError, match="same N"):
         AttackData(Split(data.train.features[:5], data.train.labels), data.val, data.test)
+
+
+@pytest.mark.parametrize("name", ATTACKER_NAMES)
+def test_every_attacker_runs_on_a_train_split_smaller_than_its_defaults(name):
+    # The tiny world's central splits have 8 / 4 / 8 items: fewer than kNN's largest k.
+    y = labels(8, 0)
+    raw = raw_features(y, 0)
+    split = Split(raw, y)
+    data = AttackData(split, split, split, raw_train=raw, raw_val=raw, raw_test=raw)
+    result = run_attacker(name, data, FAST)
+    assert 0 <= result.test_cmap <= 100
