@@ -176,7 +176,7 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         f"worst-case validation privacy cMAP on video ({_fmt(selection['privacy_val_cmap'])}) "
         "among evaluated "
         f"rounds whose validation AR top-1 is at most {_fmt(selection['max_val_ar_drop'], 1)} "
-        "points below round 0's; its arrays are `adapter.npz`."
+        "points below the raw features'; its arrays are `adapter.npz`."
     )
     if last and last["round"] != selection["round"]:
         sentence += (
@@ -195,6 +195,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"# latentveil run report ({title})",
         "",
         THREAT_MODEL,
+        "",
         "Lower cMAP is more private. AR top-1: a linear probe on the same anonymized clip",
         "features, a video's clip logits averaged (± standard error).",
         "",
@@ -230,7 +231,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                     "AR top-1",
                     f"{_fmt(base['ar_top1'])} ± {_fmt(base['ar_top1_se'])}",
                     f"{_fmt(anon['ar_top1'])} ± {_fmt(anon['ar_top1_se'])}",
-                    f"{_fmt(report['utility_drop']['ar_top1'])} points lower",
+                    _points_change(report["utility_drop"]["ar_top1"]),
                 ],
                 ["TAD mAP", _fmt(base["tad_map"]), _fmt(anon["tad_map"]), "not evaluated"],
                 ["AD AUC", _fmt(base["ad_auc"]), _fmt(anon["ad_auc"]), "not evaluated"],
@@ -325,6 +326,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += _table([*keys, "actions (train)", "attribute prevalence (train)"], rows)
     lines += ["", "Plots: `privacy_utility_rounds.png`, `privacy_vs_utility.png`.", ""]
     return "\n".join(lines)
+
+
+def _points_change(drop: float | None) -> str:
+    if drop is None:
+        return "–"
+    return f"{_fmt(abs(drop))} points {'lower' if drop >= 0 else 'higher'}"
 
 
 def _pct_lower(value: float | None) -> str:
