@@ -29,7 +29,6 @@ norm of some outputs breaks z-scoring (a quarter of the stills of an early defau
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import LatentveilError
+from common.fitting import fit_selected_on_val
 from common.metrics import (
     chance_cmap,
     class_mean_average_precision,
@@ -219,7 +219,7 @@ def _train_mlp(
     y_val: np.ndarray,
     settings: SuiteSettings,
 ) -> tuple[nn.Module, float, int, int]:
-    """Minibatch AdamW with a plateau scheduler; stop when val cMAP has not improved for
+    """The paper's MLP with a plateau scheduler, stopped when val cMAP has not improved for
     `patience` epochs; the best epoch's weights are kept. Returns (model, val cMAP, best epoch,
     epochs run)."""
     x = torch.from_numpy(x_train)
@@ -229,32 +229,17 @@ def _train_mlp(
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         model = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, a))
-    generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=0.5, patience=5
-    )
-    best_val, best_epoch, best_state, epoch = -1.0, -1, None, 0
-    for epoch in range(settings.max_epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(order), settings.batch_size):
-            index = order[start : start + settings.batch_size]
-            loss = F.binary_cross_entropy_with_logits(model(x[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
+
+    def validate() -> float:
         with torch.no_grad():
-            score = _cmap(model(xv).numpy(), y_val)
-        scheduler.step(score)
-        if score > best_val:
-            best_val, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= settings.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, best_val, best_epoch, epoch + 1
+            return _cmap(model(xv).numpy(), y_val)
+
+    fit = fit_selected_on_val(
+        model, F.binary_cross_entropy_with_logits, x, y, validate,
+        settings.max_epochs, settings.lr, settings.batch_size, settings.seed,
+        plateau=True, patience=settings.patience,
+    )  # fmt: skip
+    return model, fit.best_score, fit.best_epoch, fit.epochs_run
 
 
 LOGISTIC_C = (0.003, 0.03, 0.3, 3.0)
@@ -453,6 +438,18 @@ def _fit_ridge_inverse(
     return inverse, {"alpha": alpha}
 
 
+class _ResidualInverse(nn.Module):
+    """anonymized -> raw: a linear map plus an MLP correction."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.hidden(x)
+
+
 def _fit_mlp_inverse(
     data: AttackData, norm_in: Normaliser, settings: SuiteSettings
 ) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
@@ -462,43 +459,26 @@ def _fit_mlp_inverse(
     y = torch.from_numpy(((data.raw_train - y_mean) / y_std).astype(np.float32))
     xv = torch.from_numpy(norm_in(data.val.features))
     yv = torch.from_numpy(((data.raw_val - y_mean) / y_std).astype(np.float32))
-    d = x.shape[1]
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        hidden = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        linear = nn.Linear(d, d)
-    params = [*hidden.parameters(), *linear.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(settings.seed)
+        model = _ResidualInverse(x.shape[1])
 
-    def forward(inputs: torch.Tensor) -> torch.Tensor:
-        return linear(inputs) + hidden(inputs)
-
-    best_error, best_epoch, best_state, epoch = float("inf"), -1, None, 0
-    for epoch in range(settings.max_epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(order), settings.batch_size):
-            index = order[start : start + settings.batch_size]
-            loss = F.mse_loss(forward(x[index]), y[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    def validate() -> float:  # higher is better: minus the val reconstruction error
         with torch.no_grad():
-            error = float(F.mse_loss(forward(xv), yv))
-        if error < best_error:
-            best_error, best_epoch = error, epoch
-            best_state = copy.deepcopy((hidden.state_dict(), linear.state_dict()))
-        elif epoch - best_epoch >= settings.patience:
-            break
-    hidden.load_state_dict(best_state[0])
-    linear.load_state_dict(best_state[1])
+            return -float(F.mse_loss(model(xv), yv))
+
+    fit = fit_selected_on_val(
+        model, F.mse_loss, x, y, validate,
+        settings.max_epochs, settings.lr, settings.batch_size, settings.seed,
+        patience=settings.patience, weight_decay=1e-4,
+    )  # fmt: skip
 
     def inverse(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = forward(torch.from_numpy(norm_in(features))).numpy()
+            out = model(torch.from_numpy(norm_in(features))).numpy()
         return out * y_std + y_mean
 
-    return inverse, {"best_epoch": best_epoch, "epochs_run": epoch + 1}
+    return inverse, {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run}
 
 
 def attribute_directions(raw_train: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:

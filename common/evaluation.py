@@ -22,9 +22,7 @@ baseline.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +43,8 @@ from common.attackers import (
 )
 from common.config import EvaluationConfig
 from common.errors import LatentveilError
+from common.fitting import fit_selected_on_val
 from common.metrics import accuracy_standard_error, top1_accuracy
-
-__all__ = ["Split"]
 
 
 @dataclass(frozen=True)
@@ -68,48 +65,6 @@ def _standardizer(train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _to_tensor(features: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (torch.as_tensor(features, dtype=torch.float32) - mean) / std
-
-
-def _fit_selected_on_val(
-    model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    validate: Callable[[], float],
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    plateau: bool,
-) -> tuple[float, int]:
-    """Minibatch AdamW for `epochs`; after each epoch `validate()` scores the model on the
-    validation split and the best epoch's weights are restored at the end. With `plateau`, the
-    learning rate halves when validation stalls for 5 epochs. Returns (best score, epoch)."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    scheduler = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
-        if plateau
-        else None
-    )
-    best_val, best_epoch, best_state = -1.0, -1, None
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            loss = loss_fn(model(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        score = validate()
-        if scheduler is not None:
-            scheduler.step(score)
-        if score > best_val:
-            best_val, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return best_val, best_epoch
 
 
 def run_linear_probe(
@@ -141,20 +96,20 @@ def run_linear_probe(
         with torch.no_grad():
             return probe(x).mean(dim=1).numpy()  # (N, n_clips, C) -> (N, C)
 
-    best_val, best_epoch = _fit_selected_on_val(
+    fit = fit_selected_on_val(
         probe,
         F.cross_entropy,
         x_train,
         y_train,
         lambda: top1_accuracy(video_logits(x_val), val.labels),
-        epochs, lr, batch_size, seed, plateau=False,
+        epochs, lr, batch_size, seed,
     )  # fmt: skip
     test_top1 = top1_accuracy(video_logits(x_test), test.labels)
     return ProbeResult(
         test_top1=test_top1,
         test_top1_se=accuracy_standard_error(test_top1, len(test.labels)),
-        val_top1=best_val,
-        best_epoch=best_epoch,
+        val_top1=fit.best_score,
+        best_epoch=fit.best_epoch,
         num_test=len(test.labels),
     )
 

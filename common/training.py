@@ -64,10 +64,12 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
 
     groups = batch.actions if config.budget_negatives == "same_action" else None
     views: list[tuple[torch.Tensor, torch.Tensor]] = []
+    # With whitening, a view is the bottleneck's code (r < 2B dimensions), which determines the
+    # output; otherwise the output itself.
+    view = model.adapter.code if config.whiten_budget else model.adapter
     if config.budget_views in ("static", "both"):
         # Each static clip is a sequence of length 1: its anonymization sees nothing else.
         static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
-        view = model.adapter.code if config.whiten_budget else model.adapter
         anonymized_static = view(static).reshape(B, 2, -1)  # (B, 2, d) or (B, 2, r)
         views.append((anonymized_static[:, 0], anonymized_static[:, 1]))
     if config.budget_views in ("clips", "both"):
@@ -81,9 +83,6 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
                 f"clips and anonymizer.window >= 2 (sequences here have {T} clip(s))"
             )
         half = T // 2
-        # With whitening, the views are the bottleneck's code (r < 2B dimensions) that
-        # determines the output; otherwise the output.
-        view = model.adapter.code if config.whiten_budget else model.adapter
         first = view(batch.clip_features[:, :half]).mean(dim=1)  # (B, d) or (B, r)
         second = view(batch.clip_features[:, half : 2 * half]).mean(dim=1)
         views.append((first, second))

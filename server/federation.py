@@ -37,7 +37,7 @@ from common.weights import (
     state_nbytes,
 )
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
-from server.selection import update_selection
+from server.selection import initial_history, update_selection
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -137,21 +137,12 @@ def run_federation(
         load_strategy_state(strategy, state.strategy_state)
         log.info("resuming after round %d of %d", state.round, config.federation.rounds)
     else:
-        # The baseline: raw features under the same protocol. Round 0 is the initial adapter:
-        # the identity (so its evaluation is the baseline) unless the adapter has an output
-        # bottleneck, whose untrained round 0 is not evaluated and never shipped.
+        # The baseline: raw features under the same protocol (server.selection.initial_history
+        # says what round 0 is).
         started = time.perf_counter()
-        baseline = evaluator.evaluate(None)
-        record = {"round": 0, "seconds": time.perf_counter() - started}
-        identity = starts_as_identity(config.anonymizer)
-        if identity:
-            record["evaluation"] = baseline
-        history = {
-            "rounds": [record],
-            "baseline": baseline,
-            "rejected": [],
-            "selected_round": 0 if identity else None,
-        }
+        history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
+        record = history["rounds"][0]
+        record["seconds"] = time.perf_counter() - started
         state = ServerState(0, initial, {}, history, selected=initial)
         save_checkpoint(run_dir, state)
         if on_round:

@@ -23,6 +23,22 @@ import numpy as np
 from common.config import EvaluationConfig
 
 
+def initial_history(baseline: dict[str, Any], identity: bool) -> dict[str, Any]:
+    """A run's history before its first round: the raw-feature `baseline` and round 0. When the
+    adapter starts as the `identity`, round 0's evaluation is the baseline and round 0 is the
+    selection; otherwise (an untrained bottleneck) round 0 is not evaluated and nothing is
+    selected until the first evaluated round."""
+    record: dict[str, Any] = {"round": 0}
+    if identity:
+        record["evaluation"] = baseline
+    return {
+        "rounds": [record],
+        "baseline": baseline,
+        "rejected": [],
+        "selected_round": 0 if identity else None,
+    }
+
+
 def qualifies(
     evaluation: dict[str, Any], baseline: dict[str, Any], config: EvaluationConfig
 ) -> bool:

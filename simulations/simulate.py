@@ -40,7 +40,7 @@ from common.training import build_optimizer, train_local
 from common.weights import shareable_state
 from server.app import SITES_FILE, finish_run, round_line
 from server.federation import evaluate_arrays
-from server.selection import update_selection
+from server.selection import initial_history, update_selection
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
 
@@ -135,18 +135,10 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
     optimizer = build_optimizer(model, config.train)
 
     initial = shareable_state(model)
-    baseline = evaluator.evaluate(None)  # raw features
-    identity = starts_as_identity(config.anonymizer)
-    round0: dict[str, Any] = {"round": 0, "seconds": time.time() - started}
-    if identity:  # otherwise round 0 is an untrained bottleneck: not evaluated, never shipped
-        round0["evaluation"] = baseline
-    rounds = [round0]
-    history: dict[str, Any] = {
-        "rounds": rounds,
-        "baseline": baseline,
-        "rejected": [],
-        "selected_round": 0 if identity else None,
-    }
+    # The raw-feature baseline and round 0 (server.selection.initial_history).
+    history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
+    rounds = history["rounds"]
+    rounds[0]["seconds"] = time.time() - started
     selected = initial
     print(round_line(rounds[0]), flush=True)
     for server_round in range(1, config.federation.rounds + 1):
