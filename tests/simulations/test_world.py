@@ -71,9 +71,10 @@ def test_another_seed_gives_another_world():
     labels = lambda plan: [(it["labels"], it["attributes"]) for it in plan.items]  # noqa: E731
     assert labels(plan0) != labels(plan1)
     a, b = plan0.items_of("ar", "central")[0], plan1.items_of("ar", "central")[0]
-    assert not np.array_equal(W.item_frames(a), W.item_frames(b))
-    # and the same item renders the same in memory every time
-    np.testing.assert_array_equal(W.item_frames(a), W.item_frames(a))
+    first_a = W.item_frames(a)
+    assert not np.array_equal(first_a, W.item_frames(b))
+    # and an item renders the same again after another one: no state carries over
+    np.testing.assert_array_equal(W.item_frames(a), first_a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,13 +410,3 @@ def test_pretrain_world_holds_labelled_clips_and_stills(tmp_path):
         len(world.manifest("privacy", "pretrain", split="train"))
         == W.PRESETS["tiny"].pretrain_privacy[0]
     )
-
-
-def test_every_camera_background_renders_at_the_small_sizes():
-    # A 64 px brick wall once drew an inverted rectangle (PIL: "y1 must be >= y0") for some
-    # camera seeds, which only a world with many sites reached.
-    from simulations.render import background
-
-    for seed in range(300):
-        for size in (32, 64):
-            assert background(seed, size).size == (size, size)
