@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -22,6 +23,7 @@ from common.config import EncoderConfig
 from common.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    TINY3D_POOLINGS,
     FrozenEncoder,
     Tiny3DNet,
     create_encoder,
@@ -280,7 +282,7 @@ def test_encoder_id_is_stable_for_the_same_weights(encoder_factory):
     encoder = encoder_factory()
     assert encoder.encoder_id.startswith(f"{encoder.name}-")
     digest = encoder.encoder_id.removeprefix(f"{encoder.name}-")
-    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{16}", digest), digest
     first_id = encoder.encoder_id
     encoder(clips_for(encoder))  # a forward pass must not change the identity
     assert encoder.encoder_id == first_id
@@ -366,14 +368,17 @@ def test_tiny3d_is_deterministic_in_its_seed_and_leaves_the_global_rng_alone():
     assert not torch.allclose(other(clips), first(clips))
 
 
-def test_tiny3d_declares_its_input():
-    encoder = create_encoder(EncoderConfig(path=""))
+def test_tiny3d_declares_the_input_its_config_asks_for():
+    # Not the defaults, so that a builder ignoring the config shows.
+    encoder = create_encoder(tiny3d_config(dim=24, clip_len=8))
     assert (encoder.name, encoder.dim, encoder.clip_len, encoder.frame_size) == (
         "tiny3d",
-        256,
-        16,
-        64,
+        24,
+        8,
+        SMALL,
     )
+    assert encoder.input_shape == (3, 8, SMALL, SMALL)
+    assert encoder(clips_for(encoder)).shape == (2, 24)
     assert encoder.resize_short is None
     assert (encoder.mean, encoder.std) == (IMAGENET_MEAN, IMAGENET_STD)
 
@@ -383,12 +388,25 @@ def test_tiny3d_default_is_small_enough_to_commit():
     assert sum(p.numel() for p in net.parameters()) * 4 < 2_000_000  # bytes of float32
 
 
-@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax", "attn"])
-def test_tiny3d_poolings_give_features(pooling):
+def test_tiny3d_poolings_pool_as_documented():
+    clips = torch.randn(2, 3, CLIP_LEN, SMALL, SMALL)
     torch.manual_seed(0)
-    net = Tiny3DNet(dim=8, pooling=pooling, frame_size=SMALL)
-    assert net(torch.randn(2, 3, CLIP_LEN, SMALL, SMALL)).shape == (2, 8)
-    assert net.arch["pooling"] == pooling
+    nets = {p: Tiny3DNet(dim=8, pooling=p, frame_size=SMALL) for p in TINY3D_POOLINGS}
+    for net in nets.values():  # the same convolutions in every net
+        net.features.load_state_dict(nets["avg"].features.state_dict())
+        net.eval()
+    with torch.no_grad():
+        feature_map = nets["avg"].features(clips).flatten(2)  # (N, C, T'H'W')
+        average, maximum = feature_map.mean(dim=2), feature_map.amax(dim=2)  # (N, C)
+        assert not torch.allclose(average, maximum)
+        pooled = {
+            "avg": average,
+            "max": maximum,
+            "avgmax": torch.cat([average, maximum], dim=1),  # (N, 2C)
+            "attn": torch.cat([average, average], dim=1),  # its scorer starts at zero: uniform
+        }
+        for pooling, net in nets.items():
+            torch.testing.assert_close(net(clips), net.projection(pooled[pooling]), msg=pooling)
 
 
 def test_tiny3d_pooling_is_part_of_the_encoder_id():
