@@ -27,12 +27,16 @@ def test_the_shipped_encoder_matches_its_recorded_hash_and_loads():
     recipe = json.loads(RECIPE.read_text())
     assert hashlib.sha256(BUILTIN_TINY3D.read_bytes()).hexdigest() == recipe["sha256"]
     assert recipe["command"].startswith("latentveil pretrain-encoder")
+    # The default config loads it, and it is the network its recipe says was trained.
     encoder = create_encoder(EncoderConfig())
-    assert (encoder.name, encoder.dim, encoder.frame_size, encoder.clip_len) == (
-        "tiny3d",
-        256,
-        64,
-        16,
+    trained = recipe["config"]
+    assert encoder.name == "tiny3d"
+    for key in ("dim", "frame_size", "clip_len", "widths", "pooling"):
+        assert encoder.arch[key] == trained[key], key
+    assert (encoder.dim, encoder.frame_size, encoder.clip_len) == (
+        trained["dim"],
+        trained["frame_size"],
+        trained["clip_len"],
     )
     assert not any(p.requires_grad for p in encoder.parameters())
 
