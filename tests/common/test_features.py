@@ -1,5 +1,6 @@
 """Tests for the HDF5 feature store: extraction, resume, encoder mismatch, npy exchange."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -98,13 +99,19 @@ def test_features_equal_a_direct_encoder_call(tmp_path, videos, encoder):
         np.testing.assert_allclose(store.clip_features("v0")[1], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_float16_store(tmp_path, videos, encoder):
-    out = tmp_path / "feats16.h5"
-    extract_features(
-        videos[:2], encoder, out, FeaturesConfig(dtype="float16", batch_size=4), progress=False
-    )
-    with h5py.File(out) as handle:
+def test_float16_store_holds_the_float32_features_rounded(tmp_path, videos, encoder):
+    half, full = tmp_path / "feats16.h5", tmp_path / "feats32.h5"
+    extract_features(videos[:2], encoder, half, replace(CONFIG, dtype="float16"), progress=False)
+    extract_features(videos[:2], encoder, full, CONFIG, progress=False)
+    with h5py.File(half) as handle:
         assert handle["videos/v0/clip_features"].dtype == np.float16
+    with FeatureStore(half) as got, FeatureStore(full) as want:
+        for vid in want.video_ids():
+            for kind in ("clip_features", "eval_clip_features", "static_features"):
+                # float16 keeps 11 significant bits: a relative rounding error of at most 2**-11
+                np.testing.assert_allclose(
+                    getattr(got, kind)(vid), getattr(want, kind)(vid), rtol=2**-11, atol=2**-24
+                )
 
 
 def test_interrupted_extraction_resumes_and_equals_an_uninterrupted_run(
