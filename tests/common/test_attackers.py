@@ -1,7 +1,5 @@
 """Tests for the privacy attacker suite on planted data (common.attackers)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,8 +16,8 @@ from common.attackers import (
     worst_case,
 )
 from common.config import ATTACKER_NAMES, ConfigError, load_config
+from tests.paths import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "simulations" / "configs"
 FAST = SuiteSettings(max_epochs=60, patience=10, batch_size=64)
 SIZES = (("train", 300, 0), ("val", 150, 1), ("test", 200, 2))
 A, D = 4, 12

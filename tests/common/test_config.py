@@ -1,7 +1,6 @@
 """Tests for the config schema, YAML loading and `key=value` overrides."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +13,7 @@ from common.config import (
     save_config,
     to_dict,
 )
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "simulations" / "configs"
+from tests.paths import CONFIG_DIR
 
 
 def test_defaults_match_the_paper():

@@ -32,11 +32,11 @@ from common.encoders import (
     register_encoder,
     save_tiny3d,
 )
+from tests.paths import REPO_ROOT
 
 # TorchScript is deprecated in torch 2.13 but is one of the formats users may hand us
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = 32  # frame side used in tests: fast, and VideoMAE's tiny config uses it too
 CLIP_LEN = 16
 
