@@ -1,76 +1,92 @@
 """The camera site: a Flower ClientApp (Message API).
 
-A site keeps its video. On first use it encodes its AR videos once with the frozen encoder into
-its local HDF5 store; every round it loads the received adapter and head arrays strictly,
-trains the configured local epochs with the three SPLAVU losses on the cached features, and
-replies with the shareable arrays only (AAM + task heads) and its metrics.
+A site keeps its video. On first use it encodes its videos of the seen tasks once with the
+frozen encoder into its local HDF5 store; every round it loads the received adapter and head
+arrays strictly, trains the configured local epochs with the three SPLAVU losses on the cached
+features, and replies with the shareable arrays only (AAM + task heads), its metrics and its
+site id.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from common.config import RunConfig
 from common.model import AnonymizerModel, build_model
 from common.runconfig import run_config_from_context, site_paths
-from common.sitedata import as_tensors, ensure_site_features, load_site_arrays
-from common.training import evaluate_action_recognition, train_local
+from common.sitedata import SiteData, ensure_site_features, load_site_data, site_tensors
+from common.training import evaluate_site, train_local
 from common.weights import load_shareable, shareable_state
 
 app = ClientApp()
 
 
 @lru_cache(maxsize=4)
-def _site_tensors(
-    site_dir: str, store: str, split: str, config_yaml_key: str
-) -> dict[str, torch.Tensor]:
+def _site_data(
+    site_dir: str, store: str, tasks: tuple[str, ...], split: str, store_version: str
+) -> SiteData:
     # Cached per process: in simulation one process serves many rounds of a site.
-    return as_tensors(load_site_arrays(site_dir, store, split))
+    return site_tensors(load_site_data(site_dir, store, tasks, split))
 
 
-def _prepare(context: Context) -> tuple[RunConfig, str, Path, Path]:
-    # One torch thread per site: the simulation runs one site per CPU.
+def _prepare(context: Context, split: str) -> tuple[RunConfig, str, SiteData]:
+    # One torch thread per site (the simulation runs one site per CPU), deterministic kernels:
+    # the same seed gives the same update.
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     config = run_config_from_context(context.run_config)
     site_id, site_dir, store = site_paths(context.node_config, context.run_config, config)
-    ensure_site_features(site_dir, store, config.encoder, config.features)
-    return config, site_id, site_dir, store
+    tasks = tuple(config.tasks.seen)
+    ensure_site_features(site_dir, store, config.encoder, config.features, tasks=tasks)
+    data = _site_data(str(site_dir), str(store), tasks, split, str(Path(store).stat().st_mtime_ns))
+    return config, site_id, data
 
 
-def _model_from(msg: Message, config: RunConfig, dim: int) -> AnonymizerModel:
+def _model_from(msg: Message, config: RunConfig, data: SiteData) -> AnonymizerModel:
+    dim = next(iter(data.values())).clip_features.shape[-1]
     model = build_model(dim, config, seed=config.seed)
     arrays = msg.content.array_records["arrays"]
     load_shareable(model, {name: array.numpy() for name, array in arrays.items()})
     return model
 
 
+def site_seed(config: RunConfig, server_round: int, site_id: str) -> int:
+    """The seed of a site's shuffles in a round: from (train.seed, round, site) only (a site
+    id's number, "site_03" -> 3, or a checksum of a name without one)."""
+    digits = "".join(ch for ch in site_id if ch.isdigit())
+    site = int(digits) if digits else zlib.crc32(site_id.encode())
+    return config.train.seed * 1_000_003 + server_round * 1009 + site
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local SPLAVU training on the site's cached features; reply with shareable arrays only."""
     started = time.perf_counter()
-    config, site_id, site_dir, store = _prepare(context)
-    tensors = _site_tensors(str(site_dir), str(store), "train", str(store.stat().st_mtime_ns))
-    model = _model_from(msg, config, tensors["clip_features"].shape[-1])
+    config, site_id, data = _prepare(context, "train")
+    model = _model_from(msg, config, data)
     train_config = msg.content.config_records.get("config", {})
     server_round = int(train_config.get("server-round", 0))
-    proximal_mu = float(train_config.get("proximal-mu", 0.0))
     metrics = train_local(
         model,
-        tensors,
-        config.train,
-        config.loss,
-        proximal_mu=proximal_mu,
-        window=config.anonymizer.window,
-        # Another shuffle every round and at every site.
-        seed=config.train.seed * 1_000_003
-        + server_round * 1009
-        + int(site_id.rsplit("_", 1)[-1] or 0),
+        data,
+        config,
+        proximal_mu=float(train_config.get("proximal-mu", 0.0)),
+        seed=site_seed(config, server_round, site_id),
     )
     reply_arrays = ArrayRecord(
         {name: Array(array) for name, array in shareable_state(model).items()}
@@ -78,19 +94,24 @@ def train(msg: Message, context: Context) -> Message:
     reply_metrics = MetricRecord(
         {
             **{key: float(value) for key, value in metrics.items()},
-            "num-examples": len(tensors["actions"]),
+            "num-examples": sum(len(task_data) for task_data in data.values()),
             "seconds": time.perf_counter() - started,
         }
     )
-    return Message(RecordDict({"arrays": reply_arrays, "metrics": reply_metrics}), reply_to=msg)
+    # The site's id lets the server aggregate in site order (server.federation).
+    content = RecordDict(
+        {"arrays": reply_arrays, "metrics": reply_metrics, "site": ConfigRecord({"id": site_id})}
+    )
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Utility on the site's validation split: AR top-1 of the received adapter and head."""
-    config, _, site_dir, store = _prepare(context)
-    tensors = _site_tensors(str(site_dir), str(store), "val", str(store.stat().st_mtime_ns))
-    model = _model_from(msg, config, tensors["clip_features"].shape[-1])
-    top1 = evaluate_action_recognition(model, tensors, config.anonymizer.window)
-    metrics = MetricRecord({"ar_top1": top1, "num-examples": len(tensors["actions"])})
+    """Utility on the site's validation split: each seen task's metric of the received adapter
+    and heads."""
+    config, _, data = _prepare(context, "val")
+    model = _model_from(msg, config, data)
+    scores = evaluate_site(model, data, config.anonymizer.window)
+    num_examples = sum(len(task_data) for task_data in data.values())
+    metrics = MetricRecord({**scores, "num-examples": num_examples})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -140,3 +140,14 @@ def create_adapter(dim: int, config: AnonymizerConfig) -> AnonymizingAdapter:
 def starts_as_identity(config: AnonymizerConfig) -> bool:
     """Whether a fresh adapter of this config is exactly the identity (no output bottleneck)."""
     return config.bottleneck == 0
+
+
+def anonymize_in_windows(adapter: nn.Module, clips: torch.Tensor, window: int) -> torch.Tensor:
+    """Anonymize (N, C, d) clip sequences as the edge anonymizer does: each video's clips in
+    consecutive windows of `window` clips, each window one sequence through the adapter (a last,
+    shorter window is a sequence of its own)."""
+    if window < 1:
+        raise ValueError(f"the anonymizer window must be at least 1 clip, got {window}")
+    return torch.cat(
+        [adapter(clips[:, s : s + window]) for s in range(0, clips.shape[1], window)], dim=1
+    )

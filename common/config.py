@@ -88,11 +88,39 @@ class AnonymizerConfig:
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    """Task heads trained with the adapter, and the server-side attacker's output size."""
+    """Sizes of the task heads trained with the adapter (common.tasks)."""
 
-    tasks: tuple[str, ...] = ("ar",)
-    num_actions: int = 8
-    num_attributes: int = 7
+    num_actions: int = 8  # action recognition's classes
+
+
+def _task_names(where: str, tasks: dict[str, float]) -> None:
+    from common.tasks import TASKS  # here: common.tasks imports this module
+
+    if not tasks:
+        raise ConfigError(f"'{where}' needs at least one task")
+    for name in tasks:
+        if name not in TASKS:
+            raise ConfigError(
+                f"'{where}' names an unknown task {name!r}; registered tasks: "
+                f"{', '.join(TASKS.names())}"
+            )
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """Which tasks (common.tasks) the sites train and the server evaluates."""
+
+    # Trained at the sites with the adapter, each with its weight inside L_T. A site without
+    # data for a task skips that task's term.
+    seen: dict[str, float] = field(default_factory=lambda: {"ar": 1.0})
+    # Evaluated centrally by a fresh downstream head (a task need not be seen to be evaluated),
+    # each with the largest drop of its VALIDATION metric below the raw features', in points,
+    # that a round may have and still be selected (server.selection).
+    evaluated: dict[str, float] = field(default_factory=lambda: {"ar": 2.0})
+
+    def __post_init__(self) -> None:
+        _task_names("tasks.seen", self.seen)
+        _task_names("tasks.evaluated", self.evaluated)
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,6 @@ class LossConfig:
     w_t: float = 1.0
     w_b: float = 1.0
     tau: float = 0.1
-    w_ar: float = 1.0  # weight of action-recognition cross-entropy inside L_T
     # Clip each anchor's NT-Xent term at ln(2N-1), the value at which its video can no longer
     # be told from the others (common.losses.privacy_budget_loss); the paper does not clip.
     cap_budget: bool = False
@@ -168,10 +195,9 @@ class EvaluationConfig:
     batch_size: int = 256
     # Which evaluated round the report gives and adapter.npz ships (server.selection):
     # "val" = the lowest worst-case VALIDATION privacy cMAP (video protocol) among rounds whose
-    # validation AR top-1 is at most `max_val_ar_drop` points below round 0's; "last" = the
-    # last round.
+    # every evaluated task's validation metric is within its allowed drop (tasks.evaluated) of
+    # the raw features'; "last" = the last round.
     select: str = "val"
-    max_val_ar_drop: float = 2.0
 
     def __post_init__(self) -> None:
         _choice("evaluation.select", self.select, SELECT_RULES)
@@ -200,6 +226,7 @@ class RunConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -217,7 +244,20 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+# Keys that moved, with where they went (an old config gets told, not just refused).
+MOVED_KEYS = {
+    "heads.tasks": "tasks.seen (a mapping task: loss weight, e.g. {ar: 1.0})",
+    "heads.num_attributes": "nothing (the attackers read the attribute count from the data)",
+    "loss.w_ar": "tasks.seen.ar",
+    "evaluation.max_val_ar_drop": "tasks.evaluated.ar",
+}
+
+
 def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    if _join(where, key) in MOVED_KEYS:
+        return ConfigError(
+            f"config key '{_join(where, key)}' has moved to {MOVED_KEYS[_join(where, key)]}"
+        )
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{_join(where, close[0])}'?" if close else ""
     return ConfigError(
@@ -245,6 +285,14 @@ def _coerce(value: Any, type_: Any, where: str) -> Any:
             except ConfigError as error:
                 errors.append(str(error))
         raise ConfigError(errors[0])
+    if origin is dict:
+        key_type, value_type = typing.get_args(type_)
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{where}' expects a mapping (e.g. {{ar: 1.0}}), got {value!r}")
+        return {
+            _coerce(k, key_type, where): _coerce(v, value_type, _join(where, str(k)))
+            for k, v in value.items()
+        }
     if origin is tuple:
         (item_type, *_rest) = typing.get_args(type_)
         if isinstance(value, str):
@@ -353,6 +401,18 @@ def apply_overrides(
             if key not in types_:
                 raise _unknown_key_error(key, list(types_), where)
             is_leaf = depth == len(keys) - 1
+            if typing.get_origin(types_[key]) is dict and depth == len(keys) - 2:
+                # `tasks.seen.tad=0.5` sets one entry of a mapping (starting from the default
+                # mapping); `tasks.seen.ar=null` removes one.
+                entry = node.setdefault(key, dict(getattr(node_cls(), key)))
+                if not isinstance(entry, dict):
+                    raise ConfigError(f"'{_join(where, key)}' is not a mapping in this config")
+                parsed = yaml.safe_load(raw) if raw.strip() else ""
+                if parsed is None:
+                    entry.pop(keys[-1], None)
+                else:
+                    entry[keys[-1]] = parsed
+                break
             if dataclasses.is_dataclass(types_[key]):
                 if is_leaf:
                     raise ConfigError(f"'{_join(where, key)}' is a section; set one of its keys")

@@ -1,4 +1,4 @@
-"""Central evaluation of an adapter: privacy against the attacker suite, utility by a probe.
+"""Central evaluation of an adapter: privacy against the attacker suite, utility per task.
 
 What is measured is what a deployment releases (DESIGN.md decision 7). Each central video is
 anonymized as the edge anonymizer runs it: its sequence of non-overlapping clip features in
@@ -6,13 +6,14 @@ windows of `anonymizer.window` clips, each window one sequence through the adapt
 anonymized clip features:
 
 - privacy, `video` protocol (the headline): every attacker of common.attackers reads the
-  video's actor attributes from the mean of its anonymized clip features; the privacy number is
-  the worst case (highest test cMAP) over the suite;
+  video's actor attributes from the mean of its anonymized clip features (every central video
+  whose actors are known, whatever its task); the privacy number is the worst case (highest
+  test cMAP) over the suite;
 - privacy, `stills` protocol (the paper's): the same suite on static clips of still images
   (one frame tiled, a sequence of length 1); the paper's attacker (`mlp`) is reported beside
   the suite's worst case;
-- action recognition: a linear classifier on clip features (each clip labelled with its
-  video's action); a video's score averages its clips' logits; top-1.
+- utility: each evaluated task's own central protocol (common.tasks), a fresh downstream model
+  on the anonymized features of that task's videos.
 
 Every model trains from scratch on the train split, is selected on the validation split, and
 is reported on the test split only (the paper reports the best test value over training; we
@@ -23,15 +24,15 @@ baseline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from common.aam import anonymize_in_windows
 from common.atomic import atomic_path
 from common.attackers import (
     AttackData,
@@ -41,96 +42,40 @@ from common.attackers import (
     run_attack_suite,
     worst_case,
 )
-from common.config import EvaluationConfig
+from common.config import EvaluationConfig, RunConfig
 from common.errors import LatentveilError
-from common.fitting import fit_selected_on_val
-from common.metrics import accuracy_standard_error, top1_accuracy
+from common.tasks import TASKS, TaskScore, TaskSplit, get_task
 
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Action recognition measured by the linear probe (percentages)."""
-
-    test_top1: float
-    test_top1_se: float
-    val_top1: float
-    best_epoch: int
-    num_test: int
-
-
-def _standardizer(train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = torch.as_tensor(train, dtype=torch.float32).reshape(-1, train.shape[-1])  # (M, d)
-    return flat.mean(0), flat.std(0).clamp_min(1e-6)
-
-
-def _to_tensor(features: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (torch.as_tensor(features, dtype=torch.float32) - mean) / std
-
-
-def run_linear_probe(
-    train: Split,
-    val: Split,
-    test: Split,
-    num_classes: int,
-    epochs: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> ProbeResult:
-    """Train a linear action classifier; features are (N, n_clips, d), labels (N,).
-
-    Training uses every clip as an example; validation and test average each video's clip
-    logits before the argmax.
-    """
-    mean, std = _standardizer(train.features)
-    x_train = _to_tensor(train.features, mean, std)  # (N, n_clips, d)
-    n_clips, d = x_train.shape[1], x_train.shape[2]
-    y_train = torch.as_tensor(train.labels, dtype=torch.long).repeat_interleave(n_clips)
-    x_train = x_train.reshape(-1, d)  # (N * n_clips, d)
-    x_val, x_test = (_to_tensor(s.features, mean, std) for s in (val, test))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        probe = nn.Linear(d, num_classes)
-
-    def video_logits(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return probe(x).mean(dim=1).numpy()  # (N, n_clips, C) -> (N, C)
-
-    fit = fit_selected_on_val(
-        probe,
-        F.cross_entropy,
-        x_train,
-        y_train,
-        lambda: top1_accuracy(video_logits(x_val), val.labels),
-        epochs, lr, batch_size, seed,
-    )  # fmt: skip
-    test_top1 = top1_accuracy(video_logits(x_test), test.labels)
-    return ProbeResult(
-        test_top1=test_top1,
-        test_top1_se=accuracy_standard_error(test_top1, len(test.labels)),
-        val_top1=fit.best_score,
-        best_epoch=fit.best_epoch,
-        num_test=len(test.labels),
-    )
+SPLITS = ("train", "val", "test")
 
 
 # ---------------------------------------------------------------------------------------------
 # The central evaluation set and the full privacy / utility measurement
 
 
-# The evaluation set's file name in a run folder (written by simulations, read by the server).
-EVALUATION_SET_FILE = "evaluation_set.npz"
-EVALUATION_SET_VERSION = 2  # 2: videos carry their clip sequences and actors' attributes
+EVALUATION_SET_VERSION = 3  # 3: videos per task; 2: AR videos only
 
 
 @dataclass(frozen=True)
 class VideoSplit:
-    """Central videos of one split: their non-overlapping clip features (N, C, d) in order,
-    their action labels (N,) and their actors' 0/1 attributes (N, A)."""
+    """Central videos of one task and split: their non-overlapping clip features (N, C, d) in
+    order, the task's labels (name -> (N, ...)), and their actors' 0/1 attributes (N, A) when
+    known (the video privacy protocol attacks those)."""
 
     clips: np.ndarray
-    actions: np.ndarray
-    attributes: np.ndarray
+    labels: dict[str, np.ndarray]
+    attributes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+@dataclass(frozen=True)
+class TaskVideos:
+    """A task's central videos: its class names and its splits."""
+
+    classes: tuple[str, ...]
+    splits: dict[str, VideoSplit]
 
 
 @dataclass(frozen=True)
@@ -138,14 +83,13 @@ class EvaluationSet:
     """Cached raw features and labels of the central evaluation world.
 
     stills[split]: static-clip features (N, d) of still images with 0/1 attributes (N, A);
-    videos[split]: clip sequences of action videos with actions and actors' attributes.
+    tasks[name]: the videos of one task (common.tasks), per split.
     """
 
     encoder_id: str
     attributes: tuple[str, ...]
-    actions: tuple[str, ...]
     stills: dict[str, Split]
-    videos: dict[str, VideoSplit]
+    tasks: dict[str, TaskVideos]
 
     @property
     def dim(self) -> int:
@@ -157,9 +101,14 @@ class EvaluationSet:
         for split, data in self.stills.items():
             arrays[f"stills/{split}/features"] = data.features
             arrays[f"stills/{split}/labels"] = data.labels
-        for split, data in self.videos.items():
-            for name in ("clips", "actions", "attributes"):
-                arrays[f"videos/{split}/{name}"] = getattr(data, name)
+        for task, videos in self.tasks.items():
+            for split, data in videos.splits.items():
+                prefix = f"tasks/{task}/{split}"
+                arrays[f"{prefix}/clips"] = data.clips
+                if data.attributes is not None:
+                    arrays[f"{prefix}/attributes"] = data.attributes
+                for name, labels in data.labels.items():
+                    arrays[f"{prefix}/labels/{name}"] = labels
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
@@ -168,7 +117,7 @@ class EvaluationSet:
             "version": EVALUATION_SET_VERSION,
             "encoder_id": self.encoder_id,
             "attributes": self.attributes,
-            "actions": self.actions,
+            "tasks": {name: list(videos.classes) for name, videos in self.tasks.items()},
         }
 
     @classmethod
@@ -185,29 +134,35 @@ class EvaluationSet:
                         f"{path} is an evaluation set of an older version; run `latentveil "
                         "prepare` on the run folder again to rebuild it from the cached features"
                     )
-                splits = sorted({k.split("/")[1] for k in data.files if k.count("/") == 2})
-                stills, videos = {}, {}
-                for split in splits:
-                    if f"stills/{split}/features" in data.files:
-                        stills[split] = Split(
-                            data[f"stills/{split}/features"], data[f"stills/{split}/labels"]
-                        )
-                    if f"videos/{split}/clips" in data.files:
-                        videos[split] = VideoSplit(
-                            *(
-                                data[f"videos/{split}/{n}"]
-                                for n in ("clips", "actions", "attributes")
-                            )
-                        )
+                stills = {
+                    split: Split(data[f"stills/{split}/features"], data[f"stills/{split}/labels"])
+                    for split in SPLITS
+                    if f"stills/{split}/features" in data.files
+                }
+                tasks = {
+                    name: TaskVideos(tuple(classes), _read_splits(data, f"tasks/{name}"))
+                    for name, classes in meta["tasks"].items()
+                }
         except (OSError, ValueError, KeyError) as error:
             raise EvaluationError(f"{path} is not a latentveil evaluation set: {error}") from error
-        missing = [f"{kind}/{s}" for kind, have in (("stills", stills), ("videos", videos))
-                   for s in ("train", "val", "test") if s not in have]  # fmt: skip
+        missing = [f"stills/{s}" for s in SPLITS if s not in stills]
+        missing += [f"{t}/{s}" for t, v in tasks.items() for s in SPLITS if s not in v.splits]
         if missing:
             raise EvaluationError(f"{path} lacks the splits {', '.join(missing)}")
-        return cls(
-            meta["encoder_id"], tuple(meta["attributes"]), tuple(meta["actions"]), stills, videos
-        )
+        return cls(meta["encoder_id"], tuple(meta["attributes"]), stills, tasks)
+
+
+def _read_splits(data: Any, prefix: str) -> dict[str, VideoSplit]:
+    splits = {}
+    for split in SPLITS:
+        if f"{prefix}/{split}/clips" not in data.files:
+            continue
+        label_prefix = f"{prefix}/{split}/labels/"
+        labels = {k[len(label_prefix) :]: data[k] for k in data.files if k.startswith(label_prefix)}
+        attributes_key = f"{prefix}/{split}/attributes"
+        attributes = data[attributes_key] if attributes_key in data.files else None
+        splits[split] = VideoSplit(data[f"{prefix}/{split}/clips"], labels, attributes)
+    return splits
 
 
 class EvaluationError(LatentveilError):
@@ -217,22 +172,19 @@ class EvaluationError(LatentveilError):
 def anonymize_sequences(
     adapter: nn.Module | None, clips: np.ndarray, window: int, batch_size: int = 512
 ) -> np.ndarray:
-    """Anonymize (N, C, d) clip sequences as the edge anonymizer does: each video's clips in
-    consecutive windows of `window` clips, each window one sequence through the adapter (a last,
-    shorter window is a sequence of its own). None (no adapter) returns the raw features."""
+    """Anonymize (N, C, d) clip sequences as the edge anonymizer does (in windows of `window`
+    clips: common.aam.anonymize_in_windows), `batch_size` videos at a time. None (no adapter)
+    returns the raw features."""
     if adapter is None:
         return clips
-    if window < 1:
-        raise ValueError(f"the anonymizer window must be at least 1 clip, got {window}")
     x = torch.as_tensor(clips, dtype=torch.float32)  # (N, C, d)
     was_training = adapter.training
     adapter.eval()
-    out = torch.empty_like(x)
     with torch.no_grad():
-        for start in range(0, x.shape[1], window):
-            stop = min(start + window, x.shape[1])
-            for i in range(0, len(x), batch_size):
-                out[i : i + batch_size, start:stop] = adapter(x[i : i + batch_size, start:stop])
+        out = torch.cat(
+            [anonymize_in_windows(adapter, x[i : i + batch_size], window)
+             for i in range(0, len(x), batch_size)]
+        )  # fmt: skip
     adapter.train(was_training)
     return out.numpy()
 
@@ -259,91 +211,200 @@ def suite_settings(config: EvaluationConfig, seed: int = 0) -> SuiteSettings:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# What an evaluation returns
+
+
+# PrivacyEvaluation's fields and their keys in report.json.
+_PRIVACY_KEYS = {
+    "cmap": "privacy_cmap",
+    "val_cmap": "privacy_val_cmap",
+    "attacker": "privacy_attacker",
+    "chance_cmap": "privacy_chance_cmap",
+    "per_attribute_ap": "privacy_per_attribute_ap",
+    "stills_cmap": "privacy_stills_cmap",
+    "stills_val_cmap": "privacy_stills_val_cmap",
+    "stills_attacker": "privacy_stills_attacker",
+    "stills_chance_cmap": "privacy_stills_chance_cmap",
+    "stills_paper_cmap": "privacy_stills_paper_cmap",
+    "attackers": "privacy_attackers",
+}
+
+
+@dataclass(frozen=True)
+class PrivacyEvaluation:
+    """The attacker suite's results (percentages; cMAP lower is more private). The headline is
+    the worst case on video features; `stills` is the paper's protocol."""
+
+    cmap: float  # worst test cMAP on video
+    val_cmap: float  # the same attacker's val cMAP: what selection reads
+    attacker: str
+    chance_cmap: float
+    per_attribute_ap: dict[str, float | None]
+    stills_cmap: float
+    stills_val_cmap: float
+    stills_attacker: str
+    stills_chance_cmap: float
+    stills_paper_cmap: float | None  # the paper's attacker (mlp) alone, on stills
+    attackers: dict[str, dict[str, Any]]  # protocol -> attacker -> AttackResult.as_dict()
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's flat `privacy_*` keys."""
+        return {key: getattr(self, name) for name, key in _PRIVACY_KEYS.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PrivacyEvaluation:
+        return cls(**{name: data.get(key) for name, key in _PRIVACY_KEYS.items()})
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One central evaluation of an adapter (or of raw features): privacy and every evaluated
+    task's score."""
+
+    privacy: PrivacyEvaluation
+    tasks: dict[str, TaskScore] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat keys as in report.json: `privacy_*`, and per task `<task>_<metric>`,
+        `<task>_<metric>_se`, `<task>_val_<metric>`, `<task>_num_test`."""
+        out = self.privacy.to_json()
+        for name, score in self.tasks.items():
+            task = get_task(name)
+            out[task.test_key] = score.test
+            out[f"{task.test_key}_se"] = score.test_se
+            out[task.val_key] = score.val
+            out[f"{name}_num_test"] = score.num_test
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        tasks = {}
+        for name in TASKS:
+            task = get_task(name)
+            if task.test_key in data:
+                tasks[name] = TaskScore(
+                    data[task.test_key],
+                    data[f"{task.test_key}_se"],
+                    data[task.val_key],
+                    data[f"{name}_num_test"],
+                )
+        return cls(PrivacyEvaluation.from_json(data), tasks)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluator
+
+
 class CentralEvaluator:
     """Measures an adapter on the central evaluation set: privacy on videos (headline) and
-    stills (the paper's protocol) against the attacker suite, and AR by a linear probe.
+    stills (the paper's protocol) against the attacker suite, and every task of
+    `tasks.evaluated` by its own protocol.
 
     Keeps what does not depend on the adapter (the raw-feature fits the inversion attacker
     reuses) across calls: make one per run and call `evaluate` at every evaluated round.
     """
 
-    def __init__(self, evaluation_set: EvaluationSet, config: EvaluationConfig, window: int):
+    def __init__(self, evaluation_set: EvaluationSet, config: RunConfig):
+        missing = [t for t in config.tasks.evaluated if t not in evaluation_set.tasks]
+        if missing:
+            raise EvaluationError(
+                f"tasks.evaluated names {', '.join(missing)}, which the evaluation set has no "
+                f"videos of (it has {', '.join(evaluation_set.tasks) or 'none'}); run "
+                "`latentveil prepare` again to rebuild it"
+            )
         self.evaluation_set = evaluation_set
-        self.config = config
-        self.window = window
+        self.config = config.evaluation
+        self.window = config.anonymizer.window
+        self.tasks = tuple(config.tasks.evaluated)
         self.cache: dict = {}
 
-    def evaluate(self, adapter: nn.Module | None) -> dict[str, Any]:
-        """Percentages: worst-case privacy cMAP per protocol (test, and val for selection),
-        every attacker's result, chance cMAP, and AR top-1 with its standard error."""
-        es, config = self.evaluation_set, self.config
-        splits = ("train", "val", "test")
+    def evaluate(self, adapter: nn.Module | None) -> Evaluation:
+        """Privacy per protocol (worst case over the suite, test and val) and each evaluated
+        task's score, on features anonymized by `adapter` (None: raw features)."""
+        es = self.evaluation_set
         anonymized = {
-            s: anonymize_sequences(adapter, es.videos[s].clips, self.window) for s in splits
+            task: {
+                s: anonymize_sequences(adapter, videos.splits[s].clips, self.window) for s in SPLITS
+            }
+            for task, videos in es.tasks.items()
         }
-        settings = suite_settings(config)
+        privacy = self._privacy(adapter, anonymized)
+        scores = {
+            name: get_task(name).evaluate(
+                {
+                    s: TaskSplit(anonymized[name][s], es.tasks[name].splits[s].labels)
+                    for s in SPLITS
+                },
+                es.tasks[name].classes,
+                self.config,
+            )
+            for name in self.tasks
+        }
+        return Evaluation(privacy, scores)
 
-        # Privacy on the videos a deployment releases (the headline).
-        raw_video = {s: video_attack_features(es.videos[s].clips) for s in splits}
+    def _privacy(
+        self, adapter: nn.Module | None, anonymized: dict[str, dict[str, np.ndarray]]
+    ) -> PrivacyEvaluation:
+        es = self.evaluation_set
+        settings = suite_settings(self.config)
+        # Privacy on the videos a deployment releases (the headline): every task's videos
+        # whose actors are known, in task order.
+        with_actors = [t for t, v in es.tasks.items() if v.splits["train"].attributes is not None]
+        if not with_actors:
+            raise EvaluationError("the evaluation set has no videos with known actors to attack")
+
+        raw = {t: {s: v.splits[s].clips for s in SPLITS} for t, v in es.tasks.items()}
+
+        def videos(split: str, clips: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+            return np.concatenate([video_attack_features(clips[t][split]) for t in with_actors])
+
+        def actors(split: str) -> np.ndarray:
+            return np.concatenate([es.tasks[t].splits[split].attributes for t in with_actors])
+
         video = AttackData(
-            *(Split(video_attack_features(anonymized[s]), es.videos[s].attributes) for s in splits),
-            raw_train=raw_video["train"], raw_val=raw_video["val"], raw_test=raw_video["test"],
+            *(Split(videos(s, anonymized), actors(s)) for s in SPLITS),
+            raw_train=videos("train", raw), raw_val=videos("val", raw),
+            raw_test=videos("test", raw),
         )  # fmt: skip
-        video_results = run_attack_suite(video, config.attackers, settings, self.cache)
+        video_results = run_attack_suite(video, self.config.attackers, settings, self.cache)
 
         # Privacy on stills, the paper's protocol.
         stills = AttackData(
             *(Split(anonymize_stills(adapter, es.stills[s].features), es.stills[s].labels)
-              for s in splits),
+              for s in SPLITS),
             raw_train=es.stills["train"].features, raw_val=es.stills["val"].features,
             raw_test=es.stills["test"].features,
         )  # fmt: skip
-        stills_results = run_attack_suite(stills, config.attackers, settings, self.cache)
-
-        probe = run_linear_probe(
-            *(Split(anonymized[s], es.videos[s].actions) for s in splits),
-            len(es.actions),
-            epochs=config.probe_epochs,
-            lr=config.probe_lr,
-            batch_size=config.batch_size,
-        )
-        return privacy_summary(video_results, stills_results, es.attributes) | {
-            "ar_top1": probe.test_top1,
-            "ar_top1_se": probe.test_top1_se,
-            "ar_val_top1": probe.val_top1,
-            "ar_num_test": probe.num_test,
-        }
+        stills_results = run_attack_suite(stills, self.config.attackers, settings, self.cache)
+        return privacy_summary(video_results, stills_results, es.attributes)
 
 
 def privacy_summary(
     video: dict[str, AttackResult], stills: dict[str, AttackResult], attributes: tuple[str, ...]
-) -> dict[str, Any]:
-    """The evaluation's privacy keys: worst cases per protocol and every attacker's result."""
+) -> PrivacyEvaluation:
+    """The evaluation's privacy: worst cases per protocol and every attacker's result."""
     worst_video, worst_stills = worst_case(video), worst_case(stills)
-
-    def named(aps: list[float | None]) -> dict[str, float | None]:
-        return dict(zip(attributes, aps, strict=True))
-
-    return {
-        "privacy_cmap": worst_video["cmap"],
-        "privacy_val_cmap": worst_video["val_cmap"],
-        "privacy_attacker": worst_video["attacker"],
-        "privacy_chance_cmap": worst_video["chance_cmap"],
-        "privacy_per_attribute_ap": named(worst_video["per_attribute_ap"]),
-        "privacy_stills_cmap": worst_stills["cmap"],
-        "privacy_stills_val_cmap": worst_stills["val_cmap"],
-        "privacy_stills_attacker": worst_stills["attacker"],
-        "privacy_stills_chance_cmap": worst_stills["chance_cmap"],
-        "privacy_stills_paper_cmap": stills["mlp"].test_cmap if "mlp" in stills else None,
-        "privacy_attackers": {
+    return PrivacyEvaluation(
+        cmap=worst_video["cmap"],
+        val_cmap=worst_video["val_cmap"],
+        attacker=worst_video["attacker"],
+        chance_cmap=worst_video["chance_cmap"],
+        per_attribute_ap=dict(zip(attributes, worst_video["per_attribute_ap"], strict=True)),
+        stills_cmap=worst_stills["cmap"],
+        stills_val_cmap=worst_stills["val_cmap"],
+        stills_attacker=worst_stills["attacker"],
+        stills_chance_cmap=worst_stills["chance_cmap"],
+        stills_paper_cmap=stills["mlp"].test_cmap if "mlp" in stills else None,
+        attackers={
             "video": {name: r.as_dict() for name, r in video.items()},
             "stills": {name: r.as_dict() for name, r in stills.items()},
         },
-    }
+    )
 
 
 def measure_privacy_and_utility(
-    evaluation_set: EvaluationSet, adapter: nn.Module | None, config: EvaluationConfig, window: int
-) -> dict[str, Any]:
+    evaluation_set: EvaluationSet, adapter: nn.Module | None, config: RunConfig
+) -> Evaluation:
     """One-off `CentralEvaluator(...).evaluate(adapter)`."""
-    return CentralEvaluator(evaluation_set, config, window).evaluate(adapter)
+    return CentralEvaluator(evaluation_set, config).evaluate(adapter)

@@ -11,18 +11,18 @@ from torch import nn
 
 from common.aam import create_adapter
 from common.config import RunConfig
-from common.heads import create_head
+from common.tasks import get_task
 
 
 class AnonymizerModel(nn.Module):
-    """AAM (`adapter`) and the task heads named in the config (`heads`, a ModuleDict)."""
+    """AAM (`adapter`) and the heads of the seen tasks (`heads`, a ModuleDict by task name)."""
 
     def __init__(self, dim: int, config: RunConfig) -> None:
         super().__init__()
         self.dim = dim
         self.adapter = create_adapter(dim, config.anonymizer)
         self.heads = nn.ModuleDict(
-            {task: create_head(task, dim, config.heads) for task in config.heads.tasks}
+            {task: get_task(task).build_head(dim, config) for task in config.tasks.seen}
         )
 
     def forward(

@@ -16,6 +16,7 @@ import yaml
 
 from common.config import ConfigError, RunConfig, from_dict, to_dict
 from common.errors import LatentveilError
+from common.layout import RunLayout
 
 # Run-config keys the apps read, with their defaults (mirrored in pyproject's
 # [tool.flwr.app.config] so that `flwr run .` works without any --run-config).
@@ -36,7 +37,7 @@ def run_config_from_context(run_config: Mapping[str, Any]) -> RunConfig:
     config.yaml (written by `latentveil prepare`), else the defaults."""
     text = str(run_config.get("config-yaml", ""))
     if not text.strip():
-        prepared = run_dir(run_config) / "config.yaml"
+        prepared = RunLayout(run_dir(run_config)).config
         if not prepared.is_file():
             return RunConfig()
         text = prepared.read_text()
@@ -59,7 +60,7 @@ def run_dir(run_config: Mapping[str, Any]) -> Path:
 def world_dir(run_config: Mapping[str, Any], config: RunConfig) -> Path:
     """The world root: run config `world-dir`, else config world.dir, else <run-dir>/world."""
     explicit = str(run_config.get("world-dir", "")) or config.world.dir
-    return Path(explicit) if explicit else run_dir(run_config) / "world"
+    return RunLayout(run_dir(run_config)).world(explicit)
 
 
 def site_paths(
@@ -77,7 +78,7 @@ def site_paths(
     if "partition-id" in node_config:
         site_id = f"site_{int(node_config['partition-id']):02d}"
         site = world_dir(run_config, config) / site_id
-        return site_id, site, run_dir(run_config) / "features" / f"{site_id}.h5"
+        return site_id, site, RunLayout(run_dir(run_config)).site_store(site_id)
     raise RunSettingsError(
         "this SuperNode has neither 'site-dir' nor 'partition-id' in its node config; start it "
         'with --node-config "site-dir=/path/to/site"'

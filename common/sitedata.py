@@ -1,4 +1,4 @@
-"""A camera site's own data: its manifests, its cached features, and training arrays from them.
+"""A camera site's own data: its manifests, its cached features, and per-task training arrays.
 
 A site folder holds one folder per dataset with a `manifest.jsonl` (one JSON object per file:
 `video_id`, `path`, `split`, `labels`, ...). In the synthetic world `path` is relative to the
@@ -10,6 +10,7 @@ rounds read the cache.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from common.config import EncoderConfig, FeaturesConfig
 from common.encoders import create_encoder
 from common.errors import LatentveilError
 from common.features import FeatureStore, VideoItem, extract_features
+from common.tasks import get_task
 
 
 class SiteDataError(LatentveilError):
@@ -51,21 +53,47 @@ def read_site_manifest(site_dir: str | Path, dataset: str = "ar") -> list[dict]:
 
 
 @dataclass(frozen=True)
-class SiteArrays:
-    """Cached features of one split of a site's AR videos, ready for training.
+class TaskArrays:
+    """Cached features of one split of a site's videos of one task, ready for training.
 
-    clip_features (N, C, d): each video's non-overlapping clips; eval_clip_features (N, E, d);
-    static_features (N, K, d); actions (N,).
+    clip_features (N, C, d): each video's non-overlapping clips; static_features (N, K, d);
+    labels: the task's labels (common.tasks), name -> (N, ...) array.
     """
 
     video_ids: list[str]
     clip_features: np.ndarray
-    eval_clip_features: np.ndarray
     static_features: np.ndarray
-    actions: np.ndarray
+    labels: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(self.video_ids)
+
+
+@dataclass(frozen=True)
+class TaskTensors:
+    """TaskArrays as float32 / int64 tensors."""
+
+    clip_features: torch.Tensor
+    static_features: torch.Tensor
+    labels: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.clip_features)
+
+
+# What a site trains on: per task name, its videos of one split.
+SiteData = dict[str, TaskTensors]
+
+
+def site_datasets(site_dir: str | Path, tasks: Iterable[str]) -> dict[str, str]:
+    """Task name -> dataset folder, for the given tasks whose dataset the site has."""
+    site_dir = Path(site_dir)
+    found = {}
+    for name in tasks:
+        dataset = get_task(name).dataset
+        if (site_dir / dataset / "manifest.jsonl").is_file():
+            found[name] = dataset
+    return found
 
 
 def ensure_site_features(
@@ -74,9 +102,16 @@ def ensure_site_features(
     encoder_config: EncoderConfig,
     features_config: FeaturesConfig,
     progress: bool = False,
+    tasks: Iterable[str] = ("ar",),
 ) -> Path:
-    """Encode the site's AR videos into its store unless they are all there already."""
-    entries = read_site_manifest(site_dir, "ar")
+    """Encode the site's videos of the given tasks into its store unless they are all there."""
+    datasets = sorted(set(site_datasets(site_dir, tasks).values()))
+    if not datasets:
+        raise SiteDataError(
+            f"site {site_dir} has data for none of the tasks {', '.join(tasks)} (no "
+            f"<task dataset>/manifest.jsonl)"
+        )
+    entries = [e for dataset in datasets for e in read_site_manifest(site_dir, dataset)]
     store_path = Path(store_path)
     if store_path.is_file():
         with FeatureStore(store_path) as store:
@@ -88,44 +123,78 @@ def ensure_site_features(
     return store_path
 
 
-def load_site_arrays(site_dir: str | Path, store_path: str | Path, split: str) -> SiteArrays:
-    """The AR videos of one split joined with their cached features."""
-    entries = [e for e in read_site_manifest(site_dir, "ar") if e["split"] == split]
+def load_task_arrays(
+    site_dir: str | Path, store_path: str | Path, task: str, split: str
+) -> TaskArrays | None:
+    """One task's videos of one split joined with their cached features (None: no videos)."""
+    spec = get_task(task)
+    entries = [e for e in read_site_manifest(site_dir, spec.dataset) if e["split"] == split]
     if not entries:
-        raise SiteDataError(f"site {site_dir} has no AR videos in split '{split}'")
+        return None
     with FeatureStore(store_path) as store:
         clips = [store.clip_features(e["video_id"]) for e in entries]
-        lengths = {len(c) for c in clips}
-        if len(lengths) != 1:
-            # Trimmed clips of unequal length: keep the first C clips of each (C = the shortest).
-            shortest = min(lengths)
-            clips = [c[:shortest] for c in clips]
-        return SiteArrays(
-            video_ids=[e["video_id"] for e in entries],
-            clip_features=np.stack(clips),  # (N, C, d)
-            eval_clip_features=np.stack([store.eval_clip_features(e["video_id"]) for e in entries]),
-            static_features=np.stack([store.static_features(e["video_id"]) for e in entries]),
-            actions=np.array([e["labels"]["action"] for e in entries], dtype=np.int64),
-        )
-
-
-def pool_site_arrays(parts: list[SiteArrays]) -> SiteArrays:
-    """Concatenate several sites' arrays (the centralized baseline trains on the pool)."""
-    shortest = min(p.clip_features.shape[1] for p in parts)
-    return SiteArrays(
-        video_ids=[v for p in parts for v in p.video_ids],
-        clip_features=np.concatenate([p.clip_features[:, :shortest] for p in parts]),
-        eval_clip_features=np.concatenate([p.eval_clip_features for p in parts]),
-        static_features=np.concatenate([p.static_features for p in parts]),
-        actions=np.concatenate([p.actions for p in parts]),
+        statics = np.stack([store.static_features(e["video_id"]) for e in entries])
+    shortest = min(len(c) for c in clips)
+    # Trimmed clips of unequal length: keep the first C clips of each (C = the shortest).
+    labels = [spec.labels(e) for e in entries]
+    return TaskArrays(
+        video_ids=[e["video_id"] for e in entries],
+        clip_features=np.stack([c[:shortest] for c in clips]),  # (N, C, d)
+        static_features=statics,  # (N, K, d)
+        labels={key: np.array([lab[key] for lab in labels]) for key in labels[0]},
     )
 
 
-def as_tensors(arrays: SiteArrays) -> dict[str, torch.Tensor]:
-    """float32 / int64 tensors of a SiteArrays, keyed by field name."""
-    return {
-        "clip_features": torch.from_numpy(arrays.clip_features.astype(np.float32)),
-        "eval_clip_features": torch.from_numpy(arrays.eval_clip_features.astype(np.float32)),
-        "static_features": torch.from_numpy(arrays.static_features.astype(np.float32)),
-        "actions": torch.from_numpy(arrays.actions),
-    }
+def load_site_data(
+    site_dir: str | Path, store_path: str | Path, tasks: Iterable[str], split: str
+) -> dict[str, TaskArrays]:
+    """Per task, the site's videos of `split`; tasks the site has no data for are left out
+    (their loss terms are skipped). A site with data for none of them is an error."""
+    tasks = list(tasks)
+    data = {}
+    for task in site_datasets(site_dir, tasks):
+        arrays = load_task_arrays(site_dir, store_path, task, split)
+        if arrays is not None:
+            data[task] = arrays
+    if not data:
+        raise SiteDataError(
+            f"site {site_dir} has no videos of the tasks {', '.join(tasks)} in split '{split}'"
+        )
+    return data
+
+
+def pool_task_arrays(parts: list[TaskArrays]) -> TaskArrays:
+    """Concatenate several sites' arrays of one task (the centralized baseline trains on the
+    pool)."""
+    shortest = min(p.clip_features.shape[1] for p in parts)
+    return TaskArrays(
+        video_ids=[v for p in parts for v in p.video_ids],
+        clip_features=np.concatenate([p.clip_features[:, :shortest] for p in parts]),
+        static_features=np.concatenate([p.static_features for p in parts]),
+        labels={k: np.concatenate([p.labels[k] for p in parts]) for k in parts[0].labels},
+    )
+
+
+def pool_site_data(sites: list[dict[str, TaskArrays]]) -> dict[str, TaskArrays]:
+    """Per task, every site's arrays of that task pooled (task order: first seen)."""
+    tasks = list(dict.fromkeys(task for site in sites for task in site))
+    return {task: pool_task_arrays([s[task] for s in sites if task in s]) for task in tasks}
+
+
+def as_tensors(arrays: TaskArrays) -> TaskTensors:
+    """float32 features and int64 / float32 labels as tensors."""
+
+    def label(array: np.ndarray) -> torch.Tensor:
+        if np.issubdtype(array.dtype, np.integer):
+            return torch.from_numpy(array.astype(np.int64))
+        return torch.from_numpy(array.astype(np.float32))
+
+    return TaskTensors(
+        clip_features=torch.from_numpy(arrays.clip_features.astype(np.float32)),
+        static_features=torch.from_numpy(arrays.static_features.astype(np.float32)),
+        labels={key: label(value) for key, value in arrays.labels.items()},
+    )
+
+
+def site_tensors(data: dict[str, TaskArrays]) -> SiteData:
+    return {task: as_tensors(arrays) for task, arrays in data.items()}

@@ -1,4 +1,4 @@
-"""One local SPLAVU training step on cached features.
+"""Local SPLAVU training on cached features: the objective, one step, and a site's epochs.
 
 Like the authors' code, the adapter and all task heads take ONE joint AdamW step per batch on
 w_lc * L_LC + w_t * L_T - w_b * L_B (not alternating GAN-style steps). FedProx's proximal term
@@ -12,25 +12,34 @@ from dataclasses import dataclass
 
 import torch
 
-from common.config import LossConfig, TrainConfig
+from common.aam import anonymize_in_windows
+from common.config import LossConfig, RunConfig, TrainConfig
 from common.losses import (
     LossTerms,
-    action_recognition_loss,
     latent_consistency_loss,
     privacy_budget_loss,
     splavu_objective,
 )
 from common.model import AnonymizerModel
+from common.sitedata import SiteData, TaskTensors
+from common.tasks import get_task
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A batch of cached features of B videos of one task."""
+
+    clip_features: torch.Tensor  # (B, T, d) consecutive clip features of each video
+    static_features: torch.Tensor  # (B, 2, d) two static clips of each video
+    labels: dict[str, torch.Tensor]  # the task's labels (common.tasks), each (B, ...)
+    key_padding_mask: torch.Tensor | None = None  # (B, T), True at padding
 
 
 @dataclass(frozen=True)
 class TrainingBatch:
-    """A batch of cached features of B videos."""
+    """One step's batches, keyed by task name (the seen tasks the site has data for)."""
 
-    clip_features: torch.Tensor  # (B, T, d) consecutive clip features of each video
-    actions: torch.Tensor  # (B,) action labels
-    static_features: torch.Tensor  # (B, 2, d) two static clips of each video
-    key_padding_mask: torch.Tensor | None = None  # (B, T), True at padding
+    tasks: dict[str, TaskBatch]
 
 
 def build_optimizer(model: AnonymizerModel, config: TrainConfig) -> torch.optim.AdamW:
@@ -42,27 +51,70 @@ def build_optimizer(model: AnonymizerModel, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
-def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossConfig) -> LossTerms:
+def compute_losses(
+    model: AnonymizerModel,
+    batch: TrainingBatch,
+    config: LossConfig,
+    weights: Mapping[str, float] | None = None,
+) -> LossTerms:
     """The SPLAVU objective on one batch, with each component.
 
-    The privacy budget's two views of a video (`loss.budget_views`) are two of its static
-    clips, each a sequence of length 1 (the paper), or its moving clips: the kind of input a
-    deployment anonymizes and releases, so the adapter cannot treat the budget's inputs
-    differently from what it must keep useful ("both" averages the two terms).
+    Each task's videos are anonymized; L_LC and L_B are averaged over the tasks' batches, L_T
+    is the sum of each task's loss times its weight (`tasks.seen`; None: 1 for every task).
+    """
+    consistency, budgets = [], []
+    utility = None
+    for name, task_batch in batch.tasks.items():
+        task = get_task(name)
+        anonymized = model.adapter(task_batch.clip_features, task_batch.key_padding_mask)
+        consistency.append(
+            latent_consistency_loss(
+                task_batch.clip_features, anonymized, task_batch.key_padding_mask
+            )
+        )
+        if utility is None:
+            utility = anonymized.new_zeros(())
+        if name in model.heads:
+            loss = task.loss(
+                model.heads[name], anonymized, task_batch.labels, task_batch.key_padding_mask
+            )
+            utility = utility + (1.0 if weights is None else weights.get(name, 0.0)) * loss
+        groups = (
+            task.budget_groups(task_batch.labels)
+            if config.budget_negatives == "same_action"
+            else None
+        )
+        for a, b in budget_views(model, task_batch, config):
+            budgets.append(
+                privacy_budget_loss(
+                    a,
+                    b,
+                    config.tau,
+                    cap=config.cap_budget,
+                    center=config.center_budget,
+                    groups=groups,
+                    whiten=config.whiten_budget,
+                )
+            )
+    if utility is None:
+        raise ValueError("a training batch needs the videos of at least one task")
+    lc = torch.stack(consistency).mean()
+    return splavu_objective(lc, utility, torch.stack(budgets).mean(), config)
+
+
+def budget_views(
+    model: AnonymizerModel, batch: TaskBatch, config: LossConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The privacy budget's pairs of views of each video (`loss.budget_views`).
+
+    Two of its static clips, each a sequence of length 1 (the paper), or its moving clips: the
+    kind of input a deployment anonymizes and releases, so the adapter cannot treat the
+    budget's inputs differently from what it must keep useful ("both" gives both pairs).
     """
     B, T, d = batch.clip_features.shape
     if batch.static_features.shape != (B, 2, d):
         got = tuple(batch.static_features.shape)
         raise ValueError(f"static_features must be (B, 2, d) = {(B, 2, d)}, got {got}")
-    anonymized = model.adapter(batch.clip_features, batch.key_padding_mask)  # (B, T, d)
-    lc = latent_consistency_loss(batch.clip_features, anonymized, batch.key_padding_mask)
-
-    utility = anonymized.new_zeros(())
-    if "ar" in model.heads:
-        logits = model.heads["ar"](anonymized, batch.key_padding_mask)  # (B, C)
-        utility = utility + config.w_ar * action_recognition_loss(logits, batch.actions)
-
-    groups = batch.actions if config.budget_negatives == "same_action" else None
     views: list[tuple[torch.Tensor, torch.Tensor]] = []
     # With whitening, a view is the bottleneck's code (r < 2B dimensions), which determines the
     # output; otherwise the output itself.
@@ -86,21 +138,7 @@ def compute_losses(model: AnonymizerModel, batch: TrainingBatch, config: LossCon
         first = view(batch.clip_features[:, :half]).mean(dim=1)  # (B, d) or (B, r)
         second = view(batch.clip_features[:, half : 2 * half]).mean(dim=1)
         views.append((first, second))
-    budget = torch.stack(
-        [
-            privacy_budget_loss(
-                a,
-                b,
-                config.tau,
-                cap=config.cap_budget,
-                center=config.center_budget,
-                groups=groups,
-                whiten=config.whiten_budget,
-            )
-            for a, b in views
-        ]
-    ).mean()
-    return splavu_objective(lc, utility, budget, config)
+    return views
 
 
 def proximal_term(
@@ -119,12 +157,13 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     batch: TrainingBatch,
     config: LossConfig,
+    weights: Mapping[str, float] | None = None,
     proximal_mu: float = 0.0,
     global_params: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One joint optimiser step on the adapter and heads; returns the loss components."""
     model.train()
-    terms = compute_losses(model, batch, config)
+    terms = compute_losses(model, batch, config, weights)
     total = terms.total
     metrics = terms.as_floats()
     if proximal_mu > 0.0:
@@ -151,60 +190,76 @@ def sample_batches(
     return batches
 
 
-def make_training_batch(
-    tensors: dict[str, torch.Tensor], index: torch.Tensor, seq_len: int, generator: torch.Generator
-) -> TrainingBatch:
+def make_task_batch(
+    data: TaskTensors, index: torch.Tensor, seq_len: int, generator: torch.Generator
+) -> TaskBatch:
     """`seq_len` consecutive clips from a random start (the anonymizer's window; all clips of a
     shorter video) and two random static clips per video."""
-    clips = tensors["clip_features"]  # (N, C, d)
+    clips = data.clip_features  # (N, C, d)
     num_clips = clips.shape[1]
     seq_len = min(seq_len, num_clips)
     starts = torch.randint(0, num_clips - seq_len + 1, (len(index),), generator=generator)
     positions = starts[:, None] + torch.arange(seq_len)  # (B, T)
     clip_batch = clips[index[:, None], positions]  # (B, T, d)
-    statics = tensors["static_features"]  # (N, K, d)
+    statics = data.static_features  # (N, K, d)
     k = statics.shape[1]
     if k < 2:
         raise ValueError("the privacy budget loss needs at least 2 static clips per video")
     pairs = torch.stack([torch.randperm(k, generator=generator)[:2] for _ in range(len(index))])
     static_batch = statics[index[:, None], pairs]  # (B, 2, d)
-    return TrainingBatch(clip_batch, tensors["actions"][index], static_batch)
+    labels = {name: value[index] for name, value in data.labels.items()}
+    return TaskBatch(clip_batch, static_batch, labels)
 
 
 def train_local(
     model: AnonymizerModel,
-    tensors: dict[str, torch.Tensor],
-    train_config: TrainConfig,
-    loss_config: LossConfig,
+    data: SiteData,
+    config: RunConfig,
     proximal_mu: float = 0.0,
     seed: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
-    window: int = 1,
 ) -> dict[str, float]:
-    """Train `train_config.epochs` epochs on a site's cached features.
+    """Train `train.epochs` epochs on a site's cached features of its seen tasks.
 
+    Every step takes one batch of each task's videos (a task with fewer batches than the
+    others starts again); an epoch ends when the task with the most videos has been seen once.
+    Each video is one sequence of at most `anonymizer.window` consecutive clips.
     A site starts every round with a fresh AdamW (as in the authors' federated setting and
     Flower's examples); pass `optimizer` to keep one across calls (the centralized baseline).
-    Each video is one sequence of at most `window` consecutive clips (anonymizer.window).
     Returns the mean of each loss component over the steps, and the number of steps.
     """
+    if not data:
+        raise ValueError("local training needs the videos of at least one task")
+    for name, task_data in data.items():
+        if len(task_data) < 2:
+            raise ValueError(
+                f"local training needs at least 2 videos of each task (NT-Xent has no negatives "
+                f"otherwise); task {name!r} has {len(task_data)}"
+            )
     generator = torch.Generator().manual_seed(seed)
-    optimizer = optimizer or build_optimizer(model, train_config)
+    optimizer = optimizer or build_optimizer(model, config.train)
     global_params = None
     if proximal_mu > 0.0:
         global_params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    num_videos = len(tensors["actions"])
-    if num_videos < 2:
-        raise ValueError(
-            "local training needs at least 2 videos (NT-Xent has no negatives otherwise)"
-        )
     totals: dict[str, float] = {}
     steps = 0
-    for _ in range(train_config.epochs):
-        for index in sample_batches(num_videos, train_config.batch_size, generator):
-            batch = make_training_batch(tensors, index, window, generator)
+    batch_size = config.train.batch_size
+    for _ in range(config.train.epochs):
+        orders = {
+            name: sample_batches(len(task_data), batch_size, generator)
+            for name, task_data in data.items()
+        }
+        for step in range(max(len(order) for order in orders.values())):
+            batch = TrainingBatch(
+                {
+                    name: make_task_batch(
+                        data[name], order[step % len(order)], config.anonymizer.window, generator
+                    )
+                    for name, order in orders.items()
+                }
+            )
             metrics = training_step(
-                model, optimizer, batch, loss_config, proximal_mu, global_params
+                model, optimizer, batch, config.loss, config.tasks.seen, proximal_mu, global_params
             )
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -213,17 +268,18 @@ def train_local(
     return {key: value / max(steps, 1) for key, value in totals.items()} | {"steps": float(steps)}
 
 
-def evaluate_action_recognition(
-    model: AnonymizerModel, tensors: dict[str, torch.Tensor], window: int = 1
-) -> float:
-    """AR top-1 (percent) of the model's own head on each video's clips, anonymized in windows of
-    `window` clips as a deployment does; the head averages over all of a video's clips."""
-    clips = tensors["clip_features"]  # (N, C, d)
+def evaluate_site(model: AnonymizerModel, data: SiteData, window: int = 1) -> dict[str, float]:
+    """Each task's metric (common.tasks, keyed `<task>_<metric>`) of the model's own head on a
+    site's videos, their clips anonymized in windows of `window` clips as a deployment does."""
     model.eval()
+    scores = {}
     with torch.no_grad():
-        anonymized = torch.cat(
-            [model.adapter(clips[:, s : s + window]) for s in range(0, clips.shape[1], window)],
-            dim=1,
-        )  # (N, C, d)
-        logits = model.heads["ar"](anonymized)  # (N, num_actions)
-    return 100.0 * float((logits.argmax(dim=1) == tensors["actions"]).float().mean())
+        for name, task_data in data.items():
+            if name not in model.heads:
+                continue
+            task = get_task(name)
+            anonymized = anonymize_in_windows(model.adapter, task_data.clip_features, window)
+            scores[task.test_key] = task.site_metric(
+                model.heads[name], anonymized, task_data.labels
+            )
+    return scores

@@ -1,4 +1,4 @@
-"""Per-round server checkpoints: aggregated arrays, round number, strategy state, history.
+"""Per-round server checkpoints: aggregated arrays, round number, trainer state, history.
 
 One file per run (`RUN_DIR/checkpoint.npz`), replaced atomically after every round, so an
 interrupted run always finds the last complete round. `--resume RUN_DIR` continues from it.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from common.atomic import atomic_path
 from common.errors import LatentveilError
+from common.layout import RunLayout
+from server.history import History
 
-CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT = "latentveil-server-checkpoint-1"
 
 
@@ -30,19 +30,24 @@ class ServerState:
 
     round: int
     arrays: dict[str, np.ndarray]
-    strategy_state: dict[str, np.ndarray]
-    history: dict[str, Any] = field(default_factory=dict)  # rounds, baseline, ... (JSON)
-    # The arrays of history["selected_round"] (server.selection): what the run ships.
+    # What the round loop's trainer needs to continue (a strategy's state, an optimiser's).
+    trainer_state: dict[str, np.ndarray]
+    history: History | None = None  # None only before a run has its baseline
+    # The arrays of history.selected_round (server.selection): what the run ships.
     selected: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(run_dir: str | Path, state: ServerState) -> Path:
     """Write the state atomically as RUN_DIR/checkpoint.npz."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    meta = {"format": FORMAT, "round": state.round, "history": state.history}
+    path = RunLayout(Path(run_dir)).checkpoint
+    meta = {
+        "format": FORMAT,
+        "round": state.round,
+        "history": state.history and state.history.to_json(),
+    }
     payload = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     payload |= {f"arrays/{name}": array for name, array in state.arrays.items()}
-    payload |= {f"strategy/{name}": array for name, array in state.strategy_state.items()}
+    payload |= {f"strategy/{name}": array for name, array in state.trainer_state.items()}
     payload |= {f"selected/{name}": array for name, array in state.selected.items()}
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **payload)
@@ -51,7 +56,7 @@ def save_checkpoint(run_dir: str | Path, state: ServerState) -> Path:
 
 def load_checkpoint(run_dir: str | Path) -> ServerState:
     """Read RUN_DIR/checkpoint.npz; a clear error when it is missing or not a checkpoint."""
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = RunLayout(Path(run_dir)).checkpoint
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     try:
@@ -68,4 +73,8 @@ def load_checkpoint(run_dir: str | Path) -> ServerState:
         raise CheckpointError(f"{path} is not a readable server checkpoint: {error}") from error
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return ServerState(meta["round"], arrays, strategy, meta["history"], selected)
+    try:
+        history = History.from_json(meta["history"]) if meta["history"] is not None else None
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} holds a history this version cannot read: {error}") from None
+    return ServerState(meta["round"], arrays, strategy, history, selected)

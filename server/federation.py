@@ -1,22 +1,21 @@
-"""The federated rounds, driven with a Flower Grid and one of Flower's strategies.
+"""A federated round, driven with a Flower Grid and one of Flower's strategies.
 
-Flower's `Strategy.start` always begins at round 1 and aggregates whatever comes back. This loop
-calls the same strategy methods (configure_train, aggregate_train) round by round, and adds
-what the project needs around them:
+Flower's `Strategy.start` always begins at round 1 and aggregates whatever comes back. The
+project's round loop (server.rounds) calls the same strategy methods (configure_train,
+aggregate_train) round by round through `FlowerTrainer`, which adds:
 
 - every reply is screened before aggregation: a site whose arrays have the wrong names, shapes
   or dtypes, or non-finite values (or whose reply is an error) is left out of that round with
   the reason logged and recorded in the report; the round goes on with the others;
-- after every round the aggregated arrays, the round number and the strategy's state are
-  written atomically, so `resume` continues from the last complete round;
-- central evaluation (privacy attacker and AR probe on the central world) at round 0, every
-  `evaluation.every` rounds and after the last.
+- replies are aggregated in site order, whatever order they arrive in.
+
+The loop around a round (evaluation, selection, checkpoints) is server.rounds.run_rounds.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from common.aam import starts_as_identity
 from common.config import RunConfig
-from common.evaluation import CentralEvaluator, EvaluationSet
-from common.model import AnonymizerModel, build_model
-from common.weights import (
-    ShareableStateError,
-    check_shareable,
-    load_shareable,
-    shareable_state,
-    state_nbytes,
-)
-from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
-from server.selection import initial_history, update_selection
+from common.evaluation import EvaluationSet
+from common.weights import ShareableStateError, check_shareable, shareable_state, state_nbytes
+from server.checkpoints import ServerState
+from server.history import RoundRecord
+from server.rounds import RoundOutcome, initial_model, run_rounds
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -69,6 +61,11 @@ def screen_replies(
                     "a reply must hold exactly one ArrayRecord 'arrays' and one MetricRecord, got "
                     f"{list(content.array_records)} and {list(content.metric_records)}"
                 )
+            if set(content.config_records) - {"site"}:
+                raise ShareableStateError(
+                    "a reply may hold only the ConfigRecord 'site', got "
+                    f"{list(content.config_records)}"
+                )
             check_shareable(expected, from_record(content.array_records["arrays"]))
             metrics = next(iter(content.metric_records.values()))
             if not float(metrics.get("num-examples", 0)) > 0:
@@ -99,17 +96,77 @@ def _reply_bytes(reply: Message) -> int:
     )
 
 
-def evaluate_arrays(
-    arrays: dict[str, np.ndarray], config: RunConfig, evaluator: CentralEvaluator
-) -> dict[str, Any]:
-    """Central evaluation of aggregated AAM + head arrays (the attacker suite and the probe)."""
-    model = _model(config, evaluator.evaluation_set)
-    load_shareable(model, arrays)
-    return evaluator.evaluate(model.adapter)
+def site_of(reply: Message) -> str:
+    """The site a reply comes from: the site id the ClientApp puts in its `site` ConfigRecord
+    (Flower's node ids change from run to run), else its node id."""
+    site = reply.content.config_records.get("site", {}) if not reply.has_error() else {}
+    return str(site.get("id", f"node-{reply.metadata.src_node_id}"))
 
 
-def _model(config: RunConfig, evaluation_set: EvaluationSet) -> AnonymizerModel:
-    return build_model(evaluation_set.dim, config, seed=config.seed)
+class FlowerTrainer:
+    """A round on Flower's sites: the strategy's configure_train, the Grid's send_and_receive,
+    screening, and the strategy's aggregate_train over the accepted replies in site order (so
+    that the float sums, and the run, do not depend on which site answers first)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        config: RunConfig,
+        initial: dict[str, np.ndarray],
+        timeout: float = 3600.0,
+    ) -> None:
+        self.grid = grid
+        self.config = config
+        self.initial = initial
+        self.timeout = timeout
+        self.strategy = create_strategy(config.federation, config.world.sites)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return strategy_state(self.strategy)
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        load_strategy_state(self.strategy, state)
+
+    def train_round(self, server_round: int, arrays: dict[str, np.ndarray]) -> RoundOutcome:
+        train_config = ConfigRecord({"proximal-mu": self.config.federation.proximal_mu})
+        # Flower samples sites with `random` (fraction_train < 1): the same seed and round
+        # sample the same share of the sites.
+        random.seed(self.config.seed * 1_000_003 + server_round)
+        messages = list(
+            self.strategy.configure_train(server_round, to_record(arrays), train_config, self.grid)
+        )
+        replies = list(self.grid.send_and_receive(messages=messages, timeout=self.timeout))
+        accepted, rejected = screen_replies(replies, self.initial)
+        accepted.sort(key=lambda reply: (site_of(reply), int(reply.metadata.src_node_id)))
+        new_arrays = arrays
+        train_metrics: dict[str, float] = {}
+        if accepted:
+            aggregated, metrics = self.strategy.aggregate_train(server_round, accepted)
+            if aggregated is not None:
+                # Server optimisers (FedAdam, FedYogi) compute in float64: back to the model's
+                # dtypes, so what is sent next round loads strictly at every site.
+                new_arrays = {
+                    k: v.astype(self.initial[k].dtype) for k, v in from_record(aggregated).items()
+                }
+                check_shareable(self.initial, new_arrays)
+            train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        else:
+            log.warning(
+                "round %d: no usable update; the global arrays stay as they were", server_round
+            )
+        return RoundOutcome(
+            arrays=new_arrays,
+            train=train_metrics,
+            sites_sampled=len(messages),
+            sites_aggregated=len(accepted),
+            rejected=rejected,
+            bytes_down=state_nbytes(self.initial) * len(messages),
+            bytes_up=int(sum(_reply_bytes(r) for r in replies)),
+            site_seconds=[
+                float(next(iter(r.content.metric_records.values())).get("seconds", 0.0))
+                for r in accepted
+            ],
+        )
 
 
 def run_federation(
@@ -118,89 +175,11 @@ def run_federation(
     run_dir: str | Path,
     evaluation_set: EvaluationSet,
     resume: bool = False,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
     timeout: float = 3600.0,
 ) -> ServerState:
-    """Run (or continue) `federation.rounds` rounds; returns the final state.
-
-    `on_round` is called with each round's record (for a progress line).
-    """
-    run_dir = Path(run_dir)
-    evaluator = CentralEvaluator(evaluation_set, config.evaluation, config.anonymizer.window)
-    num_sites = config.world.sites
-    strategy = create_strategy(config.federation, num_sites)
-    initial = shareable_state(_model(config, evaluation_set))
-
-    if resume:
-        state = load_checkpoint(run_dir)
-        check_shareable(initial, state.arrays)
-        load_strategy_state(strategy, state.strategy_state)
-        log.info("resuming after round %d of %d", state.round, config.federation.rounds)
-    else:
-        # The baseline: raw features under the same protocol (server.selection.initial_history
-        # says what round 0 is).
-        started = time.perf_counter()
-        history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
-        record = history["rounds"][0]
-        record["seconds"] = time.perf_counter() - started
-        state = ServerState(0, initial, {}, history, selected=initial)
-        save_checkpoint(run_dir, state)
-        if on_round:
-            on_round(record)
-
-    train_config = ConfigRecord({"proximal-mu": config.federation.proximal_mu})
-    rounds = config.federation.rounds
-    down_bytes = state_nbytes(initial)
-    for server_round in range(state.round + 1, rounds + 1):
-        started = time.perf_counter()
-        messages = list(
-            strategy.configure_train(server_round, to_record(state.arrays), train_config, grid)
-        )
-        replies = list(grid.send_and_receive(messages=messages, timeout=timeout))
-        accepted, rejected = screen_replies(replies, initial)
-        for entry in rejected:
-            entry["round"] = server_round
-        arrays = state.arrays
-        train_metrics: dict[str, float] = {}
-        if accepted:
-            aggregated, metrics = strategy.aggregate_train(server_round, accepted)
-            if aggregated is not None:
-                # Server optimisers (FedAdam, FedYogi) compute in float64: back to the model's
-                # dtypes, so what is sent next round loads strictly at every site.
-                arrays = {k: v.astype(initial[k].dtype) for k, v in from_record(aggregated).items()}
-                check_shareable(initial, arrays)
-            train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        else:
-            log.warning(
-                "round %d: no usable update; the global arrays stay as they were", server_round
-            )
-        site_seconds = [
-            float(next(iter(r.content.metric_records.values())).get("seconds", 0.0))
-            for r in accepted
-        ]
-        record: dict[str, Any] = {
-            "round": server_round,
-            "train": train_metrics,
-            "sites_sampled": len(messages),
-            "sites_aggregated": len(accepted),
-            "sites_rejected": rejected,
-            "bytes_down": down_bytes * len(messages),
-            "bytes_up": int(sum(_reply_bytes(r) for r in replies)),
-            "slowest_site_seconds": max(site_seconds, default=0.0),
-        }
-        if server_round % config.evaluation.every == 0 or server_round == rounds:
-            evaluation_started = time.perf_counter()
-            record["evaluation"] = evaluate_arrays(arrays, config, evaluator)
-            record["evaluation_seconds"] = time.perf_counter() - evaluation_started
-        record["seconds"] = time.perf_counter() - started
-        history = dict(state.history)
-        history["rounds"] = [*history["rounds"], record]
-        history["rejected"] = [*history.get("rejected", []), *rejected]
-        selected = update_selection(
-            history, record, arrays, state.selected or state.arrays, config.evaluation
-        )
-        state = ServerState(server_round, arrays, strategy_state(strategy), history, selected)
-        save_checkpoint(run_dir, state)
-        if on_round:
-            on_round(record)
-    return state
+    """Run (or continue) `federation.rounds` federated rounds (server.rounds.run_rounds);
+    returns the final state."""
+    initial = shareable_state(initial_model(config, evaluation_set.dim))
+    trainer = FlowerTrainer(grid, config, initial, timeout)
+    return run_rounds(config, run_dir, evaluation_set, trainer, resume, on_round)

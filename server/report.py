@@ -19,9 +19,12 @@ from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text
 from common.config import RunConfig, to_dict
-from server.selection import selected_record
+from common.layout import RunLayout
+from common.tasks import Task, get_task
+from server.history import History, RoundRecord
 
-TASK_METRICS = ("privacy_cmap", "ar_top1", "tad_map", "ad_auc")
+# report.json's baseline and anonymized entries always carry these (null when not evaluated).
+CONTRACT_METRICS = ("privacy_cmap", "ar_top1", "tad_map", "ad_auc")
 PRIVACY_DETAILS = (
     "privacy_attacker",
     "privacy_val_cmap",
@@ -45,9 +48,15 @@ THREAT_MODEL = (
 )
 
 
-def _task_view(evaluation: dict[str, Any]) -> dict[str, Any]:
-    view = {key: evaluation.get(key) for key in TASK_METRICS}
-    view |= {"ar_top1_se": evaluation.get("ar_top1_se")}
+def _evaluated_tasks(config: RunConfig) -> list[Task]:
+    return [get_task(name) for name in config.tasks.evaluated]
+
+
+def _task_view(evaluation: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
+    view = {key: evaluation.get(key) for key in CONTRACT_METRICS}
+    for task in tasks:
+        view |= {task.test_key: evaluation.get(task.test_key)}
+        view |= {f"{task.test_key}_se": evaluation.get(f"{task.test_key}_se")}
     view |= {key: evaluation.get(key) for key in PRIVACY_DETAILS}
     return view
 
@@ -66,43 +75,69 @@ def attacker_table(baseline: dict[str, Any], final: dict[str, Any]) -> dict[str,
     return table
 
 
+def _round_entry(record: RoundRecord, tasks: list[Task]) -> dict[str, Any]:
+    evaluation = record.evaluation.to_json() if record.evaluation else {}
+    entry: dict[str, Any] = {
+        "round": record.round,
+        "privacy_cmap": evaluation.get("privacy_cmap"),
+        "privacy_attacker": evaluation.get("privacy_attacker"),
+        "privacy_stills_cmap": evaluation.get("privacy_stills_cmap"),
+    }
+    entry |= {task.test_key: evaluation.get(task.test_key) for task in tasks}
+    # Validation numbers: what hyper-parameters may be chosen on (never test).
+    entry["privacy_val_cmap"] = evaluation.get("privacy_val_cmap")
+    entry |= {task.val_key: evaluation.get(task.val_key) for task in tasks}
+    return entry | {
+        **record.train,
+        "sites_aggregated": record.sites_aggregated,
+        "sites_rejected": record.sites_rejected,
+        "bytes_up": record.bytes_up,
+        "bytes_down": record.bytes_down,
+        "seconds": record.seconds,
+        "evaluation_seconds": record.evaluation_seconds,
+        "slowest_site_seconds": record.slowest_site_seconds,
+        "site_seconds": record.site_seconds,
+    }
+
+
 def build_report(
     config: RunConfig,
-    history: dict[str, Any],
+    history: History,
     communication: dict[str, Any],
     sites: list[dict[str, Any]],
     wall_seconds: float | None = None,
 ) -> dict[str, Any]:
     """report.json content from a run's history (rounds with their evaluations)."""
-    rounds = history["rounds"]
-    evaluated = [r for r in rounds if "evaluation" in r]
-    baseline = history["baseline"]
-    chosen = selected_record(history)
-    final = chosen["evaluation"]
+    tasks = _evaluated_tasks(config)
+    evaluated = history.evaluated()
+    baseline = history.baseline.to_json()
+    chosen = history.selected()
+    final = chosen.evaluation.to_json()
+    last = evaluated[-1]
     chance = baseline["privacy_chance_cmap"]
     base_cmap, anon_cmap = baseline["privacy_cmap"], final["privacy_cmap"]
+    metric_keys = dict.fromkeys([*CONTRACT_METRICS[1:], *(t.test_key for t in tasks)])
     drops = {
         key: (
             None
             if baseline.get(key) is None or final.get(key) is None
             else baseline[key] - final[key]
         )
-        for key in ("ar_top1", "tad_map", "ad_auc")
+        for key in metric_keys
     }
     return {
         "mode": config.federation.mode,
         "strategy": config.federation.strategy if config.federation.mode == "federated" else None,
-        "baseline": _task_view(baseline),
-        "anonymized": _task_view(final) | {"round": chosen["round"]},
+        "baseline": _task_view(baseline, tasks),
+        "anonymized": _task_view(final, tasks) | {"round": chosen.round},
         "selection": {
             "rule": config.evaluation.select,
-            "max_val_ar_drop": config.evaluation.max_val_ar_drop,
-            "round": chosen["round"],
+            "max_val_drop": dict(config.tasks.evaluated),
+            "round": chosen.round,
             "privacy_val_cmap": final.get("privacy_val_cmap"),
-            "ar_val_top1": final.get("ar_val_top1"),
+            **{task.val_key: final.get(task.val_key) for task in tasks},
         },
-        "last_evaluated": _task_view(evaluated[-1]["evaluation"])
-        | {"round": evaluated[-1]["round"]},
+        "last_evaluated": _task_view(last.evaluation.to_json(), tasks) | {"round": last.round},
         "threat_model": THREAT_MODEL,
         "privacy_reduction_rel": (base_cmap - anon_cmap) / base_cmap,
         "privacy_stills_reduction_rel": _relative_drop(
@@ -114,28 +149,9 @@ def build_report(
         else None,
         "utility_drop": drops,
         "privacy_attackers": attacker_table(baseline, final),
-        "rounds": [
-            {
-                "round": r["round"],
-                "privacy_cmap": r.get("evaluation", {}).get("privacy_cmap"),
-                "privacy_attacker": r.get("evaluation", {}).get("privacy_attacker"),
-                "privacy_stills_cmap": r.get("evaluation", {}).get("privacy_stills_cmap"),
-                "ar_top1": r.get("evaluation", {}).get("ar_top1"),
-                # Validation numbers: what hyper-parameters may be chosen on (never test).
-                "privacy_val_cmap": r.get("evaluation", {}).get("privacy_val_cmap"),
-                "ar_val_top1": r.get("evaluation", {}).get("ar_val_top1"),
-                **{k: v for k, v in r.get("train", {}).items()},
-                "sites_aggregated": r.get("sites_aggregated"),
-                "sites_rejected": r.get("sites_rejected", []),
-                "bytes_up": r.get("bytes_up", 0),
-                "bytes_down": r.get("bytes_down", 0),
-                "seconds": r.get("seconds"),
-                "evaluation_seconds": r.get("evaluation_seconds"),
-                "slowest_site_seconds": r.get("slowest_site_seconds"),
-            }
-            for r in rounds
-        ],
-        "rejected_updates": history.get("rejected", []),
+        "tasks": {task.name: {"metric": task.test_key, "title": task.title} for task in tasks},
+        "rounds": [_round_entry(r, tasks) for r in history.rounds],
+        "rejected_updates": history.rejected,
         "communication": communication,
         "sites": sites,
         "wall_seconds": wall_seconds,
@@ -171,19 +187,43 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         return ""
     if selection["rule"] == "last":
         return f"Anonymized = the last round ({selection['round']})."
+    tasks = report.get("tasks") or {}
+    allowances = " and ".join(
+        f"validation {tasks[name]['title'] if name in tasks else name} is at most "
+        f"{_fmt(float(drop), 1)} points below the raw features'"
+        for name, drop in (selection.get("max_val_drop") or {}).items()
+    )
     sentence = (
         f"Anonymized = round {selection['round']}, selected on the VALIDATION split: the lowest "
         f"worst-case validation privacy cMAP on video ({_fmt(selection['privacy_val_cmap'])}) "
-        "among evaluated "
-        f"rounds whose validation AR top-1 is at most {_fmt(selection['max_val_ar_drop'], 1)} "
-        "points below the raw features'; its arrays are `adapter.npz`."
+        f"among evaluated rounds whose {allowances}; its arrays are `adapter.npz`."
     )
     if last and last["round"] != selection["round"]:
+        scores = "".join(
+            f" and {task['title']} {_fmt(last.get(task['metric']))}" for task in tasks.values()
+        )
         sentence += (
-            f" The last round ({last['round']}) had privacy cMAP {_fmt(last['privacy_cmap'])} "
-            f"and AR top-1 {_fmt(last['ar_top1'])}."
+            f" The last round ({last['round']}) had privacy cMAP "
+            f"{_fmt(last['privacy_cmap'])}{scores}."
         )
     return sentence
+
+
+def _utility_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """One row per evaluated task: its metric raw and anonymized (± standard error)."""
+    base, anon = report["baseline"], report["anonymized"]
+    rows = []
+    for task in (report.get("tasks") or {}).values():
+        key = task["metric"]
+        rows.append(
+            [
+                task["title"],
+                f"{_fmt(base.get(key))} ± {_fmt(base.get(f'{key}_se'))}",
+                f"{_fmt(anon.get(key))} ± {_fmt(anon.get(f'{key}_se'))}",
+                _points_change(report["utility_drop"].get(key)),
+            ]
+        )
+    return rows
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -196,8 +236,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         THREAT_MODEL,
         "",
-        "Lower cMAP is more private. AR top-1: a linear probe on the same anonymized clip",
-        "features, a video's clip logits averaged (± standard error).",
+        "Lower cMAP is more private. Each task is measured by its own central protocol (a fresh",
+        "downstream model on the same anonymized features; common.tasks), ± standard error.",
         "",
         *_table(
             ["metric", "baseline (raw)", "anonymized", "change"],
@@ -227,14 +267,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                         )
                     ),
                 ],
-                [
-                    "AR top-1",
-                    f"{_fmt(base['ar_top1'])} ± {_fmt(base['ar_top1_se'])}",
-                    f"{_fmt(anon['ar_top1'])} ± {_fmt(anon['ar_top1_se'])}",
-                    _points_change(report["utility_drop"]["ar_top1"]),
-                ],
-                ["TAD mAP", _fmt(base["tad_map"]), _fmt(anon["tad_map"]), "not evaluated"],
-                ["AD AUC", _fmt(base["ad_auc"]), _fmt(anon["ad_auc"]), "not evaluated"],
+                *_utility_rows(report),
             ],
         ),
         "",
@@ -258,6 +291,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         ],
     )
     selected = (report.get("selection") or {}).get("round")
+    tasks = report.get("tasks") or {}
     lines += ["", "## Rounds", ""]
     lines += _table(
         [
@@ -265,9 +299,9 @@ def report_markdown(report: dict[str, Any]) -> str:
             "privacy cMAP (video)",
             "worst attacker",
             "stills cMAP",
-            "AR top-1",
+            *(task["title"] for task in tasks.values()),
             "val cMAP",
-            "val AR",
+            *(f"val {task['title']}" for task in tasks.values()),
             "L_B",
             "L_LC",
             "L_T",
@@ -283,9 +317,9 @@ def report_markdown(report: dict[str, Any]) -> str:
                 _fmt(r["privacy_cmap"]),
                 _fmt(r.get("privacy_attacker")),
                 _fmt(r.get("privacy_stills_cmap")),
-                _fmt(r["ar_top1"]),
+                *(_fmt(r.get(task["metric"])) for task in tasks.values()),
                 _fmt(r.get("privacy_val_cmap")),
-                _fmt(r.get("ar_val_top1")),
+                *(_fmt(r.get(_val_key(task["metric"], name))) for name, task in tasks.items()),
                 _fmt(r.get("loss_b"), 3),
                 _fmt(r.get("loss_lc"), 4),
                 _fmt(r.get("loss_t"), 3),
@@ -324,8 +358,14 @@ def report_markdown(report: dict[str, Any]) -> str:
             rows.append([_fmt(site.get(k)) for k in keys] + [mix, prevalence])
         lines += ["", "## Sites", ""]
         lines += _table([*keys, "actions (train)", "attribute prevalence (train)"], rows)
-    lines += ["", "Plots: `privacy_utility_rounds.png`, `privacy_vs_utility.png`.", ""]
+    plots = RunLayout(Path(".")).rounds_plot.name, RunLayout(Path(".")).frontier_plot.name
+    lines += ["", f"Plots: `{plots[0]}`, `{plots[1]}`.", ""]
     return "\n".join(lines)
+
+
+def _val_key(test_key: str, task: str) -> str:
+    """`ar_top1` -> `ar_val_top1` (common.tasks.Task.val_key)."""
+    return f"{task}_val_{test_key[len(task) + 1 :]}"
 
 
 def _points_change(drop: float | None) -> str:
@@ -357,7 +397,8 @@ def _attacker_lines(report: dict[str, Any]) -> list[str]:
 
 
 def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
-    """Privacy cMAP and AR top-1 per round; privacy vs utility. Returns the files written."""
+    """Privacy cMAP and each task's metric per round; privacy vs the first task's metric.
+    Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -366,7 +407,8 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     evaluated = [r for r in report["rounds"] if r["privacy_cmap"] is not None]
     rounds = [r["round"] for r in evaluated]
     cmap = [r["privacy_cmap"] for r in evaluated]
-    top1 = [r["ar_top1"] for r in evaluated]
+    tasks = list((report.get("tasks") or {}).values())
+    layout = RunLayout(run_dir)
     written = []
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -386,18 +428,25 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
         title="privacy: worst attacker on video",
     )
     left.legend()
-    right.plot(rounds, top1, "o-", color="tab:blue")
-    right.set(xlabel="round", ylabel="AR top-1 (%)", title="action recognition")
+    for task in tasks:
+        right.plot(rounds, [r.get(task["metric"]) for r in evaluated], "o-", label=task["title"])
+    right.set(xlabel="round", ylabel="%", title="utility (test)")
+    if tasks:
+        right.legend()
     fig.tight_layout()
-    written.append(_save(fig, run_dir / "privacy_utility_rounds.png"))
+    written.append(_save(fig, layout.rounds_plot))
     plt.close(fig)
+    if not tasks:
+        return written
+    main = tasks[0]
+    utility = [r.get(main["metric"]) for r in evaluated]
 
     fig, axis = plt.subplots(figsize=(5, 4))
-    axis.plot(cmap, top1, "-", color="lightgray", zorder=1)
-    points = axis.scatter(cmap, top1, c=rounds, cmap="viridis", zorder=2)
+    axis.plot(cmap, utility, "-", color="lightgray", zorder=1)
+    points = axis.scatter(cmap, utility, c=rounds, cmap="viridis", zorder=2)
     axis.scatter(
         [report["baseline"]["privacy_cmap"]],
-        [report["baseline"]["ar_top1"]],
+        [report["baseline"].get(main["metric"])],
         marker="s",
         s=80,
         facecolors="none",
@@ -407,12 +456,12 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     fig.colorbar(points, label="round")
     axis.set(
         xlabel="worst-case video cMAP (lower = more private)",
-        ylabel="AR top-1 (%)",
+        ylabel=f"{main['title']} (%)",
         title="privacy vs utility",
     )
     axis.legend()
     fig.tight_layout()
-    written.append(_save(fig, run_dir / "privacy_vs_utility.png"))
+    written.append(_save(fig, layout.frontier_plot))
     plt.close(fig)
     return written
 
@@ -425,8 +474,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 def write_report(report: dict[str, Any], run_dir: str | Path) -> Path:
     """Write report.json, report.md and the plots into `run_dir`; returns report.json's path."""
-    run_dir = Path(run_dir)
-    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(run_dir / "report.md", report_markdown(report))
-    write_plots(report, run_dir)
-    return run_dir / "report.json"
+    layout = RunLayout(Path(run_dir))
+    atomic_write_text(layout.report_json, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(layout.report_md, report_markdown(report))
+    write_plots(report, layout.root)
+    return layout.report_json

@@ -4,100 +4,87 @@ Anonymization training does not converge to a fixed point: the privacy budget lo
 rising while the attacker's cMAP can go back up (the training NT-Xent is a poor stand-in for
 privacy, EXPERIMENTS.md). Like early stopping, the run keeps the evaluated round that is best
 on the central VALIDATION split: the lowest validation privacy cMAP among rounds whose
-validation AR top-1 is at most `evaluation.max_val_ar_drop` points below the raw features'.
-Round 0 (the identity adapter) always qualifies, so a run that never beats raw features ships
-the identity. (With an output bottleneck, round 0 is not the identity and may not qualify: a
-qualifying round then always replaces it, and among rounds that do not qualify the one with
-the higher validation AR is kept.) The validation privacy cMAP is the WORST case over the
-attacker suite on video features (common.evaluation): choosing by one attacker's score would
-reward features that defeat that attacker rather than features that hold nothing. The test
-split is never looked at. `evaluation.select: last` keeps the last round.
+every evaluated task's validation metric is within its allowed drop (`tasks.evaluated`, in
+points) of the raw features'. Round 0 (the identity adapter) always qualifies, so a run that
+never beats raw features ships the identity. (With an output bottleneck, round 0 is not the
+identity and may not qualify: a qualifying round then always replaces it, and among rounds
+that do not qualify the one with the smaller shortfall is kept.) The validation privacy cMAP
+is the WORST case over the attacker suite on video features (common.evaluation): choosing by
+one attacker's score would reward features that defeat that attacker rather than features
+that hold nothing. The test split is never looked at. `evaluation.select: last` keeps the
+last round.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
-from common.config import EvaluationConfig
+from common.config import RunConfig
+from common.evaluation import Evaluation
+from server.history import History, RoundRecord
 
 
-def initial_history(baseline: dict[str, Any], identity: bool) -> dict[str, Any]:
+def initial_history(baseline: Evaluation, identity: bool) -> History:
     """A run's history before its first round: the raw-feature `baseline` and round 0. When the
     adapter starts as the `identity`, round 0's evaluation is the baseline and round 0 is the
     selection; otherwise (an untrained bottleneck) round 0 is not evaluated and nothing is
     selected until the first evaluated round."""
-    record: dict[str, Any] = {"round": 0}
-    if identity:
-        record["evaluation"] = baseline
-    return {
-        "rounds": [record],
-        "baseline": baseline,
-        "rejected": [],
-        "selected_round": 0 if identity else None,
-    }
+    return History(
+        baseline=baseline,
+        rounds=[RoundRecord(0, evaluation=baseline if identity else None)],
+        selected_round=0 if identity else None,
+    )
 
 
-def qualifies(
-    evaluation: dict[str, Any], baseline: dict[str, Any], config: EvaluationConfig
-) -> bool:
-    """Validation AR top-1 at most `max_val_ar_drop` points below the raw-feature baseline (the
-    identity adapter's evaluation, which is the baseline itself, always qualifies)."""
-    if evaluation == baseline:
-        return True
-    return baseline["ar_val_top1"] - evaluation["ar_val_top1"] <= config.max_val_ar_drop
+def shortfall(evaluation: Evaluation, baseline: Evaluation, allowed: Mapping[str, float]) -> float:
+    """How far the worst evaluated task's validation drop below the raw features' exceeds its
+    allowed drop (`tasks.evaluated`), in points; <= 0 when every task is within its allowance."""
+    return max(
+        baseline.tasks[task].val - evaluation.tasks[task].val - drop
+        for task, drop in allowed.items()
+    )
+
+
+def qualifies(evaluation: Evaluation, baseline: Evaluation, allowed: Mapping[str, float]) -> bool:
+    """Every evaluated task's validation metric within its allowed drop of the raw-feature
+    baseline (the identity adapter's evaluation, which is the baseline itself, always
+    qualifies)."""
+    return evaluation == baseline or shortfall(evaluation, baseline, allowed) <= 0
 
 
 def replaces(
-    candidate: dict[str, Any],
-    incumbent: dict[str, Any],
-    baseline: dict[str, Any],
-    config: EvaluationConfig,
+    candidate: Evaluation, incumbent: Evaluation, baseline: Evaluation, config: RunConfig
 ) -> bool:
     """Whether a newly evaluated round takes the place of the round selected so far."""
-    if config.select == "last":
+    if config.evaluation.select == "last":
         return True
-    candidate_ok = qualifies(candidate, baseline, config)
-    incumbent_ok = qualifies(incumbent, baseline, config)
+    allowed = config.tasks.evaluated
+    candidate_ok = qualifies(candidate, baseline, allowed)
+    incumbent_ok = qualifies(incumbent, baseline, allowed)
     if candidate_ok != incumbent_ok:
         return candidate_ok
-    if not candidate_ok:  # neither keeps utility: keep the one that keeps more
-        return candidate["ar_val_top1"] > incumbent["ar_val_top1"]
-    return candidate["privacy_val_cmap"] < incumbent["privacy_val_cmap"]
-
-
-def selected_record(history: dict[str, Any]) -> dict[str, Any]:
-    """The selected round's record in a run history (the last evaluated one when a history
-    predates selection)."""
-    evaluated = [r for r in history["rounds"] if "evaluation" in r]
-    if not evaluated:
-        raise ValueError("no round of this run has been evaluated yet")
-    chosen = history.get("selected_round")
-    for record in evaluated:
-        if record["round"] == chosen:
-            return record
-    return evaluated[-1]
+    if not candidate_ok:  # neither keeps utility: keep the one that falls less short
+        return shortfall(candidate, baseline, allowed) < shortfall(incumbent, baseline, allowed)
+    return candidate.privacy.val_cmap < incumbent.privacy.val_cmap
 
 
 def update_selection(
-    history: dict[str, Any],
-    record: dict[str, Any],
+    history: History,
+    record: RoundRecord,
     arrays: dict[str, np.ndarray],
     selected: dict[str, np.ndarray],
-    config: EvaluationConfig,
+    config: RunConfig,
 ) -> dict[str, np.ndarray]:
     """After round `record` (arrays `arrays`): the arrays the run now ships. When the round was
     evaluated and replaces the selection (or nothing is selected yet: round 0 of an adapter
-    with a bottleneck is not evaluated), `history["selected_round"]` becomes its number."""
-    if "evaluation" not in record:
+    with a bottleneck is not evaluated), `history.selected_round` becomes its number."""
+    if record.evaluation is None:
         return selected
-    if history.get("selected_round") is None or replaces(
-        record["evaluation"],
-        selected_record(history)["evaluation"],
-        history["baseline"],
-        config,
+    if history.selected_round is None or replaces(
+        record.evaluation, history.selected().evaluation, history.baseline, config
     ):
-        history["selected_round"] = record["round"]
+        history.selected_round = record.round
         return arrays
     return selected

@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import (
 
 from common.config import FederationConfig
 from common.errors import LatentveilError
+from common.registry import Registry
 
 
 class StrategyError(LatentveilError):
@@ -34,19 +35,9 @@ class StrategyError(LatentveilError):
 
 
 StrategyBuilder = Callable[[FederationConfig, dict[str, Any]], Strategy]
-STRATEGIES: dict[str, StrategyBuilder] = {}
-
-
-def register_strategy(name: str) -> Callable[[StrategyBuilder], StrategyBuilder]:
-    """Decorator adding a builder `(federation_config, common_kwargs) -> Strategy`."""
-
-    def add(builder: StrategyBuilder) -> StrategyBuilder:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy '{name}' is already registered")
-        STRATEGIES[name] = builder
-        return builder
-
-    return add
+# Builders `(federation_config, common_kwargs) -> Strategy`, by name: `@register_strategy(name)`.
+STRATEGIES: Registry[StrategyBuilder] = Registry("strategy")
+register_strategy = STRATEGIES.register
 
 
 def create_strategy(config: FederationConfig, num_sites: int) -> Strategy:
@@ -54,10 +45,7 @@ def create_strategy(config: FederationConfig, num_sites: int) -> Strategy:
 
     Client-side evaluation is off (fraction_evaluate 0): evaluation is central.
     """
-    if config.strategy not in STRATEGIES:
-        raise StrategyError(
-            f"unknown strategy '{config.strategy}'; registered: {', '.join(sorted(STRATEGIES))}"
-        )
+    builder = STRATEGIES.get(config.strategy)
     minimum = max(1, round(config.fraction_train * num_sites))
     common = {
         "fraction_train": config.fraction_train,
@@ -66,7 +54,7 @@ def create_strategy(config: FederationConfig, num_sites: int) -> Strategy:
         "min_evaluate_nodes": 0,
         "min_available_nodes": num_sites,
     }
-    return STRATEGIES[config.strategy](config, common)
+    return builder(config, common)
 
 
 @register_strategy("fedavg")

@@ -234,13 +234,21 @@ def _leakage_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from common.config import load_config, save_config
+    from common.layout import RunLayout
+    from common.tasks import get_task
     from simulations.worldfeatures import measure_raw_leakage
 
     config = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    world_dir = Path(config.world.dir) if config.world.dir else out / "world"
-    save_config(config, out / "config.yaml")
-    result = measure_raw_leakage(config, world_dir, out, progress=not args.quiet)
+    layout = RunLayout(Path(args.out))
+    save_config(config, layout.config)
+    result = measure_raw_leakage(
+        config, layout.world(config.world.dir), layout.root, progress=not args.quiet
+    )
+    tasks = "".join(
+        f"  {task.title} (fresh probe) {result[task.test_key]:.2f} "
+        f"+- {result[task.test_key + '_se']:.2f} ({result[task.name + '_num_test']} test videos)\n"
+        for task in map(get_task, config.tasks.evaluated)
+    )
     print(
         f"raw features of {result['encoder_id']} on the central test splits:\n"
         f"  privacy cMAP, worst attacker on video ({result['privacy_attacker']}) "
@@ -248,9 +256,8 @@ def _leakage_command(args: argparse.Namespace) -> int:
         f"(chance {result['privacy_chance_cmap']:.2f}, {result['privacy_cmap_over_chance']:.2f}x)\n"
         f"  privacy cMAP, worst attacker on stills ({result['privacy_stills_attacker']}) "
         f"{result['privacy_stills_cmap']:.2f}\n"
-        f"  AR linear probe top-1 {result['ar_top1']:.2f} +- {result['ar_top1_se']:.2f} "
-        f"({result['ar_num_test']} test videos)\n"
-        f"written to {out / 'leakage.json'}"
+        f"{tasks}"
+        f"written to {layout.leakage}"
     )
     return 0
 
@@ -274,11 +281,12 @@ def _simulate_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from common.config import load_config
+    from common.layout import RunLayout
     from simulations.simulate import simulate
 
     out = Path(args.out)
     if args.resume:
-        config_path = out / "config.yaml"
+        config_path = RunLayout(out).config
         if not config_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {config_path} does not exist")
         config = load_config(config_path, args.overrides)
@@ -288,12 +296,16 @@ def _simulate_command(args: argparse.Namespace) -> int:
     report = simulate(config, out, resume=args.resume, progress=not args.quiet)
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
+    tasks = "".join(
+        f"; {task['title']} {base[task['metric']]:.2f} -> {anon[task['metric']]:.2f} "
+        f"(+- {anon[task['metric'] + '_se']:.2f})"
+        for task in summary["tasks"].values()
+    )
     print(
         f"privacy cMAP, worst attacker on video {base['privacy_cmap']:.2f} -> "
         f"{anon['privacy_cmap']:.2f} ({anon['privacy_attacker']}; "
         f"{100 * summary['privacy_reduction_rel']:.1f}% lower; "
-        f"chance {summary['privacy_chance_cmap']:.2f}); "
-        f"AR top-1 {base['ar_top1']:.2f} -> {anon['ar_top1']:.2f} (+- {anon['ar_top1_se']:.2f})\n"
+        f"chance {summary['privacy_chance_cmap']:.2f}){tasks}\n"
         f"report: {report} ({time.time() - started:.0f} s)"
     )
     return 0
@@ -323,11 +335,12 @@ def _prepare_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from common.config import load_config, save_config
+    from common.layout import RunLayout
     from simulations.simulate import prepare_run
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out)
-    save_config(config, out / "config.yaml")
+    save_config(config, RunLayout(out).config)
     prepare_run(config, out, progress=not args.quiet)
     print(f"run folder ready at {out}: `flwr run . --run-config 'run-dir=\"{out}\"'` trains on it")
     return 0

@@ -22,25 +22,21 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from common.aam import starts_as_identity
 from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.encoders import BUILTIN_TINY3D
 from common.errors import LatentveilError
-from common.evaluation import EVALUATION_SET_FILE, CentralEvaluator, EvaluationSet
-from common.model import build_model
+from common.evaluation import EvaluationSet
+from common.layout import RunLayout
 from common.runconfig import config_as_yaml
-from common.sitedata import as_tensors, ensure_site_features, load_site_arrays, pool_site_arrays
-from common.training import build_optimizer, train_local
-from common.weights import shareable_state
-from server.app import SITES_FILE, finish_run, round_line
-from server.federation import evaluate_arrays
-from server.selection import initial_history, update_selection
+from common.sitedata import ensure_site_features, load_site_data, pool_site_data, site_tensors
+from server.centralized import PooledTrainer
+from server.history import RoundRecord
+from server.rounds import finish_run, round_line, run_rounds
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
 
@@ -52,16 +48,13 @@ class SimulationError(LatentveilError):
 
 
 def world_dir_of(config: RunConfig, run_dir: Path) -> Path:
-    return Path(config.world.dir) if config.world.dir else run_dir / "world"
-
-
-def site_store(run_dir: Path, site_id: str) -> Path:
-    return run_dir / "features" / f"{site_id}.h5"
+    return RunLayout(run_dir).world(config.world.dir)
 
 
 def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
     """World, central evaluation set, per-site feature stores and sites.json in `run_dir`."""
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     world_root = generate_world(
         world_dir_of(config, run_dir),
@@ -78,10 +71,11 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
     for site_id in world.sites:
         store = ensure_site_features(
             world_root / site_id,
-            site_store(run_dir, site_id),
+            layout.site_store(site_id),
             config.encoder,
             config.features,
             progress,
+            tasks=tuple(config.tasks.seen),
         )
         entries = world.manifest("ar", site_id)
         train = [e for e in entries if e["split"] == "train"]
@@ -99,7 +93,7 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
                 },
             }
         )
-    atomic_write_text(run_dir / SITES_FILE, json.dumps(sites, indent=1) + "\n")
+    atomic_write_text(layout.sites, json.dumps(sites, indent=1) + "\n")
     return world_root
 
 
@@ -119,50 +113,30 @@ def _with_absolute_paths(config: RunConfig, run_dir: Path) -> RunConfig:
 # Centralized: the same training on pooled data, for comparison
 
 
-def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> Path:
+def run_centralized(
+    config: RunConfig, run_dir: Path, resume: bool = False, progress: bool = True
+) -> Path:
     """Train on all sites' training data pooled with the federated run's epoch budget
-    (rounds x local epochs), evaluating at the same points; writes the report."""
+    (rounds x local epochs), with the same round loop (server.rounds); writes the report."""
     started = time.time()
     torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    layout = RunLayout(run_dir)
     world = load_world(world_dir_of(config, run_dir))
-    pooled = pool_site_arrays(
-        [load_site_arrays(world.root / s, site_store(run_dir, s), "train") for s in world.sites]
+    tasks = tuple(config.tasks.seen)
+    pooled = pool_site_data(
+        [load_site_data(world.root / s, layout.site_store(s), tasks, "train") for s in world.sites]
     )
-    tensors = as_tensors(pooled)
-    evaluation_set = EvaluationSet.load(run_dir / EVALUATION_SET_FILE)
-    evaluator = CentralEvaluator(evaluation_set, config.evaluation, config.anonymizer.window)
-    model = build_model(tensors["clip_features"].shape[-1], config, seed=config.seed)
-    optimizer = build_optimizer(model, config.train)
+    trainer = PooledTrainer(site_tensors(pooled), config)
+    evaluation_set = EvaluationSet.load(layout.evaluation_set)
 
-    initial = shareable_state(model)
-    # The raw-feature baseline and round 0 (server.selection.initial_history).
-    history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
-    rounds = history["rounds"]
-    rounds[0]["seconds"] = time.time() - started
-    selected = initial
-    print(round_line(rounds[0]), flush=True)
-    for server_round in range(1, config.federation.rounds + 1):
-        round_started = time.time()
-        metrics = train_local(
-            model,
-            tensors,
-            config.train,
-            config.loss,
-            seed=config.train.seed * 1_000_003 + server_round,
-            optimizer=optimizer,
-            window=config.anonymizer.window,
-        )
-        record: dict[str, Any] = {"round": server_round, "train": metrics, "sites_aggregated": 1}
-        if server_round % config.evaluation.every == 0 or server_round == config.federation.rounds:
-            arrays = shareable_state(model)
-            evaluation_started = time.time()
-            record["evaluation"] = evaluate_arrays(arrays, config, evaluator)
-            record["evaluation_seconds"] = time.time() - evaluation_started
-            selected = update_selection(history, record, arrays, selected, config.evaluation)
-        record["seconds"] = time.time() - round_started
-        rounds.append(record)
+    def announce(record: RoundRecord) -> None:
         print(round_line(record), flush=True)
-    return finish_run(config, run_dir, history, selected, time.time() - started)
+
+    state = run_rounds(config, run_dir, evaluation_set, trainer, resume, on_round=announce)
+    return finish_run(
+        config, run_dir, state.history, state.selected or state.arrays, time.time() - started
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +145,7 @@ def run_centralized(config: RunConfig, run_dir: Path, progress: bool = True) -> 
 
 def flower_environment(run_dir: Path) -> dict[str, str]:
     """Environment of the Flower processes: a private FLWR_HOME, no dependency installs."""
-    home = run_dir / "flwr_home"
+    home = RunLayout(run_dir).flower_home
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["FLWR_HOME"] = str(home.resolve())
@@ -194,7 +168,7 @@ def _flower_run_config(config: RunConfig, run_dir: Path, resume: bool) -> Path:
             lines.append(f"{key} = {'true' if value else 'false'}")
         else:
             lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a valid TOML string
-    path = run_dir / "flower_run_config.toml"
+    path = RunLayout(run_dir).flower_run_config
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -244,9 +218,9 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
     run_config = run_config.resolve()
     command = [flwr, "run", str(PROJECT_ROOT), "--stream", "--run-config", str(run_config),
                "--federation-config", federation_config]  # fmt: skip
-    report = run_dir / "report.json"
+    report = RunLayout(run_dir).report_json
     before = report.stat().st_mtime_ns if report.exists() else None
-    log_path = run_dir / "flower.log"
+    log_path = RunLayout(run_dir).flower_log
     try:
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -278,10 +252,10 @@ def simulate(
 ) -> Path:
     """The main job; returns the path of report.json."""
     run_dir = Path(run_dir)
-    save_config(config, run_dir / "config.yaml")
+    save_config(config, RunLayout(run_dir).config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":
-        return run_centralized(config, run_dir, progress)
+        return run_centralized(config, run_dir, resume, progress)
     if config.federation.mode != "federated":
         raise SimulationError(
             f"federation.mode must be federated or centralized, not {config.federation.mode!r}"

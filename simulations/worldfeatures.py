@@ -14,13 +14,15 @@ from common.atomic import atomic_write_text
 from common.config import EncoderConfig, FeaturesConfig, RunConfig
 from common.encoders import create_encoder
 from common.evaluation import (
-    EVALUATION_SET_FILE,
     EvaluationSet,
     Split,
+    TaskVideos,
     VideoSplit,
     measure_privacy_and_utility,
 )
 from common.features import FeatureStore, VideoItem, extract_features
+from common.layout import RunLayout
+from common.tasks import TASKS, get_task
 from simulations.world import ACTIONS, ATTRIBUTES, World, WorldError, generate_world, load_world
 
 
@@ -42,19 +44,29 @@ def world_items(world: World, datasets: Sequence[str] | None = None) -> list[Vid
     return items
 
 
-def central_evaluation_datasets() -> list[str]:
-    """The central datasets the privacy and AR evaluation read."""
-    return ["central/privacy", "central/ar"]
+def central_evaluation_datasets(world: World, tasks: Sequence[str] | None = None) -> list[str]:
+    """The central datasets the evaluation reads: the privacy stills and the videos of every
+    task (all registered tasks if None) that the central world has."""
+    tasks = TASKS.names() if tasks is None else tasks
+    have = set(world.datasets())
+    videos = [f"central/{get_task(t).dataset}" for t in tasks]
+    return ["central/privacy", *dict.fromkeys(d for d in videos if d in have)]
 
 
-def build_evaluation_set(world: World, store_path: str | Path) -> EvaluationSet:
-    """Join the central privacy and AR manifests with their features in `store_path`: stills
-    with their attributes, and action videos (their clip sequences) with their action and their
-    actors' attributes."""
+def build_evaluation_set(
+    world: World, store_path: str | Path, tasks: Sequence[str] | None = None
+) -> EvaluationSet:
+    """Join the central manifests with their features in `store_path`: stills with their
+    attributes, and per task (all registered tasks the central world has if None) its videos'
+    clip sequences, labels and actors' attributes."""
+    tasks = TASKS.names() if tasks is None else tasks
+    have = set(world.datasets())
     stills: dict[str, Split] = {}
-    videos: dict[str, VideoSplit] = {}
+    videos: dict[str, dict[str, VideoSplit]] = {}
 
-    def attributes(entries: list[dict]) -> np.ndarray:
+    def attributes(entries: list[dict]) -> np.ndarray | None:
+        if not all("attributes" in e for e in entries):
+            return None
         return np.array([[e["attributes"][a] for a in ATTRIBUTES] for e in entries], np.float32)
 
     with FeatureStore(store_path) as store:
@@ -62,16 +74,27 @@ def build_evaluation_set(world: World, store_path: str | Path) -> EvaluationSet:
             entries = world.manifest("privacy", "central", split)
             features = np.stack([store.static_features(e["video_id"])[0] for e in entries])
             stills[split] = Split(features, attributes(entries))  # (N, d), (N, A)
-            entries = world.manifest("ar", "central", split)
-            clips = [store.clip_features(e["video_id"]) for e in entries]
-            shortest = min(len(c) for c in clips)  # trimmed videos: the first C clips of each
-            videos[split] = VideoSplit(
-                clips=np.stack([c[:shortest] for c in clips]),  # (N, C, d)
-                actions=np.array([e["labels"]["action"] for e in entries], np.int64),
-                attributes=attributes(entries),
-            )
+            for name in tasks:
+                task = get_task(name)
+                if f"central/{task.dataset}" not in have:
+                    continue
+                entries = world.manifest(task.dataset, "central", split)
+                clips = [store.clip_features(e["video_id"]) for e in entries]
+                shortest = min(len(c) for c in clips)  # trimmed videos: the first C clips of each
+                labels = [task.labels(e) for e in entries]
+                videos.setdefault(name, {})[split] = VideoSplit(
+                    clips=np.stack([c[:shortest] for c in clips]),  # (N, C, d)
+                    labels={k: np.array([lab[k] for lab in labels]) for k in labels[0]},
+                    attributes=attributes(entries),
+                )
         encoder_id = store.settings.encoder_id
-    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), tuple(ACTIONS), stills, videos)
+    task_videos = {name: TaskVideos(_classes(name), splits) for name, splits in videos.items()}
+    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), stills, task_videos)
+
+
+def _classes(task: str) -> tuple[str, ...]:
+    """A task's class names in the synthetic world."""
+    return tuple(ACTIONS) if get_task(task).dataset in ("ar", "tad") else ()
 
 
 def prepare_evaluation_set(
@@ -81,21 +104,20 @@ def prepare_evaluation_set(
     features_config: FeaturesConfig,
     progress: bool = True,
 ) -> Path:
-    """Extract the central world's features (resumable) and write `evaluation_set.npz`."""
+    """Extract the central world's features (resumable) and write the evaluation set, both in
+    the run folder `out_dir` (common.layout)."""
     world = load_world(world_dir)
-    out_dir = Path(out_dir)
+    layout = RunLayout(Path(out_dir))
     encoder = create_encoder(encoder_config)
-    store_path = out_dir / "central.h5"
     extract_features(
-        world_items(world, central_evaluation_datasets()),
+        world_items(world, central_evaluation_datasets(world)),
         encoder,
-        store_path,
+        layout.central_store,
         features_config,
         progress,
     )
-    set_path = out_dir / EVALUATION_SET_FILE
-    build_evaluation_set(world, store_path).save(set_path)
-    return set_path
+    build_evaluation_set(world, layout.central_store).save(layout.evaluation_set)
+    return layout.evaluation_set
 
 
 def measure_raw_leakage(
@@ -117,15 +139,16 @@ def measure_raw_leakage(
     )
     set_path = prepare_evaluation_set(world_dir, out_dir, config.encoder, config.features, progress)
     evaluation_set = EvaluationSet.load(set_path)
-    result = measure_privacy_and_utility(
-        evaluation_set, None, config.evaluation, config.anonymizer.window
-    )
+    result = measure_privacy_and_utility(evaluation_set, None, config).to_json()
     result["privacy_cmap_over_chance"] = result["privacy_cmap"] / result["privacy_chance_cmap"]
     result["encoder_id"] = evaluation_set.encoder_id
     result["seconds"] = round(time.time() - started, 1)
     result["splits"] = {
         "stills": {split: len(data.labels) for split, data in evaluation_set.stills.items()},
-        "videos": {split: len(data.actions) for split, data in evaluation_set.videos.items()},
+        **{
+            task: {split: len(data) for split, data in videos.splits.items()}
+            for task, videos in evaluation_set.tasks.items()
+        },
     }
-    atomic_write_text(Path(out_dir) / "leakage.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RunLayout(Path(out_dir)).leakage, json.dumps(result, indent=2) + "\n")
     return result

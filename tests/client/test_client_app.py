@@ -81,7 +81,10 @@ def test_the_reply_carries_exactly_the_shareable_state_and_nothing_else(tmp_path
     reply = train(round_message(CONFIG, sent), make_context(site, store, CONFIG))
 
     assert list(reply.content.array_records) == ["arrays"]
-    assert not reply.content.config_records
+    # Besides arrays and metrics, only the site's id (the server aggregates in site order).
+    assert {k: dict(v) for k, v in reply.content.config_records.items()} == {
+        "site": {"id": site.name}
+    }
     arrays = {k: v.numpy() for k, v in reply.content.array_records["arrays"].items()}
     assert list(arrays) == list(sent), "names or order differ from the shareable state"
     assert all(name.startswith(SHAREABLE_PREFIXES) for name in arrays)
@@ -121,10 +124,11 @@ def test_evaluate_reports_validation_top1_of_the_received_head(tmp_path):
     assert 0.0 <= metrics["ar_top1"] <= 100.0
     assert not reply.content.array_records
     # Same arrays loaded by hand give the same number.
-    from common.sitedata import as_tensors, load_site_arrays
-    from common.training import evaluate_action_recognition
+    from common.sitedata import load_site_data, site_tensors
+    from common.training import evaluate_site
 
     check = build_model(D, CONFIG, seed=1)
     load_shareable(check, shareable_state(model))
-    expected = evaluate_action_recognition(check, as_tensors(load_site_arrays(site, store, "val")))
+    data = site_tensors(load_site_data(site, store, ["ar"], "val"))
+    expected = evaluate_site(check, data, CONFIG.anonymizer.window)["ar_top1"]
     assert metrics["ar_top1"] == pytest.approx(expected)

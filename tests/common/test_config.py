@@ -24,13 +24,13 @@ def test_defaults_match_the_paper():
 
 def test_yaml_and_overrides_are_coerced_to_field_types(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("train:\n  lr: 3.0e-4\n  epochs: 2\nheads:\n  tasks: [ar]\n")
-    cfg = load_config(path, ["train.epochs=5", "loss.w_lc=10", "world.dir=/x/y", "heads.tasks=ar"])
+    path.write_text("train:\n  lr: 3.0e-4\n  epochs: 2\ntasks:\n  seen: {ar: 2}\n")
+    cfg = load_config(path, ["train.epochs=5", "loss.w_lc=10", "world.dir=/x/y", "tasks.seen.ar=3"])
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
     assert cfg.loss.w_lc == 10.0 and isinstance(cfg.loss.w_lc, float)
     assert cfg.world.dir == "/x/y"
-    assert cfg.heads.tasks == ("ar",)
+    assert cfg.tasks.seen == {"ar": 3.0} and isinstance(cfg.tasks.seen["ar"], float)
 
 
 def test_unknown_key_names_the_key_and_the_closest_valid_one(tmp_path):
@@ -70,7 +70,7 @@ def test_missing_and_invalid_yaml_files(tmp_path):
 
 
 def test_resolved_config_round_trips_through_disk(tmp_path):
-    cfg = load_config(None, ["train.lr=0.002", "federation.rounds=7", "heads.tasks=ar"])
+    cfg = load_config(None, ["train.lr=0.002", "federation.rounds=7", "tasks.evaluated.ar=5"])
     save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(tmp_path / "resolved.yaml")
     assert again == cfg
@@ -78,7 +78,7 @@ def test_resolved_config_round_trips_through_disk(tmp_path):
     written = yaml.safe_load((tmp_path / "resolved.yaml").read_text())
     assert set(written) == {field.name for field in dataclasses.fields(RunConfig)}
     assert (written["train"]["lr"], written["federation"]["rounds"]) == (0.002, 7)
-    assert written["heads"]["tasks"] == ["ar"]
+    assert written["tasks"]["evaluated"] == {"ar": 5}
 
 
 def test_overrides_do_not_mutate_their_input():
@@ -110,3 +110,13 @@ def test_every_shipped_config_loads_and_runs_with_the_values_it_names(path):
     # Its first lines give the command that runs it.
     header = path.read_text().splitlines()[:5]
     assert any(f"--config simulations/configs/{path.name}" in line for line in header), header
+
+
+def test_a_mapping_entry_can_be_set_or_removed_from_the_command_line():
+    assert load_config(None, ["tasks.evaluated.ar=0.5"]).tasks.evaluated == {"ar": 0.5}
+    with pytest.raises(ConfigError, match="tasks.evaluated.*at least one task"):
+        load_config(None, ["tasks.evaluated.ar=null"])
+    with pytest.raises(ConfigError, match="expects a mapping"):
+        load_config(None, ["tasks.seen=ar"])
+    with pytest.raises(ConfigError, match="tasks.seen.ar.*expects a number"):
+        load_config(None, ["tasks.seen.ar=heavy"])

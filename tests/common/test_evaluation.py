@@ -10,13 +10,15 @@ from common.aam import AnonymizingAdapter
 from common.config import load_config
 from common.evaluation import (
     CentralEvaluator,
+    Evaluation,
     EvaluationError,
     EvaluationSet,
     Split,
+    TaskVideos,
     VideoSplit,
     anonymize_sequences,
-    run_linear_probe,
 )
+from common.probes import run_linear_probe
 
 
 def action_data(n: int, seed: int, signal: float = 1.5) -> Split:
@@ -103,15 +105,14 @@ def planted_set(seed: int = 0) -> EvaluationSet:
         clips = rng.normal(size=(n, 2, D)).astype(np.float32)
         clips[:, :, :A] += 3 * y[:, None]
         clips[:, :, A : A + 4] += 3 * np.eye(4)[actions][:, None]
-        return VideoSplit(clips, actions, y)
+        return VideoSplit(clips, {"action": actions}, y)
 
     sizes = (("train", 160), ("val", 80), ("test", 100))
     return EvaluationSet(
         "planted",
         tuple(f"a{i}" for i in range(A)),
-        tuple(f"c{i}" for i in range(4)),
         {s: stills(n) for s, n in sizes},
-        {s: videos(n) for s, n in sizes},
+        {"ar": TaskVideos(tuple(f"c{i}" for i in range(4)), {s: videos(n) for s, n in sizes})},
     )
 
 
@@ -146,7 +147,7 @@ class Scramble(nn.Module):
 
 def test_the_privacy_number_is_the_worst_attacker_on_video_and_stills_are_reported_beside():
     config = load_config(None, FAST)
-    result = CentralEvaluator(planted_set(), config.evaluation, window=2).evaluate(None)
+    result = CentralEvaluator(planted_set(), config).evaluate(None).to_json()
     video = result["privacy_attackers"]["video"]
     stills = result["privacy_attackers"]["stills"]
     assert set(video) == set(stills) == {"mlp", "logistic", "knn", "inversion"}
@@ -160,11 +161,11 @@ def test_the_privacy_number_is_the_worst_attacker_on_video_and_stills_are_report
 
 def test_removing_the_information_brings_every_attacker_to_chance_and_mixing_it_does_not():
     config = load_config(None, FAST)
-    evaluator = CentralEvaluator(planted_set(), config.evaluation, window=2)
-    dropped = evaluator.evaluate(DropAttributes())
+    evaluator = CentralEvaluator(planted_set(), config)
+    dropped = evaluator.evaluate(DropAttributes()).to_json()
     assert dropped["privacy_cmap"] < dropped["privacy_chance_cmap"] + 15
     assert dropped["ar_top1"] > 95
-    mixed = evaluator.evaluate(Scramble())
+    mixed = evaluator.evaluate(Scramble()).to_json()
     assert mixed["privacy_cmap"] > 95
 
 
@@ -172,12 +173,31 @@ def test_an_evaluation_set_of_an_older_version_is_refused_with_what_to_do(tmp_pa
     path = tmp_path / "evaluation_set.npz"
     planted_set().save(path)
     loaded = EvaluationSet.load(path)
-    np.testing.assert_array_equal(loaded.videos["test"].clips, planted_set().videos["test"].clips)
-    np.testing.assert_array_equal(
-        loaded.videos["val"].attributes, planted_set().videos["val"].attributes
-    )
+    planted = planted_set().tasks["ar"]
+    assert loaded.tasks["ar"].classes == planted.classes
+    for split in ("train", "val", "test"):
+        got, want = loaded.tasks["ar"].splits[split], planted.splits[split]
+        np.testing.assert_array_equal(got.clips, want.clips)
+        np.testing.assert_array_equal(got.attributes, want.attributes)
+        np.testing.assert_array_equal(got.labels["action"], want.labels["action"])
     old = tmp_path / "old.npz"
     meta = np.frombuffer(b'{"encoder_id": "x", "attributes": [], "actions": []}', np.uint8)
     np.savez(old, meta=meta, **{"privacy/train/features": np.zeros((2, 3))})
     with pytest.raises(EvaluationError, match="latentveil prepare"):
         EvaluationSet.load(old)
+
+
+def test_an_evaluation_round_trips_through_its_json():
+    config = load_config(None, FAST)
+    result = CentralEvaluator(planted_set(), config).evaluate(None)
+    again = Evaluation.from_json(result.to_json())
+    assert again == result
+    assert set(again.tasks) == {"ar"}
+    assert result.to_json()["ar_val_top1"] == result.tasks["ar"].val
+
+
+def test_evaluating_a_task_the_set_has_no_videos_of_is_a_clear_error():
+    config = load_config(None, FAST)
+    empty = EvaluationSet("planted", planted_set().attributes, planted_set().stills, {})
+    with pytest.raises(EvaluationError, match="tasks.evaluated names ar"):
+        CentralEvaluator(empty, config)

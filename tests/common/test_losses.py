@@ -9,6 +9,7 @@ from common.config import LossConfig, RunConfig, TrainConfig
 from common.losses import latent_consistency_loss, privacy_budget_loss, splavu_objective
 from common.model import build_model
 from common.training import TrainingBatch, build_optimizer, compute_losses, training_step
+from tests.fakes import ar_batch
 
 
 def nt_xent_by_hand(view_a: list[list[float]], view_b: list[list[float]], tau: float) -> float:
@@ -110,10 +111,10 @@ def test_objective_combines_with_signs_and_weights():
 
 def make_batch(b: int = 8, t: int = 3, d: int = 32, seed: int = 0) -> TrainingBatch:
     gen = torch.Generator().manual_seed(seed)
-    return TrainingBatch(
-        clip_features=torch.randn(b, t, d, generator=gen),
-        actions=torch.randint(0, 8, (b,), generator=gen),
-        static_features=torch.randn(b, 2, d, generator=gen),
+    return ar_batch(
+        torch.randn(b, t, d, generator=gen),
+        torch.randint(0, 8, (b,), generator=gen),
+        torch.randn(b, 2, d, generator=gen),
     )
 
 

@@ -8,6 +8,7 @@ from common.losses import privacy_budget_loss
 from common.model import build_model
 from common.training import TrainingBatch, build_optimizer, compute_losses, training_step
 from common.weights import shareable_state
+from tests.fakes import ar_batch
 
 D = 32
 
@@ -20,7 +21,7 @@ def make_batch(b: int = 16, t: int = 2, seed: int = 0) -> TrainingBatch:
     clips = centroids[actions][:, None, :] + torch.randn(b, t, D, generator=gen)
     mask = torch.zeros(b, t, dtype=torch.bool)
     mask[::3, -1] = True
-    return TrainingBatch(clips, actions, torch.randn(b, 2, D, generator=gen), mask)
+    return ar_batch(clips, actions, torch.randn(b, 2, D, generator=gen), mask)
 
 
 def test_step_returns_components_and_updates_adapter_and_heads():
@@ -64,27 +65,32 @@ def test_proximal_term_is_logged_and_pulls_towards_the_global_weights():
         global_params = {n: p.detach().clone() for n, p in model.named_parameters()}
         optimizer = build_optimizer(model, TrainConfig(lr=1e-2, head_lr=1e-2))
         for _ in range(5):
-            metrics = training_step(model, optimizer, batch, LossConfig(), mu, global_params)
+            metrics = training_step(
+                model, optimizer, batch, LossConfig(), proximal_mu=mu, global_params=global_params
+            )
         drift = sum((p - global_params[n]).pow(2).sum().item() for n, p in model.named_parameters())
         runs[mu] = (drift, metrics)
     assert "loss_prox" not in runs[0.0][1] and runs[100.0][1]["loss_prox"] > 0
     assert runs[100.0][0] < runs[0.0][0]
     with pytest.raises(ValueError, match="global parameters"):
         model = build_model(D, RunConfig(), seed=0)
-        training_step(model, build_optimizer(model, TrainConfig()), batch, LossConfig(), 1.0)
+        training_step(
+            model, build_optimizer(model, TrainConfig()), batch, LossConfig(), proximal_mu=1.0
+        )
 
 
 def test_static_features_shape_is_checked():
     model = build_model(D, RunConfig(), seed=0)
     batch = make_batch()
-    bad = TrainingBatch(batch.clip_features, batch.actions, batch.static_features[:, :1])
+    ar = batch.tasks["ar"]
+    bad = ar_batch(ar.clip_features, ar.labels["action"], ar.static_features[:, :1])
     with pytest.raises(ValueError, match="static_features"):
         compute_losses(model, bad, LossConfig())
 
 
 def clip_batch(b: int = 8, t: int = 2, d: int = 16) -> TrainingBatch:
     gen = torch.Generator().manual_seed(1)
-    return TrainingBatch(
+    return ar_batch(
         torch.randn(b, t, d, generator=gen),
         torch.arange(b) % 2,
         torch.randn(b, 2, d, generator=gen),
@@ -101,9 +107,10 @@ def test_moving_clip_budget_anonymizes_the_two_halves_of_a_sequence_apart():
     batch = clip_batch()
     terms = compute_losses(model, batch, config.loss)
     with torch.no_grad():
-        first = model.adapter(batch.clip_features[:, :1]).mean(dim=1)
-        second = model.adapter(batch.clip_features[:, 1:]).mean(dim=1)
-        expected = privacy_budget_loss(first, second, 0.5, groups=batch.actions)
+        ar = batch.tasks["ar"]
+        first = model.adapter(ar.clip_features[:, :1]).mean(dim=1)
+        second = model.adapter(ar.clip_features[:, 1:]).mean(dim=1)
+        expected = privacy_budget_loss(first, second, 0.5, groups=ar.labels["action"])
     assert terms.privacy_budget.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -2,173 +2,99 @@
 
 import numpy as np
 import pytest
-import torch
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message
 from flwr.app.error import Error
 
-from common.config import RunConfig, load_config
-from common.evaluation import EvaluationSet, Split, VideoSplit
+from common.config import RunConfig
+from common.evaluation import measure_privacy_and_utility
 from common.model import build_model
-from common.training import train_local
-from common.weights import load_shareable, shareable_state
+from common.weights import shareable_state
 from server.checkpoints import load_checkpoint
-from server.federation import run_federation, screen_replies
-from tests.server.conftest import LoopbackGrid
+from server.federation import run_federation, screen_replies, site_of
+from tests.fakes import (
+    D,
+    LoopbackGrid,
+    Site,
+    evaluation_set,
+    small_config,
+    train_reply,
+    train_request,
+    without_timings,
+)
 
-D = 16
-
-
-def small_config(strategy: str = "fedavg", rounds: int = 2, sites: int = 3, extra=()) -> RunConfig:
-    return load_config(
-        None,
-        [
-            *extra,
-            f"federation.strategy={strategy}",
-            f"federation.rounds={rounds}",
-            f"world.sites={sites}",
-            "federation.server_lr=0.01",
-            "evaluation.every=100",
-            "evaluation.attacker_epochs=2",
-            "evaluation.attackers=mlp,logistic",
-            "evaluation.probe_epochs=2",
-            "train.batch_size=8",
-            "train.lr=1e-3",
-        ],
-    )
+EXPECTED = shareable_state(build_model(D, RunConfig(), seed=0))
+NAME = list(EXPECTED)[2]
 
 
-def evaluation_set(seed: int = 0) -> EvaluationSet:
-    rng = np.random.default_rng(seed)
-
-    def attributes(n):
-        labels = (rng.random((n, 7)) < 0.4).astype(np.float32)
-        labels[0] = 1
-        return labels
-
-    def stills(n):
-        return Split(rng.normal(size=(n, D)).astype(np.float32), attributes(n))
-
-    def videos(n):
-        clips = rng.normal(size=(n, 2, D)).astype(np.float32)
-        return VideoSplit(clips, rng.integers(0, 8, n), attributes(n))
-
-    return EvaluationSet(
-        "test-encoder",
-        tuple(f"a{i}" for i in range(7)),
-        tuple(f"c{i}" for i in range(8)),
-        {s: stills(n) for s, n in (("train", 40), ("val", 20), ("test", 20))},
-        {s: videos(n) for s, n in (("train", 40), ("val", 16), ("test", 16))},
-    )
+def _with(**changes) -> dict[str, np.ndarray]:
+    return dict(EXPECTED) | changes
 
 
-def site_tensors(node: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(node)
-    n = 12 + 4 * node
-    return {
-        "clip_features": torch.randn(n, 2, D, generator=gen),
-        "static_features": torch.randn(n, 2, D, generator=gen),
-        "actions": torch.randint(0, 8, (n,), generator=gen),
-    }
+def _error_reply() -> Message:
+    return Message(Error(code=0, reason="site crashed"), reply_to=train_request(9))
 
 
-class Site:
-    """A camera site in this process: trains on its random features like the ClientApp does."""
-
-    def __init__(
-        self,
-        node: int,
-        config: RunConfig,
-        corrupt: str | None = None,
-        fail_round: int | None = None,
-    ):
-        self.node, self.config, self.corrupt, self.fail_round = node, config, corrupt, fail_round
-        self.last_arrays: dict[str, np.ndarray] | None = None
-        self.tensors = site_tensors(node)
-
-    def __call__(self, message: Message) -> Message:
-        server_round = int(message.content.config_records["config"]["server-round"])
-        if server_round == self.fail_round:
-            raise KeyboardInterrupt("the server was stopped")
-        model = build_model(D, self.config, seed=0)
-        load_shareable(
-            model, {k: v.numpy() for k, v in message.content.array_records["arrays"].items()}
-        )
-        metrics = train_local(
-            model,
-            self.tensors,
-            self.config.train,
-            self.config.loss,
-            seed=server_round * 10 + self.node,
-            window=self.config.anonymizer.window,
-        )
-        arrays = shareable_state(model)
-        if self.corrupt == "nan":
-            name = next(iter(arrays))
-            arrays[name] = arrays[name].copy()
-            arrays[name].flat[0] = np.nan
-        self.last_arrays = arrays
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                "metrics": MetricRecord(
-                    {**metrics, "num-examples": len(self.tensors["actions"]), "seconds": 0.1}
-                ),
-            }
-        )
-        return Message(content, reply_to=message)
+def _reply_with_extra_record() -> Message:
+    reply = train_reply(EXPECTED, 9)
+    reply.content["debug"] = ConfigRecord({"note": "x"})
+    return reply
 
 
-def request(node: int) -> Message:
-    from flwr.app import ConfigRecord
+REJECTIONS = {
+    "wrong shape": (lambda: train_reply(_with(**{NAME: np.zeros((3, 3), np.float32)}), 9),
+                    ["has shape", NAME]),
+    "wrong dtype": (lambda: train_reply(_with(**{NAME: EXPECTED[NAME].astype(np.float64)}), 9),
+                    ["has dtype", NAME]),
+    "non-finite": (lambda: train_reply(_with(**{NAME: np.full_like(EXPECTED[NAME], np.nan)}), 9),
+                   ["non-finite", NAME]),
+    "encoder weights": (
+        lambda: train_reply(_with(**{"encoder.conv.weight": np.zeros(3, np.float32)}), 9),
+        ["encoder.conv.weight"],
+    ),
+    "missing array": (lambda: train_reply({k: v for k, v in EXPECTED.items() if k != NAME}, 9),
+                      ["missing", NAME]),
+    "no num-examples": (lambda: train_reply(EXPECTED, 9, {"loss": 1.0}), ["num-examples"]),
+    "zero num-examples": (lambda: train_reply(EXPECTED, 9, {"num-examples": 0}), ["num-examples"]),
+    "error reply": (_error_reply, ["site crashed"]),
+    "unknown record": (_reply_with_extra_record, ["debug"]),
+}  # fmt: skip
 
-    return Message(
-        RecordDict({"config": ConfigRecord({"server-round": 1})}),
-        dst_node_id=node,
-        message_type="train",
-    )
 
-
-def reply_with(arrays: dict[str, np.ndarray], node: int, metrics: dict | None = None) -> Message:
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
-            "metrics": MetricRecord(metrics if metrics is not None else {"num-examples": 5}),
-        }
-    )
-    return Message(content, reply_to=request(node))
-
-
-def test_screen_replies_keeps_good_updates_and_names_what_is_wrong_with_the_others():
-    expected = shareable_state(build_model(D, RunConfig(), seed=0))
-    name = list(expected)[2]
-    bad_shape = dict(expected) | {name: np.zeros((3, 3), np.float32)}
-    bad_dtype = dict(expected) | {name: expected[name].astype(np.float64)}
-    nan = dict(expected) | {name: np.full_like(expected[name], np.nan)}
-    extra = dict(expected) | {"encoder.conv.weight": np.zeros(3, np.float32)}
-    missing = {k: v for k, v in expected.items() if k != name}
-    error = Message(Error(code=0, reason="site crashed"), reply_to=request(9))
-    replies = [
-        reply_with(expected, 1),
-        reply_with(bad_shape, 2),
-        reply_with(bad_dtype, 3),
-        reply_with(nan, 4),
-        reply_with(extra, 5),
-        reply_with(missing, 6),
-        reply_with(expected, 7, {"loss": 1.0}),
-        reply_with(expected, 8),
-        error,
-    ]
-    accepted, rejected = screen_replies(replies, expected)
+@pytest.mark.parametrize("cause", list(REJECTIONS))
+def test_screen_replies_leaves_out_a_bad_update_and_says_why(cause):
+    make_bad, words = REJECTIONS[cause]
+    replies = [train_reply(EXPECTED, 1), make_bad(), train_reply(EXPECTED, 8)]
+    accepted, rejected = screen_replies(replies, EXPECTED)
     assert [r.metadata.src_node_id for r in accepted] == [1, 8]
-    reasons = {entry["node"]: entry["reason"] for entry in rejected}
-    assert set(reasons) == {2, 3, 4, 5, 6, 7, 9}
-    assert "has shape" in reasons[2] and name in reasons[2]
-    assert "has dtype" in reasons[3] and name in reasons[3]
-    assert "non-finite" in reasons[4] and name in reasons[4]
-    assert "encoder.conv.weight" in reasons[5]
-    assert "missing" in reasons[6] and name in reasons[6]
-    assert "num-examples" in reasons[7]
-    assert "site crashed" in reasons[9]
+    assert [entry["node"] for entry in rejected] == [9]
+    for word in words:
+        assert word in rejected[0]["reason"]
+
+
+def test_metric_keys_that_differ_between_sites_are_rejected():
+    replies = [train_reply(EXPECTED, 1), train_reply(EXPECTED, 2, {"num-examples": 5, "x": 1.0})]
+    accepted, rejected = screen_replies(replies, EXPECTED)
+    assert [r.metadata.src_node_id for r in accepted] == [1]
+    assert "differ" in rejected[0]["reason"]
+
+
+def test_replies_are_ordered_by_the_site_they_name_not_by_node_id():
+    first, second = train_reply(EXPECTED, 1), train_reply(EXPECTED, 2)
+    first.content["site"] = ConfigRecord({"id": "site_07"})
+    second.content["site"] = ConfigRecord({"id": "site_02"})
+    assert sorted([site_of(first), site_of(second)]) == ["site_02", "site_07"]
+    assert site_of(train_reply(EXPECTED, 5)) == "node-5"  # a reply that names no site
+
+
+def test_aggregation_does_not_depend_on_the_order_sites_answer_in(tmp_path):
+    config = small_config(rounds=2)
+    runs = []
+    for name, order in (("forward", [1, 2, 3]), ("backward", [3, 2, 1])):
+        sites = {n: Site(n, config) for n in (1, 2, 3)}
+        grid = LoopbackGrid(sites, order=order)
+        runs.append(run_federation(grid, config, tmp_path / name, evaluation_set()))
+    for name, array in runs[0].arrays.items():
+        np.testing.assert_array_equal(runs[1].arrays[name], array)
 
 
 def test_a_malformed_update_is_left_out_and_the_round_completes(tmp_path):
@@ -176,10 +102,10 @@ def test_a_malformed_update_is_left_out_and_the_round_completes(tmp_path):
     sites = {1: Site(1, config), 2: Site(2, config, corrupt="nan"), 3: Site(3, config)}
     state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
     assert state.round == 2
-    for record in state.history["rounds"][1:]:
-        assert record["sites_aggregated"] == 2
-        assert [r["node"] for r in record["sites_rejected"]] == [2]
-        assert "non-finite" in record["sites_rejected"][0]["reason"]
+    for record in state.history.rounds[1:]:
+        assert record.sites_aggregated == 2
+        assert [r["node"] for r in record.sites_rejected] == [2]
+        assert "non-finite" in record.sites_rejected[0]["reason"]
     # FedAvg of the two honest sites, weighted by their example counts, computed by hand.
     weights = {1: 16, 3: 24}
     for name, array in state.arrays.items():
@@ -189,51 +115,30 @@ def test_a_malformed_update_is_left_out_and_the_round_completes(tmp_path):
         np.testing.assert_allclose(array, expected, rtol=1e-5, atol=1e-6)
     assert np.isfinite(np.concatenate([a.ravel() for a in state.arrays.values()])).all()
     # The evaluation of the last round ran, and the report's rejected list names the site.
-    assert "evaluation" in state.history["rounds"][-1]
-    assert len(state.history["rejected"]) == 2
+    assert state.history.rounds[-1].evaluation is not None
+    assert len(state.history.rejected) == 2
 
 
 def test_round_zero_evaluates_the_identity_adapter_as_the_raw_baseline(tmp_path):
-    from common.evaluation import measure_privacy_and_utility
-
     config = small_config(rounds=1)
     sites = {n: Site(n, config) for n in (1, 2, 3)}
     state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
-    raw = measure_privacy_and_utility(
-        evaluation_set(), None, config.evaluation, config.anonymizer.window
-    )
-    assert without_timings(state.history["baseline"]) == without_timings(raw)
-    assert state.history["rounds"][0]["evaluation"] is state.history["baseline"]
+    raw = measure_privacy_and_utility(evaluation_set(), None, config)
+    assert without_timings(state.history.baseline) == without_timings(raw)
+    assert state.history.rounds[0].evaluation is state.history.baseline
 
 
 def test_with_an_output_bottleneck_the_baseline_is_raw_and_round_zero_is_never_shipped(
     tmp_path,
 ):
-    from common.evaluation import measure_privacy_and_utility
-
     config = small_config(rounds=1, extra=["anonymizer.bottleneck=4"])
     sites = {n: Site(n, config) for n in (1, 2, 3)}
     state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
-    raw = measure_privacy_and_utility(
-        evaluation_set(), None, config.evaluation, config.anonymizer.window
-    )
-    assert without_timings(state.history["baseline"]) == without_timings(raw)
+    raw = measure_privacy_and_utility(evaluation_set(), None, config)
+    assert without_timings(state.history.baseline) == without_timings(raw)
     # The untrained bottleneck is not evaluated and never selected: round 1 is.
-    assert "evaluation" not in state.history["rounds"][0]
-    assert state.history["selected_round"] == 1
-
-
-def without_timings(evaluation: dict) -> dict:
-    """An evaluation without the attackers' wall times (the only part that may differ)."""
-    out = dict(evaluation)
-    out["privacy_attackers"] = {
-        protocol: {
-            name: {k: v for k, v in entry.items() if k != "seconds"}
-            for name, entry in attackers.items()
-        }
-        for protocol, attackers in evaluation["privacy_attackers"].items()
-    }
-    return out
+    assert state.history.rounds[0].evaluation is None
+    assert state.history.selected_round == 1
 
 
 @pytest.mark.parametrize("strategy", ["fedadam", "fedavgm"])
@@ -256,7 +161,7 @@ def test_resume_continues_from_the_last_complete_round_with_the_strategy_state(t
         run_federation(LoopbackGrid(interrupted), config, tmp_path / "b", evaluation_set())
     saved = load_checkpoint(tmp_path / "b")
     assert saved.round == 2
-    assert saved.strategy_state, "the strategy's moments / momentum were not saved"
+    assert saved.trainer_state, "the strategy's moments / momentum were not saved"
 
     resumed = run_federation(
         LoopbackGrid({n: Site(n, config) for n in (1, 2, 3)}),
@@ -265,18 +170,18 @@ def test_resume_continues_from_the_last_complete_round_with_the_strategy_state(t
         evaluation_set(),
         resume=True,
     )
-    assert [r["round"] for r in resumed.history["rounds"]] == [0, 1, 2, 3, 4]
+    assert [r.round for r in resumed.history.rounds] == [0, 1, 2, 3, 4]
     # Two identical runs differ by ~3e-7 here (float rounding in CPU kernels depends on memory
     # alignment); a resume that lost the strategy state is off by 8e-5 (FedAvgM) to 3e-3 (FedAdam).
     for name in straight.arrays:
         np.testing.assert_allclose(resumed.arrays[name], straight.arrays[name], rtol=0, atol=1e-5)
     # The selection (round and arrays) survives the interruption too.
-    assert resumed.history["selected_round"] == straight.history["selected_round"]
+    assert resumed.history.selected_round == straight.history.selected_round
     for name in straight.selected:
         np.testing.assert_allclose(resumed.selected[name], straight.selected[name], atol=1e-5)
-    for name in straight.strategy_state:
+    for name in straight.trainer_state:
         np.testing.assert_allclose(
-            resumed.strategy_state[name], straight.strategy_state[name], rtol=0, atol=1e-5
+            resumed.trainer_state[name], straight.trainer_state[name], rtol=0, atol=1e-5
         )
 
 

@@ -11,7 +11,7 @@ from common.config import FederationConfig
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
 from server.federation import from_record, to_record
 from server.strategies import STRATEGIES, create_strategy, load_strategy_state, strategy_state
-from tests.server.helpers import train_reply
+from tests.fakes import train_reply
 
 SITES = (1, 2, 3, 4, 5)  # five, so that FedTrimmedAvg trims and Krum has a choice
 
@@ -77,7 +77,7 @@ def test_a_strategy_restored_from_a_checkpoint_aggregates_like_the_one_that_save
     assert bool(saved) == (name in STATEFUL), f"{name}: state {sorted(saved)}"
     save_checkpoint(tmp_path, ServerState(2, arrays, saved))
     restored = create_strategy(config, num_sites=len(SITES))
-    load_strategy_state(restored, load_checkpoint(tmp_path).strategy_state)
+    load_strategy_state(restored, load_checkpoint(tmp_path).trainer_state)
 
     expected = federated_round(original, 3, arrays, grid)
     got = federated_round(restored, 3, arrays, grid)

@@ -86,11 +86,8 @@ def test_round_zero_is_exactly_the_raw_feature_baseline(federated_run):
     report = json.loads((federated_run / "report.json").read_text())
     config = load_config(federated_run / "config.yaml")
     raw = measure_privacy_and_utility(
-        EvaluationSet.load(federated_run / "evaluation_set.npz"),
-        None,
-        config.evaluation,
-        config.anonymizer.window,
-    )
+        EvaluationSet.load(federated_run / "evaluation_set.npz"), None, config
+    ).to_json()
     assert report["baseline"]["privacy_cmap"] == raw["privacy_cmap"]
     assert report["baseline"]["ar_top1"] == raw["ar_top1"]
     assert report["rounds"][0]["privacy_cmap"] == raw["privacy_cmap"]

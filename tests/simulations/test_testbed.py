@@ -12,11 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from common.attackers import AttackData, SuiteSettings, run_attacker
+from common.attackers import AttackData, Split, SuiteSettings, run_attacker
 from common.config import EncoderConfig, FeaturesConfig
 from common.encoders import BUILTIN_TINY3D, create_encoder
-from common.evaluation import Split, run_linear_probe
 from common.features import FeatureStore, extract_features
+from common.probes import run_linear_probe
 from simulations.world import ACTIONS, ATTRIBUTES, PRESETS, generate_world, load_world
 from simulations.worldfeatures import world_items
 

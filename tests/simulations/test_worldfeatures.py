@@ -26,17 +26,17 @@ def prepared(tmp_path_factory):
 def test_videos_carry_their_clip_sequences_actions_and_actors_attributes(prepared):
     world, store_path, evaluation_set = prepared
     assert evaluation_set.attributes == tuple(ATTRIBUTES)
-    assert evaluation_set.actions == tuple(ACTIONS)
+    assert evaluation_set.tasks["ar"].classes == tuple(ACTIONS)
     with FeatureStore(store_path) as store:
         for split in ("train", "val", "test"):
             entries = world.manifest("ar", "central", split)
-            videos = evaluation_set.videos[split]
+            videos = evaluation_set.tasks["ar"].splits[split]
             assert videos.clips.shape[:2] == (len(entries), 2)  # 32 frames = 2 clips of 16
             for i, entry in enumerate(entries):
                 np.testing.assert_array_equal(
                     videos.clips[i], store.clip_features(entry["video_id"])
                 )
-                assert videos.actions[i] == entry["labels"]["action"]
+                assert videos.labels["action"][i] == entry["labels"]["action"]
                 assert list(videos.attributes[i]) == [entry["attributes"][a] for a in ATTRIBUTES]
 
 

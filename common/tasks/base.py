@@ -1,0 +1,114 @@
+"""The task interface: what a downstream task (action recognition, temporal action detection,
+anomaly detection, ...) brings to training, to central evaluation and to the report.
+
+A task is one module that subclasses `Task` and registers an instance:
+
+    @TASKS.register("ar")
+    class ActionRecognition(Task): ...
+
+Training, the site data, the evaluation set and the report iterate over the configured tasks
+(`tasks.seen`, `tasks.evaluated`); nothing else names a task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.registry import Registry
+
+if TYPE_CHECKING:
+    from common.config import EvaluationConfig, RunConfig
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """One split of a task's videos: each video's non-overlapping clip features in order
+    (N, C, d), anonymized or raw, and its labels (name -> (N, ...) array)."""
+
+    clips: np.ndarray
+    labels: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """A task's central evaluation: its metric on test (with a standard error) and on val (the
+    only number selection may look at), in percent."""
+
+    test: float
+    test_se: float
+    val: float
+    num_test: int
+
+
+class Task(ABC):
+    """One downstream task. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]  # registry name and the key of its head, data and metrics ("ar")
+    dataset: ClassVar[str]  # the manifest folder of its videos at a site and centrally ("ar")
+    metric: ClassVar[str]  # its metric's short name ("top1"): report keys are <name>_<metric>
+    title: ClassVar[str]  # how the report names the metric ("AR top-1")
+
+    # Keys of the report's metric entries, derived from name and metric.
+    @property
+    def test_key(self) -> str:
+        return f"{self.name}_{self.metric}"
+
+    @property
+    def val_key(self) -> str:
+        return f"{self.name}_val_{self.metric}"
+
+    @abstractmethod
+    def labels(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The labels this task trains and evaluates on, from one manifest entry."""
+
+    @abstractmethod
+    def build_head(self, dim: int, config: RunConfig) -> nn.Module:
+        """The head co-trained with the adapter at a site: (B, T, d) features -> outputs."""
+
+    @abstractmethod
+    def loss(
+        self,
+        head: nn.Module,
+        anonymized: torch.Tensor,
+        labels: dict[str, torch.Tensor],
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The task's training loss on a batch of anonymized sequences (B, T, d)."""
+
+    def budget_groups(self, labels: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B,) group of each video for `loss.budget_negatives=same_action`: the privacy
+        budget's negatives are then the videos of the same group. None = no grouping."""
+        return None
+
+    @abstractmethod
+    def site_metric(
+        self, head: nn.Module, anonymized: torch.Tensor, labels: dict[str, torch.Tensor]
+    ) -> float:
+        """The metric of the co-trained head on a site's anonymized videos (N, C, d)."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        splits: dict[str, TaskSplit],
+        classes: tuple[str, ...],
+        config: EvaluationConfig,
+    ) -> TaskScore:
+        """The central protocol: a FRESH downstream model trained on `splits["train"]`,
+        selected on "val", scored once on "test"."""
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    """The task registered as `name` (an unknown name lists the registered ones)."""
+    return TASKS.get(name)

@@ -1,0 +1,204 @@
+"""The round loop every run uses, federated (Flower sites) or centralized (pooled data).
+
+    trainer = FlowerTrainer(grid, config, ...)      # server.federation
+    trainer = PooledTrainer(model, data, config)    # server.centralized
+    state = run_rounds(config, run_dir, evaluation_set, trainer, resume=False)
+    finish_run(config, run_dir, state.history, state.selected, wall)
+
+The loop owns what does not depend on how a round trains: the raw-feature baseline and round 0,
+the evaluation schedule (round 0, every `evaluation.every` rounds and the last), the selection
+of the shipped round (server.selection), the per-round checkpoint that `resume` continues from,
+the progress line, and at the end the shipped adapter and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.aam import starts_as_identity
+from common.atomic import atomic_path
+from common.config import RunConfig
+from common.encoders import create_encoder
+from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
+from common.layout import RunLayout
+from common.model import AnonymizerModel, build_model
+from common.weights import check_shareable, load_shareable, shareable_state, state_nbytes
+from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
+from server.history import History, RoundRecord
+from server.report import build_report, write_report
+from server.selection import initial_history, update_selection
+
+log = logging.getLogger("latentveil.server")
+
+
+@dataclass
+class RoundOutcome:
+    """What one round of training produced."""
+
+    arrays: dict[str, np.ndarray]  # the new global AAM + head arrays
+    train: dict[str, float] = field(default_factory=dict)  # mean loss components
+    sites_sampled: int = 1
+    sites_aggregated: int = 1
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"node", "reason"}
+    bytes_down: int = 0
+    bytes_up: int = 0
+    site_seconds: list[float] = field(default_factory=list)  # each site's own compute
+
+
+class RoundTrainer(Protocol):
+    """How a round trains: Flower sites (server.federation) or pooled data
+    (server.centralized)."""
+
+    def train_round(self, server_round: int, arrays: dict[str, np.ndarray]) -> RoundOutcome:
+        """Train one round starting from the global `arrays`."""
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What must survive a restart besides the arrays (a strategy's or optimiser's state)."""
+        ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+def initial_model(config: RunConfig, dim: int) -> AnonymizerModel:
+    """The model every run starts from: its initial weights depend on `seed` only."""
+    return build_model(dim, config, seed=config.seed)
+
+
+def evaluate_arrays(
+    arrays: dict[str, np.ndarray], config: RunConfig, evaluator: CentralEvaluator
+) -> Evaluation:
+    """Central evaluation of aggregated AAM + head arrays (the attacker suite, the tasks)."""
+    model = initial_model(config, evaluator.evaluation_set.dim)
+    load_shareable(model, arrays)
+    return evaluator.evaluate(model.adapter)
+
+
+def run_rounds(
+    config: RunConfig,
+    run_dir: str | Path,
+    evaluation_set: EvaluationSet,
+    trainer: RoundTrainer,
+    resume: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> ServerState:
+    """Run (or continue, with `resume`) `federation.rounds` rounds; returns the final state.
+
+    `on_round` is called with each round's record (for a progress line).
+    """
+    run_dir = Path(run_dir)
+    evaluator = CentralEvaluator(evaluation_set, config)
+    initial = shareable_state(initial_model(config, evaluation_set.dim))
+    if resume:
+        state = load_checkpoint(run_dir)
+        check_shareable(initial, state.arrays)
+        trainer.load_state(state.trainer_state)
+        log.info("resuming after round %d of %d", state.round, config.federation.rounds)
+    else:
+        # The baseline: raw features under the same protocol (server.selection.initial_history
+        # says what round 0 is).
+        started = time.perf_counter()
+        history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
+        history.rounds[0].seconds = time.perf_counter() - started
+        state = ServerState(0, initial, trainer.state(), history, selected=initial)
+        save_checkpoint(run_dir, state)
+        if on_round:
+            on_round(history.rounds[0])
+
+    rounds = config.federation.rounds
+    for server_round in range(state.round + 1, rounds + 1):
+        started = time.perf_counter()
+        outcome = trainer.train_round(server_round, state.arrays)
+        check_shareable(initial, outcome.arrays)
+        rejected = [entry | {"round": server_round} for entry in outcome.rejected]
+        record = RoundRecord(
+            round=server_round,
+            train=outcome.train,
+            sites_sampled=outcome.sites_sampled,
+            sites_aggregated=outcome.sites_aggregated,
+            sites_rejected=rejected,
+            bytes_down=outcome.bytes_down,
+            bytes_up=outcome.bytes_up,
+            slowest_site_seconds=max(outcome.site_seconds, default=0.0),
+            site_seconds=sum(outcome.site_seconds),
+        )
+        if server_round % config.evaluation.every == 0 or server_round == rounds:
+            evaluation_started = time.perf_counter()
+            record.evaluation = evaluate_arrays(outcome.arrays, config, evaluator)
+            record.evaluation_seconds = time.perf_counter() - evaluation_started
+        record.seconds = time.perf_counter() - started
+        history = state.history
+        history.rounds.append(record)
+        history.rejected.extend(rejected)
+        selected = update_selection(
+            history, record, outcome.arrays, state.selected or state.arrays, config
+        )
+        state = ServerState(server_round, outcome.arrays, trainer.state(), history, selected)
+        save_checkpoint(run_dir, state)
+        if on_round:
+            on_round(record)
+    return state
+
+
+def round_line(record: RoundRecord) -> str:
+    """One human line per round."""
+    parts = [f"round {record.round:3d}"]
+    if record.train:
+        losses = (("L_B", "loss_b", 3), ("L_LC", "loss_lc", 4), ("L_T", "loss_t", 3))
+        nan = float("nan")
+        parts.append(" ".join(f"{n} {record.train.get(k, nan):.{d}f}" for n, k, d in losses))
+    if record.evaluation is not None:
+        privacy = record.evaluation.privacy
+        tasks = " ".join(
+            f"{name} {score.test:.2f}" for name, score in record.evaluation.tasks.items()
+        )
+        parts.append(
+            f"privacy cMAP {privacy.cmap:.2f} ({privacy.attacker}) "
+            f"stills {privacy.stills_cmap:.2f} {tasks}"
+        )
+    if record.sites_rejected:
+        parts.append(f"{len(record.sites_rejected)} update(s) rejected")
+    parts.append(f"{record.seconds or 0.0:.1f} s")
+    return " | ".join(parts)
+
+
+def save_adapter(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """The AAM + head arrays the run ships, for the edge export."""
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def communication_summary(config: RunConfig, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    try:
+        encoder_params = sum(p.numel() for p in create_encoder(config.encoder).parameters())
+    except (FileNotFoundError, ValueError, ImportError):
+        encoder_params = None
+    return {
+        "shared_params": int(sum(a.size for a in arrays.values())),
+        "encoder_params": encoder_params,
+        "bytes_per_client_per_round": state_nbytes(arrays),
+    }
+
+
+def finish_run(
+    config: RunConfig,
+    run_dir: str | Path,
+    history: History,
+    arrays: dict[str, np.ndarray],
+    wall: float,
+) -> Path:
+    """Save the adapter the run ships (the selected round's arrays, server.selection) and
+    write the report; returns report.json's path."""
+    layout = RunLayout(Path(run_dir))
+    save_adapter(arrays, layout.adapter)
+    sites = json.loads(layout.sites.read_text()) if layout.sites.is_file() else []
+    report = build_report(config, history, communication_summary(config, arrays), sites, wall)
+    return write_report(report, layout.root)
