@@ -4,15 +4,23 @@
 
 Each run is the real main job (`latentveil simulate`: Flower's Simulation Engine on Ray, one
 SuperNode per site, 1 CPU each) on the `tiny` world preset with N sites, so sites train on
-cached features (extracted before the first round). Reported per N: the median seconds of the
-rounds after the first (the first includes Ray's worker start-up), the slowest site's compute
-in those rounds, and Flower's overhead = round wall time - slowest site's compute.
+cached features (extracted before the first round). Reported per N, as medians over the rounds
+after the first (the first includes Ray's worker start-up), central evaluation left out:
+
+- round seconds, and the sites' compute summed over the round's sites (each site reports the
+  seconds its ClientApp spent);
+- the ideal round time = summed compute / the CPUs the engine was given (with 100 sites on 2
+  cores the sites run 50 deep: the slowest site says little);
+- parallel efficiency = ideal / actual round time (1 = the engine adds nothing);
+- the engine's time per message = (round time - ideal) / messages, a message being one train
+  request to a site or its reply.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,14 +62,22 @@ def main() -> None:
         later = [r for r in report["rounds"] if r["round"] >= 2]
         # Central evaluation runs inside the last round's wall time: leave it out.
         round_seconds = [r["seconds"] - (r.get("evaluation_seconds") or 0.0) for r in later]
-        slowest = [r["slowest_site_seconds"] for r in later]
+        compute = [r["site_seconds"] for r in later]
+        cpus = min(os.cpu_count() or 1, sites * config.federation.cpus_per_site)
+        ideal = [c / cpus for c in compute]
+        messages = [2 * r["sites_aggregated"] for r in later]
         row = {
             "sites": sites,
             "rounds": args.rounds,
+            "engine_cpus": cpus,
             "median_round_seconds": statistics.median(round_seconds),
-            "median_slowest_site_seconds": statistics.median(slowest),
-            "median_flower_overhead_seconds": statistics.median(
-                [w - s for w, s in zip(round_seconds, slowest, strict=True)]
+            "median_site_compute_seconds": statistics.median(compute),
+            "median_ideal_round_seconds": statistics.median(ideal),
+            "median_parallel_efficiency": statistics.median(
+                [i / w for i, w in zip(ideal, round_seconds, strict=True)]
+            ),
+            "median_engine_seconds_per_message": statistics.median(
+                [(w - i) / m for w, i, m in zip(round_seconds, ideal, messages, strict=True)]
             ),
             "first_round_seconds": report["rounds"][1]["seconds"],
             "bytes_per_site_per_round": report["communication"]["bytes_per_client_per_round"],
@@ -69,9 +85,11 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{sites:4d} sites: round {row['median_round_seconds']:.1f} s, slowest site "
-            f"{row['median_slowest_site_seconds']:.2f} s, "
-            f"overhead {row['median_flower_overhead_seconds']:.1f} s"
+            f"{sites:4d} sites: round {row['median_round_seconds']:.1f} s, sites' compute "
+            f"{row['median_site_compute_seconds']:.1f} s on {cpus} CPUs (ideal "
+            f"{row['median_ideal_round_seconds']:.1f} s), parallel efficiency "
+            f"{row['median_parallel_efficiency']:.2f}, engine "
+            f"{1000 * row['median_engine_seconds_per_message']:.0f} ms per message"
         )
     print(f"written to {write_result(args.out, {'benchmark': 'round', 'results': rows})}")
 
