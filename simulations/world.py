@@ -59,6 +59,7 @@ import numpy as np
 
 from common.atomic import atomic_path, atomic_write_text, file_sha256
 from common.errors import LatentveilError
+from common.manifest import ManifestError, read_jsonl
 from simulations import render
 
 WORLD_VERSION = 1  # bump when the same seed would render different files or labels
@@ -929,18 +930,10 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise WorldError(f"no manifest at {path}; generate the world first (latentveil world)")
-    entries = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(json.loads(line))
-            except ValueError as error:
-                raise WorldError(
-                    f"{path}:{number}: not a JSON line ({error}); regenerate the world"
-                ) from None
-    return entries
+    try:
+        return read_jsonl(path)
+    except ManifestError as error:
+        raise WorldError(f"{error}; regenerate the world") from None
 
 
 @dataclass(frozen=True)

@@ -310,6 +310,13 @@ def test_folder_with_another_world_is_refused(tiny_world, tmp_path):
         W.plan_world("huge")
 
 
+def test_a_corrupt_manifest_line_is_a_world_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    path.write_text('{"video_id": "a"}\n{"video_id": "b", "pa\n')
+    with pytest.raises(W.WorldError, match=r"manifest\.jsonl:2: not a JSON line.*regenerate"):
+        W.read_manifest(path)
+
+
 def test_cli_reports_a_user_error_in_one_line(tiny_world, capsys):
     from simulations.cli import main
 
