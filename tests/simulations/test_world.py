@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.atomic import file_sha256
 from simulations import world as W
 
 
@@ -132,7 +133,7 @@ def test_files_decode_to_manifest_length_and_hash(tiny_world):
     size = world.info["frame_size"]
     for e in _all_entries(world):
         path = world.path(e)
-        assert W.file_sha256(path) == e["sha256"]
+        assert file_sha256(path) == e["sha256"]
         if e["path"].endswith(".png"):
             assert Image.open(path).size == (size, size)
             continue
@@ -268,7 +269,7 @@ def test_rerun_reuses_intact_files_and_repairs_broken_ones(tiny_world, tmp_path)
     assert not leftover.exists()
     for e in entries:
         path = world.path(e)
-        assert W.file_sha256(path) == e["sha256"]
+        assert file_sha256(path) == e["sha256"]
         if path not in broken:
             assert path.stat().st_mtime_ns == mtimes[path], path
     assert not (root / ".journal.jsonl").exists()
@@ -293,7 +294,7 @@ def test_interrupted_run_keeps_journaled_files_only(tiny_world, tmp_path):
     W.generate_world(root, preset="tiny", seed=0, progress=False, workers=1)
 
     assert journaled.stat().st_mtime_ns == 1  # reused
-    assert W.file_sha256(unrecorded) == ar[1]["sha256"]  # regenerated
+    assert file_sha256(unrecorded) == ar[1]["sha256"]  # regenerated
     assert W.load_world(root).manifest("ar", "central") == ar
 
 
