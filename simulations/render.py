@@ -32,10 +32,13 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:  # only for annotations: simulations.world imports this module
+    from simulations.world.planning import PlannedItem
 
 # Frames are drawn at the stored size: supersampling (2 = draw at 2x, box-filter down) smooths
 # edges but costs a third more time per frame, and the encoder resizes its input anyway.
@@ -705,28 +708,29 @@ def _sway(person: _Person, t: int) -> float:
 class Scene:
     """One planned item (see `simulations.world.plan_world`) as a function of frame index."""
 
-    def __init__(self, item: dict[str, Any]) -> None:
-        rng = item_rng(item["seed"])
+    def __init__(self, item: PlannedItem, num_frames: int | None = None) -> None:
+        rng = item_rng(item.seed)
         self.rng = rng
-        self.size = int(item["frame_size"])
-        self.num_frames = int(item["num_frames"])
-        camera = item["camera"]
+        self.size = int(item.frame_size)
+        self.num_frames = int(item.num_frames if num_frames is None else num_frames)
+        camera = item.camera
         light = tuple(camera["light"])
-        attributes = item["attributes"]
+        attributes = item.attributes
         big = self.size * SUPERSAMPLE
         self.background = lit_background(camera, self.size)
         self.sensor = Sensor(rng, camera, self.size)
 
         # What happens when: a list of (start, end, action, direction) covering the video
-        if item["kind"] == "long":
-            self.events = [(s["start"], s["end"], s["action_name"], 0.0) for s in item["segments"]]
+        if item.script is not None:  # an untrimmed video
+            script = item.script
+            self.events = [(s["start"], s["end"], s["action_name"], 0.0) for s in script.segments]
             self.events += [
                 (a["start"], a["end"], a["anomaly"], float(a.get("direction", 1.0)))
-                for a in item.get("anomalies", [])
+                for a in script.anomalies
             ]
             self.trimmed = False
         else:
-            self.events = [(0, self.num_frames, item["action"], 0.0)]
+            self.events = [(0, self.num_frames, item.action, 0.0)]
             self.trimmed = True
         self.events.sort()
         self.motions = [sample_motion(ev[2], rng) for ev in self.events]
@@ -813,15 +817,15 @@ class Scene:
                     (50.0, 0.0),
                 )
 
-    def _positions(self, item: dict[str, Any]) -> np.ndarray:
+    def _positions(self, item: PlannedItem) -> np.ndarray:
         """Track position in [0, 1] per frame; walks and runs move at the nominal speed."""
         velocity = np.zeros(self.num_frames)
         for (start, end, action, _), motion in zip(self.events, self.motions, strict=True):
             v = root_velocity(action, motion)
             if v:
                 velocity[start:end] = v * self._envelope(start, end)
-        if "start_pos" in item:
-            start_pos = float(item["start_pos"])
+        if item.script is not None:
+            start_pos = float(item.script.start_pos)
         else:  # a trimmed clip: start where the whole walk fits
             travel = float(np.sum(velocity))
             start_pos = self.rng.uniform(max(0.0, -travel), min(1.0, 1.0 - travel))
@@ -926,14 +930,15 @@ class Scene:
         return self.sensor.expose(img)
 
 
-def render_frames(item: dict[str, Any]) -> Iterator[np.ndarray]:
+def render_frames(item: PlannedItem) -> Iterator[np.ndarray]:
     """All frames of a planned video item, in order, as (S, S, 3) uint8 arrays."""
     scene = Scene(item)
     for t in range(scene.num_frames):
         yield scene.frame(t)
 
 
-def render_still(item: dict[str, Any]) -> np.ndarray:
-    """The single (S, S, 3) uint8 frame of a planned still item (a privacy image)."""
-    scene = Scene({**item, "num_frames": item["clip_frames"]})
+def render_still(item: PlannedItem) -> np.ndarray:
+    """The single (S, S, 3) uint8 frame of a planned still item (a privacy image): a random
+    frame of a clip of `item.clip_frames` frames."""
+    scene = Scene(item, num_frames=item.clip_frames)
     return scene.frame(int(scene.rng.integers(scene.num_frames)))

@@ -43,16 +43,18 @@ pre-train the encoder on). They differ in the SeedSequence entropy (purpose code
 camera background, light, person or motion is shared between them, even with the same seed.
 
 Modules, in the order a world is made: `schema` (names, manifest keys, WorldError), `presets`
-(sizes), `planning` (`plan_world`), `writing` (`generate_world`, `item_frames`), `reading`
-(`load_world`, `read_manifest`). Import from the package: `from simulations.world import ...`.
+(sizes), `labels` (one label builder per dataset), `planning` (`plan_world` and its
+`PlannedItem`s), `writing` (`generate_world`, `item_frames`), `reading` (`load_world`,
+`read_manifest`). Import from the package: `from simulations.world import ...`.
 """
 
 from __future__ import annotations
 
+from simulations.world.labels import BIAS_MAJORITY, LABEL_BUILDERS, LongScript
 from simulations.world.planning import (
-    BIAS_MAJORITY,
     FACE_MIX,
     PREVALENCE,
+    PlannedItem,
     WorldPlan,
     plan_world,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "DATASETS",
     "FACE_MIX",
     "FACE_STATES",
+    "LABEL_BUILDERS",
     "MANIFEST_KEYS",
     "PRESETS",
     "PREVALENCE",
@@ -89,6 +92,8 @@ __all__ = [
     "SUBCLASSES",
     "WORLD_VERSION",
     "X264_OPTIONS",
+    "LongScript",
+    "PlannedItem",
     "Preset",
     "World",
     "WorldError",

@@ -1,7 +1,9 @@
 """Planning a world: every site, camera, label, attribute, segment and seed, without rendering.
 
-`plan_world` is a pure function of (preset, sites, seed, alpha, purpose); every item gets a
-seed of its own (see the package docstring), so it renders the same anywhere.
+`plan_world` is a pure function of (preset, sites, seed, alpha, purpose). Its items are
+`PlannedItem`s: what a file's manifest entry says and what the renderer needs to draw it. Every
+item gets a seed of its own (see the package docstring), so it renders the same anywhere; what
+each dataset's items show and are labelled with is decided in `simulations.world.labels`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from simulations import render
-from simulations.world.presets import Preset, resolve_preset
-from simulations.world.schema import (
-    ACTIONS,
-    ANOMALIES,
-    ATTRIBUTES,
-    DATASETS,
-    PURPOSES,
-    SPLITS,
-    SUBCLASSES,
-    WorldError,
+from simulations.world.labels import (
+    LABEL_BUILDERS,
+    ItemContent,
+    ItemDraw,
+    LongScript,
+    anomalous_flags,
+    bias_subclasses,
 )
+from simulations.world.presets import Preset, resolve_preset
+from simulations.world.schema import ACTIONS, ATTRIBUTES, DATASETS, PURPOSES, SPLITS, WorldError
 
 # Global prevalence of each binary attribute, and of the face states
 PREVALENCE = {
@@ -34,10 +34,46 @@ PREVALENCE = {
     "social_relationship": 0.3,
 }
 FACE_MIX = (0.35, 0.3, 0.35)  # visible, partial, hidden
-BIAS_MAJORITY = 0.95  # NTU-Bias-F: 95% of an action's clips show one presentation
 
 _DATASET_CODES = {name: i for i, name in enumerate(DATASETS)}
 _GROUP_SITE, _GROUP_CENTRAL, _GROUP_PRETRAIN, _GROUP_WORLD = 1, 2, 3, 0
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One file of a world as planned: its manifest entry (but the hash) and what the renderer
+    needs to draw it (`simulations.render.render_frames` / `render_still`)."""
+
+    video_id: str  # "<site>_<dataset>_<index:05d>", unique in the world
+    path: str  # relative to the world root: "<site>/<dataset>/<video_id>.mp4" (.png for stills)
+    split: str  # "train" | "val" | "test"
+    site: str  # its group: "site_NN" | "central" | "pretrain"
+    dataset: str  # one of DATASETS
+    kind: str  # "clip" | "long" | "still" (see labels.ItemContent)
+    camera: dict[str, Any]  # the camera that films it: id, seed, light, noise
+    labels: dict[str, Any]  # in the format of its dataset (package docstring)
+    attributes: dict[str, int]  # the 7 binary ATTRIBUTES, in that order
+    num_frames: int
+    seed: list[int]  # entropy and spawn key of its generator (render.item_rng)
+    frame_size: int
+    fps: int
+    clip_frames: int  # a still is a frame of a clip this long
+    action: str | None = None  # what a clip or still shows
+    script: LongScript | None = None  # what a long video shows
+
+    def manifest_entry(self, sha256: str) -> dict[str, Any]:
+        """Its line of manifest.jsonl, keys in MANIFEST_KEYS order; `sha256` of the file."""
+        return {
+            "video_id": self.video_id,
+            "path": self.path,
+            "split": self.split,
+            "site": self.site,
+            "camera": self.camera["id"],
+            "labels": self.labels,
+            "attributes": self.attributes,
+            "num_frames": self.num_frames,
+            "sha256": sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -50,15 +86,28 @@ class WorldPlan:
     sites: list[dict[str, Any]]  # client sites: id, camera, action_mix, prevalence, face_mix
     cameras: list[dict[str, Any]]  # cameras of the central (or pre-training) world
     bias_action: str | None
-    items: list[dict[str, Any]]
+    items: list[PlannedItem]
 
-    def items_of(self, dataset: str, group: str | None = None) -> list[dict[str, Any]]:
+    def items_of(self, dataset: str, group: str | None = None) -> list[PlannedItem]:
         """The planned items of one dataset, optionally of one group (site id / central)."""
         return [
-            it
-            for it in self.items
-            if it["dataset"] == dataset and (group is None or it["site"] == group)
+            it for it in self.items if it.dataset == dataset and (group is None or it.site == group)
         ]
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A client site, the central or the pre-training world: what its items are drawn from."""
+
+    name: str  # "site_NN" | "central" | "pretrain"
+    key: tuple[int, ...]  # its part of the spawn key of every generator it uses
+    cameras: list[dict[str, Any]]
+    sizes: dict[str, Sequence[int]]  # files per dataset: (train, val) or (train, val, test)
+    action_mix: Sequence[float]  # (len(ACTIONS),) how often each action is drawn
+    prevalence: dict[str, float]  # of each binary attribute but the face
+    face_mix: Sequence[float]  # visible, partial, hidden
+    balanced: bool  # actions balanced within each split instead of drawn from action_mix
+    bias_action: int | None = None  # the flipped action of the bias dataset
 
 
 def _sequence(seed: int, purpose: str, *key: int) -> np.random.SeedSequence:
@@ -107,7 +156,10 @@ def _site(seed: int, purpose: str, index: int, alpha: float) -> dict[str, Any]:
     }
 
 
-def _attributes(rng: np.random.Generator, prevalence: dict[str, float], face_mix) -> dict:
+def _attributes(
+    rng: np.random.Generator, prevalence: dict[str, float], face_mix: Sequence[float]
+) -> dict[str, int]:
+    """One person's binary attributes, in ATTRIBUTES order: a face state, then the others."""
     face = int(rng.choice(3, p=np.asarray(face_mix) / np.sum(face_mix)))
     values = {name: int(rng.random() < p) for name, p in prevalence.items()}
     values["face_complete"] = int(face == 0)
@@ -116,261 +168,171 @@ def _attributes(rng: np.random.Generator, prevalence: dict[str, float], face_mix
 
 
 def _splits(sizes: Sequence[int]) -> list[str]:
+    """The split of every item of a dataset: (3, 1) -> train, train, train, val."""
     return [split for split, n in zip(SPLITS, sizes, strict=False) for _ in range(n)]
 
 
 def _balanced_actions(rng: np.random.Generator, n: int) -> list[int]:
+    """n actions, every action as often as n allows, in random order."""
     actions = np.resize(np.arange(len(ACTIONS)), n)
     return [int(a) for a in rng.permutation(actions)]
 
 
-def _plan_long(
-    rng: np.random.Generator, frames: int, action_mix, anomaly: str | None
-) -> dict[str, Any]:
-    """Segments of an untrimmed video: idle gaps, ordinary actions, maybe one anomaly.
-
-    Walks and runs move the actor along a track [0, 1] at the renderer's nominal speeds; the
-    plan keeps the track position inside it (a walk turns round when there is no room).
-    """
-    min_gap, first_gap = 6, 4
-    lengths: list[tuple[str, int]] = []
-    anomaly_len = {"fall": (24, 40), "fight": (16, 32), "run": (10, 17)}
-    if anomaly is not None:
-        lo, hi = anomaly_len[anomaly]
-        lengths.append((anomaly, int(rng.integers(lo, hi))))
-    while True:
-        action = ACTIONS[int(rng.choice(len(ACTIONS), p=action_mix))]
-        length = int(rng.integers(20, 41))
-        used = sum(n for _, n in lengths) + length + first_gap + min_gap * (len(lengths) + 1)
-        if used > frames:
-            break
-        lengths.append((action, length))
-    if anomaly is not None and len(lengths) > 1:  # the anomaly at a random place in the order
-        order = rng.permutation(len(lengths))
-        lengths = [lengths[i] for i in order]
-    spare = frames - sum(n for _, n in lengths) - first_gap - min_gap * len(lengths)
-    gaps = rng.multinomial(max(spare, 0), np.full(len(lengths) + 1, 1 / (len(lengths) + 1)))
-    position = float(rng.uniform(0.25, 0.75))
-    plan: dict[str, Any] = {"start_pos": round(position, 6), "segments": [], "anomalies": []}
-    t = first_gap + int(gaps[0])
-    for i, (name, length) in enumerate(lengths):
-        if name in ("walk_left", "walk_right"):
-            travel = length * render.WALK_SPEED
-            step = -1 if name == "walk_left" else 1
-            room = position if step < 0 else 1 - position
-            if room < travel:  # turn round, or shorten when neither way has room
-                step, room = -step, 1 - room
-                length = min(length, int(room / render.WALK_SPEED))
-                name = "walk_left" if step < 0 else "walk_right"
-            position += step * length * render.WALK_SPEED
-        if name == "run":
-            step = -1 if position > 0.5 else 1
-            room = position if step < 0 else 1 - position
-            length = min(length, int(room / render.RUN_SPEED))
-            position += step * length * render.RUN_SPEED
-        position = min(1.0, max(0.0, position))
-        if name in ANOMALIES:
-            entry = {"start": t, "end": t + length, "anomaly": name}
-            if name == "run":
-                entry["direction"] = step
-            plan["anomalies"].append(entry)
-        else:
-            plan["segments"].append(
-                {"start": t, "end": t + length, "action": ACTIONS.index(name), "action_name": name}
-            )
-        t += length + min_gap + int(gaps[i + 1])
-    return plan
-
-
-def _item(
-    *,
+def _planned_item(
+    group: _Group,
     dataset: str,
-    group: str,
     index: int,
     split: str,
     camera: dict[str, Any],
-    attributes: dict[str, int],
-    labels: dict[str, Any],
-    num_frames: int,
+    content: ItemContent,
     preset: Preset,
     seed_key: list[int],
-    kind: str,
-    **render_fields: Any,
-) -> dict[str, Any]:
-    video_id = f"{group}_{dataset}_{index:05d}"
-    suffix = ".png" if kind == "still" else ".mp4"
-    return {
-        "video_id": video_id,
-        "path": f"{group}/{dataset}/{video_id}{suffix}",
-        "split": split,
-        "site": group,
-        "camera": camera["id"],
-        "labels": labels,
-        "attributes": attributes,
-        "num_frames": num_frames,
-        # what the renderer needs, not written to manifests:
-        "dataset": dataset,
-        "kind": kind,
-        "seed": seed_key,
-        "frame_size": preset.frame_size,
-        "fps": preset.fps,
-        "clip_frames": preset.clip_frames,
-        "render_camera": camera,
-        **render_fields,
-    }
+) -> PlannedItem:
+    """The item `index` of a dataset of a group, with what its label builder decided."""
+    video_id = f"{group.name}_{dataset}_{index:05d}"
+    suffix = ".png" if content.kind == "still" else ".mp4"
+    return PlannedItem(
+        video_id=video_id,
+        path=f"{group.name}/{dataset}/{video_id}{suffix}",
+        split=split,
+        site=group.name,
+        dataset=dataset,
+        kind=content.kind,
+        camera=camera,
+        labels=content.labels,
+        attributes=content.attributes,
+        num_frames=content.num_frames,
+        seed=seed_key,
+        frame_size=preset.frame_size,
+        fps=preset.fps,
+        clip_frames=preset.clip_frames,
+        action=content.action,
+        script=content.script,
+    )
 
 
-def _plan_group(
-    *,
-    preset: Preset,
-    seed: int,
-    purpose: str,
-    group: str,
-    group_key: tuple[int, ...],
-    cameras: list[dict[str, Any]],
-    sizes: dict[str, Sequence[int]],
-    action_mix,
-    prevalence: dict[str, float],
-    face_mix,
-    balanced: bool,
-    bias_action: int | None = None,
-) -> list[dict[str, Any]]:
-    """Items of one group (a client site, the central or the pre-training world)."""
-    items: list[dict[str, Any]] = []
-    action_mix = np.asarray(action_mix, dtype=np.float64)
+def _plan_dataset(
+    preset: Preset, seed: int, purpose: str, group: _Group, dataset: str
+) -> list[PlannedItem]:
+    """Items of one dataset of one group. The order of the draws from the dataset's generator
+    fixes the world: do not reorder them."""
+    code = _DATASET_CODES[dataset]
+    rng = _rng(seed, purpose, *group.key, 1, code)
+    action_mix = np.asarray(group.action_mix, dtype=np.float64)
     action_mix = action_mix / action_mix.sum()
-    for dataset, size in sizes.items():
-        code = _DATASET_CODES[dataset]
-        rng = _rng(seed, purpose, *group_key, 1, code)
-        splits = _splits(size)
-        n = len(splits)
-        if balanced:
-            actions = []
-            for split in SPLITS:  # balanced within each split
-                actions += _balanced_actions(rng, splits.count(split))
-        else:
-            actions = [int(rng.choice(len(ACTIONS), p=action_mix)) for _ in range(n)]
-        camera_of = rng.integers(len(cameras), size=n)
-        subclasses = (
-            _bias_subclasses(rng, splits, actions, bias_action) if dataset == "bias" else None
+    splits = _splits(group.sizes[dataset])
+    n = len(splits)
+
+    # Draws for the whole dataset: actions, cameras, then the NTU-Bias-F subclasses of bias
+    # clips and which ad videos are anomalous
+    if group.balanced:
+        actions = []
+        for split in SPLITS:  # balanced within each split
+            actions += _balanced_actions(rng, splits.count(split))
+    else:
+        actions = [int(rng.choice(len(ACTIONS), p=action_mix)) for _ in range(n)]
+    camera_of = rng.integers(len(group.cameras), size=n)
+    subclasses = (
+        bias_subclasses(rng, splits, actions, group.bias_action) if dataset == "bias" else None
+    )
+    anomalous = anomalous_flags(rng, splits) if dataset == "ad" else None
+
+    # Per item: its attributes, then whatever its dataset's label builder draws
+    build = LABEL_BUILDERS[dataset]
+    items = []
+    for i in range(n):
+        draw = ItemDraw(
+            rng=rng,
+            preset=preset,
+            action=actions[i],
+            attributes=_attributes(rng, group.prevalence, group.face_mix),
+            action_mix=action_mix,
+            subclass=None if subclasses is None else subclasses[i],
+            anomalous=anomalous is not None and anomalous[i],
         )
-        anomalous = _anomalous_flags(rng, splits) if dataset == "ad" else None
-        for i in range(n):
-            attributes = _attributes(rng, prevalence, face_mix)
-            camera = cameras[int(camera_of[i])]
-            common = {
-                "dataset": dataset,
-                "group": group,
-                "index": i,
-                "split": splits[i],
-                "camera": camera,
-                "attributes": attributes,
-                "preset": preset,
-                "seed_key": [seed, PURPOSES[purpose], *group_key, 2, code, i],
-            }
-            name = ACTIONS[actions[i]]
-            if dataset == "ar":
-                labels = {"action": actions[i], "action_name": name}
-                items.append(
-                    _item(
-                        **common,
-                        labels=labels,
-                        num_frames=preset.clip_frames,
-                        kind="clip",
-                        action=name,
-                    )
-                )
-            elif dataset == "bias":
-                attributes["gender_presentation"] = subclasses[i]
-                labels = {
-                    "action": actions[i],
-                    "action_name": name,
-                    "subclass": SUBCLASSES[subclasses[i]],
-                }
-                items.append(
-                    _item(
-                        **common,
-                        labels=labels,
-                        num_frames=preset.clip_frames,
-                        kind="clip",
-                        action=name,
-                    )
-                )
-            elif dataset == "privacy":
-                labels = {"source_action": name}
-                items.append(
-                    _item(**common, labels=labels, num_frames=1, kind="still", action=name)
-                )
-            elif dataset == "tad":
-                script = _plan_long(rng, preset.long_frames, action_mix, None)
-                labels = {"segments": script["segments"]}
-                items.append(
-                    _item(
-                        **common,
-                        labels=labels,
-                        num_frames=preset.long_frames,
-                        kind="long",
-                        **script,
-                    )
-                )
-            elif dataset == "ad":
-                anomaly = ANOMALIES[int(rng.integers(len(ANOMALIES)))] if anomalous[i] else None
-                script = _plan_long(rng, preset.long_frames, action_mix, anomaly)
-                labels = {
-                    "anomalous": bool(script["anomalies"]),
-                    "anomalies": [
-                        {k: a[k] for k in ("start", "end", "anomaly")} for a in script["anomalies"]
-                    ],
-                    "segments": script["segments"],
-                }
-                items.append(
-                    _item(
-                        **common,
-                        labels=labels,
-                        num_frames=preset.long_frames,
-                        kind="long",
-                        **script,
-                    )
-                )
+        seed_key = [seed, PURPOSES[purpose], *group.key, 2, code, i]
+        camera = group.cameras[int(camera_of[i])]
+        items.append(
+            _planned_item(group, dataset, i, splits[i], camera, build(draw), preset, seed_key)
+        )
     return items
 
 
-def _bias_subclasses(rng, splits: list[str], actions: list[int], flipped: int | None) -> list[int]:
-    """Perceived-gender subclass per clip (1 = feminine), NTU-Bias-F style.
-
-    train / val: for every action 95% feminine and 5% masculine (at least one), except the
-    flipped action, where it is the other way round. test: half and half per action, so the
-    accuracy gap between subclasses can be measured.
-    """
-    out = [0] * len(splits)
-    for split in SPLITS:
-        for action in range(len(ACTIONS)):
-            idx = [
-                i
-                for i, (s, a) in enumerate(zip(splits, actions, strict=True))
-                if s == split and a == action
-            ]
-            if not idx:
-                continue
-            if split == "test":
-                minority = len(idx) // 2
-            else:
-                minority = max(1, round((1 - BIAS_MAJORITY) * len(idx))) if len(idx) > 1 else 0
-            majority = 0 if action == flipped and split != "test" else 1
-            chosen = set(rng.choice(idx, size=minority, replace=False).tolist())
-            for i in idx:
-                out[i] = 1 - majority if i in chosen else majority
-    return out
+def _plan_group(preset: Preset, seed: int, purpose: str, group: _Group) -> list[PlannedItem]:
+    """Items of one group (a client site, the central or the pre-training world)."""
+    items: list[PlannedItem] = []
+    for dataset in group.sizes:
+        items += _plan_dataset(preset, seed, purpose, group, dataset)
+    return items
 
 
-def _anomalous_flags(rng, splits: list[str]) -> list[bool]:
-    """Half of each split's `ad` videos are anomalous (rounded up), in random order."""
-    flags = [False] * len(splits)
-    for split in SPLITS:
-        idx = [i for i, s in enumerate(splits) if s == split]
-        for i in rng.permutation(idx)[: (len(idx) + 1) // 2]:
-            flags[int(i)] = True
-    return flags
+def _plan_pretrain(preset: Preset, seed: int) -> WorldPlan:
+    """The pre-training world: AR clips and stills from cameras of its own, uniform mixes."""
+    purpose = "pretrain"
+    cameras = [
+        _camera(_rng(seed, purpose, _GROUP_PRETRAIN, i, 0), f"pretrain_cam_{i}")
+        for i in range(preset.pretrain_cameras)
+    ]
+    group = _Group(
+        name="pretrain",
+        key=(_GROUP_PRETRAIN, 0),
+        cameras=cameras,
+        sizes={"ar": preset.pretrain_ar, "privacy": preset.pretrain_privacy},
+        action_mix=_uniform_actions(),
+        prevalence=PREVALENCE,
+        face_mix=FACE_MIX,
+        balanced=True,
+    )
+    items = _plan_group(preset, seed, purpose, group)
+    return WorldPlan(preset, seed, purpose, [], cameras, None, items)
+
+
+def _plan_evaluate(preset: Preset, seed: int) -> WorldPlan:
+    """The evaluation world: non-IID client sites, then the central world with every dataset."""
+    purpose = "evaluate"
+    site_list = [_site(seed, purpose, i, preset.alpha) for i in range(preset.sites)]
+    items: list[PlannedItem] = []
+    for i, site in enumerate(site_list):
+        group = _Group(
+            name=site["id"],
+            key=(_GROUP_SITE, i),
+            cameras=[site["camera"]],
+            sizes={"ar": preset.site_ar, "tad": preset.site_tad, "ad": preset.site_ad},
+            action_mix=site["action_mix"],
+            prevalence=site["prevalence"],
+            face_mix=site["face_mix"],
+            balanced=False,
+        )
+        items += _plan_group(preset, seed, purpose, group)
+    cameras = [
+        _camera(_rng(seed, purpose, _GROUP_CENTRAL, i, 0), f"central_cam_{i}")
+        for i in range(preset.central_cameras)
+    ]
+    bias_action = int(_rng(seed, purpose, _GROUP_WORLD).integers(len(ACTIONS)))
+    central = _Group(
+        name="central",
+        key=(_GROUP_CENTRAL, 0),
+        cameras=cameras,
+        sizes={
+            "ar": preset.central_ar,
+            "tad": preset.central_tad,
+            "ad": preset.central_ad,
+            "privacy": preset.central_privacy,
+            "bias": preset.central_bias,
+        },
+        action_mix=_uniform_actions(),
+        prevalence=PREVALENCE,
+        face_mix=FACE_MIX,
+        balanced=True,
+        bias_action=bias_action,
+    )
+    items += _plan_group(preset, seed, purpose, central)
+    return WorldPlan(preset, seed, purpose, site_list, cameras, ACTIONS[bias_action], items)
+
+
+def _uniform_actions() -> np.ndarray:
+    """The action mix of the central and pre-training worlds: every action alike."""
+    return np.full(len(ACTIONS), 1 / len(ACTIONS))  # (len(ACTIONS),)
 
 
 def plan_world(
@@ -385,68 +347,7 @@ def plan_world(
         raise WorldError(f"unknown world purpose {purpose!r}; choose one of {sorted(PURPOSES)}")
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise WorldError(f"a world seed is a non-negative integer, got {seed!r}")
-    seed = int(seed)
     preset = resolve_preset(preset, sites, alpha)
-    uniform = np.full(len(ACTIONS), 1 / len(ACTIONS))
     if purpose == "pretrain":
-        cameras = [
-            _camera(_rng(seed, purpose, _GROUP_PRETRAIN, i, 0), f"pretrain_cam_{i}")
-            for i in range(preset.pretrain_cameras)
-        ]
-        items = _plan_group(
-            preset=preset,
-            seed=seed,
-            purpose=purpose,
-            group="pretrain",
-            group_key=(_GROUP_PRETRAIN, 0),
-            cameras=cameras,
-            sizes={"ar": preset.pretrain_ar, "privacy": preset.pretrain_privacy},
-            action_mix=uniform,
-            prevalence=PREVALENCE,
-            face_mix=FACE_MIX,
-            balanced=True,
-        )
-        return WorldPlan(preset, seed, purpose, [], cameras, None, items)
-
-    site_list = [_site(seed, purpose, i, preset.alpha) for i in range(preset.sites)]
-    items: list[dict[str, Any]] = []
-    for i, site in enumerate(site_list):
-        items += _plan_group(
-            preset=preset,
-            seed=seed,
-            purpose=purpose,
-            group=site["id"],
-            group_key=(_GROUP_SITE, i),
-            cameras=[site["camera"]],
-            sizes={"ar": preset.site_ar, "tad": preset.site_tad, "ad": preset.site_ad},
-            action_mix=site["action_mix"],
-            prevalence=site["prevalence"],
-            face_mix=site["face_mix"],
-            balanced=False,
-        )
-    cameras = [
-        _camera(_rng(seed, purpose, _GROUP_CENTRAL, i, 0), f"central_cam_{i}")
-        for i in range(preset.central_cameras)
-    ]
-    bias_action = int(_rng(seed, purpose, _GROUP_WORLD).integers(len(ACTIONS)))
-    items += _plan_group(
-        preset=preset,
-        seed=seed,
-        purpose=purpose,
-        group="central",
-        group_key=(_GROUP_CENTRAL, 0),
-        cameras=cameras,
-        sizes={
-            "ar": preset.central_ar,
-            "tad": preset.central_tad,
-            "ad": preset.central_ad,
-            "privacy": preset.central_privacy,
-            "bias": preset.central_bias,
-        },
-        action_mix=uniform,
-        prevalence=PREVALENCE,
-        face_mix=FACE_MIX,
-        balanced=True,
-        bias_action=bias_action,
-    )
-    return WorldPlan(preset, seed, purpose, site_list, cameras, ACTIONS[bias_action], items)
+        return _plan_pretrain(preset, int(seed))
+    return _plan_evaluate(preset, int(seed))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.manifest import ManifestError, read_jsonl
-from simulations.world.schema import WORLD_VERSION, WorldError
+from simulations.world.schema import WORLD_INFO_FILE, WORLD_VERSION, WorldError
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ class World:
 def load_world(path: str | os.PathLike) -> World:
     """Open a generated world (the folder holding world.json)."""
     root = Path(path)
-    info_path = root / "world.json"
+    info_path = root / WORLD_INFO_FILE
     if not info_path.is_file():
         raise WorldError(
             f"{root} holds no complete world (no world.json); generate it with `latentveil world "

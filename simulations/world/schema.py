@@ -1,5 +1,5 @@
-"""What a world holds: attribute, action, anomaly, dataset and split names, the manifest keys,
-the format version, and the error a world folder or request can raise.
+"""What a world holds: attribute, action, anomaly, dataset and split names; the manifest keys
+and where manifests and world.json live; the format version; the error a world can raise.
 
 Every module of `simulations.world` (and its users) takes these names from here.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 from common.errors import LatentveilError
 
 WORLD_VERSION = 1  # bump when the same seed would render different files or labels
+WORLD_INFO_FILE = "world.json"  # in the world root, written last: a world with it is complete
 
 ATTRIBUTES = (
     "skin_tone",  # 1 = dark skin on face, hands and any bare limb; 0 = light skin
@@ -50,6 +51,11 @@ MANIFEST_KEYS = (
     "num_frames",
     "sha256",
 )
+
+
+def manifest_path(group: str, dataset: str) -> str:
+    """Where the manifest of one dataset of one group lives, relative to the world root."""
+    return f"{group}/{dataset}/manifest.jsonl"
 
 
 class WorldError(LatentveilError):

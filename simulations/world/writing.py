@@ -20,16 +20,18 @@ import numpy as np
 
 from common.atomic import atomic_path, atomic_write_text, file_sha256
 from simulations import render
-from simulations.world.planning import BIAS_MAJORITY, WorldPlan, plan_world
+from simulations.world.labels import BIAS_MAJORITY
+from simulations.world.planning import PlannedItem, WorldPlan, plan_world
 from simulations.world.presets import Preset
 from simulations.world.reading import read_manifest
 from simulations.world.schema import (
     ACTIONS,
     ANOMALIES,
     ATTRIBUTES,
-    MANIFEST_KEYS,
+    WORLD_INFO_FILE,
     WORLD_VERSION,
     WorldError,
+    manifest_path,
 )
 
 # Hidden files in a world folder: whose world it is, and which files a running generation finished
@@ -66,30 +68,28 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int) -
     return count
 
 
-def item_frames(item: dict[str, Any]) -> np.ndarray:
+def item_frames(item: PlannedItem) -> np.ndarray:
     """Render a planned item in memory: (num_frames, S, S, 3) uint8, as written before encoding."""
-    renderable = {**item, "camera": item["render_camera"]}
-    if item["kind"] == "still":
-        return render.render_still(renderable)[None]  # (1, S, S, 3)
-    return np.stack(list(render.render_frames(renderable)))  # (T, S, S, 3)
+    if item.kind == "still":
+        return render.render_still(item)[None]  # (1, S, S, 3)
+    return np.stack(list(render.render_frames(item)))  # (T, S, S, 3)
 
 
-def _render_to_file(item: dict[str, Any], target: Path) -> str:
+def _render_to_file(item: PlannedItem, target: Path) -> str:
     """Render one item to `target` atomically; returns the file's SHA-256."""
-    renderable = {**item, "camera": item["render_camera"]}
-    if item["kind"] == "still":
+    if item.kind == "still":
         from PIL import Image
 
-        frame = render.render_still(renderable)
+        frame = render.render_still(item)
         with atomic_path(target, ".png", fsync=False) as tmp:
             Image.fromarray(frame).save(tmp, format="PNG", compress_level=6)
             sha = file_sha256(tmp)
         return sha
     with atomic_path(target, ".mp4", fsync=False) as tmp:
-        count = write_mp4(render.render_frames(renderable), tmp, item["fps"])
-        if count != item["num_frames"]:
+        count = write_mp4(render.render_frames(item), tmp, item.fps)
+        if count != item.num_frames:
             raise RuntimeError(
-                f"{item['video_id']}: rendered {count} frames, planned {item['num_frames']}"
+                f"{item.video_id}: rendered {count} frames, planned {item.num_frames}"
             )
         sha = file_sha256(tmp)
     return sha
@@ -104,9 +104,13 @@ def _write_text(path: Path, text: str) -> None:
     os.chmod(path, 0o644)
 
 
-def _work(job: tuple[dict[str, Any], str]) -> tuple[str, str]:
+def _work(job: tuple[PlannedItem, str]) -> tuple[str, str]:
     item, root = job
-    return item["video_id"], _render_to_file(item, Path(root) / item["path"])
+    return item.video_id, _render_to_file(item, Path(root) / item.path)
+
+
+def _manifest_line(item: PlannedItem, sha: str) -> str:
+    return json.dumps(item.manifest_entry(sha), separators=(",", ":"))
 
 
 def _identity(plan: WorldPlan) -> dict[str, Any]:
@@ -123,7 +127,7 @@ def _identity(plan: WorldPlan) -> dict[str, Any]:
 
 def _check_folder(root: Path, identity: dict[str, Any]) -> None:
     """Refuse a folder that holds (part of) another world."""
-    for name in ("world.json", _IDENTITY_FILE):
+    for name in (WORLD_INFO_FILE, _IDENTITY_FILE):
         path = root / name
         if not path.exists():
             continue
@@ -152,9 +156,9 @@ def _check_folder(root: Path, identity: dict[str, Any]) -> None:
 def _known_hashes(root: Path, plan: WorldPlan) -> dict[str, str]:
     """SHA-256 recorded for each finished file: from manifests, then from the journal."""
     known: dict[str, str] = {}
-    groups = {(it["site"], it["dataset"]) for it in plan.items}
+    groups = {(it.site, it.dataset) for it in plan.items}
     for group, dataset in groups:
-        path = root / group / dataset / "manifest.jsonl"
+        path = root / manifest_path(group, dataset)
         if path.exists():
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError, WorldError):
                 for entry in read_manifest(path):
@@ -170,19 +174,13 @@ def _known_hashes(root: Path, plan: WorldPlan) -> dict[str, str]:
 
 def _remove_leftover_temps(root: Path, plan: WorldPlan) -> None:
     """Delete temporary files an interrupted run left (they are never taken as done)."""
-    for folder in {(root / it["path"]).parent for it in plan.items} | {root}:
+    for folder in {(root / it.path).parent for it in plan.items} | {root}:
         if folder.is_dir():
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
 
 
-def _manifest_line(item: dict[str, Any], sha: str) -> str:
-    entry = {key: item[key] for key in MANIFEST_KEYS if key != "sha256"}
-    entry["sha256"] = sha
-    return json.dumps(entry, separators=(",", ":"))
-
-
-def _run_jobs(jobs: list[dict[str, Any]], root: Path, workers: int) -> Iterator[tuple[str, str]]:
+def _run_jobs(jobs: list[PlannedItem], root: Path, workers: int) -> Iterator[tuple[str, str]]:
     """Render jobs in this process (workers <= 1) or a spawn pool; yields (video_id, sha256)."""
     payload = [(item, str(root)) for item in jobs]
     if workers <= 1 or len(jobs) < 2:
@@ -192,6 +190,79 @@ def _run_jobs(jobs: list[dict[str, Any]], root: Path, workers: int) -> Iterator[
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes=workers) as pool:
         yield from pool.imap_unordered(_work, payload, chunksize=4)
+
+
+def _render_missing(root: Path, plan: WorldPlan, progress: bool, workers: int) -> dict[str, str]:
+    """Keep the files that are already there and intact, render the rest; returns the SHA-256
+    of every item's file. Each finished file is recorded in the journal at once."""
+    from tqdm import tqdm
+
+    known = _known_hashes(root, plan)
+    hashes: dict[str, str] = {}
+    jobs = []
+    for item in plan.items:
+        path = root / item.path
+        sha = known.get(item.video_id)
+        if sha is not None and path.is_file() and file_sha256(path) == sha:
+            hashes[item.video_id] = sha
+        else:
+            jobs.append(item)
+    bar = tqdm(
+        total=len(plan.items), initial=len(hashes), disable=not progress, unit="file", desc="world"
+    )
+    with open(root / _JOURNAL_FILE, "a") as journal:
+        for video_id, sha in _run_jobs(jobs, root, workers):
+            hashes[video_id] = sha
+            journal.write(json.dumps({"video_id": video_id, "sha256": sha}) + "\n")
+            journal.flush()
+            bar.update(1)
+    bar.close()
+    return hashes
+
+
+def _write_manifests(
+    root: Path, plan: WorldPlan, hashes: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """One manifest.jsonl per group and dataset; returns what world.json says of each."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in plan.items:
+        groups.setdefault((item.site, item.dataset), []).append(
+            _manifest_line(item, hashes[item.video_id])
+        )
+    datasets: dict[str, dict[str, Any]] = {}
+    for (group, dataset), lines in groups.items():
+        text = "\n".join(lines) + "\n"
+        rel = manifest_path(group, dataset)
+        _write_text(root / rel, text)
+        datasets[f"{group}/{dataset}"] = {
+            "manifest": rel,
+            "count": len(lines),
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        }
+    return datasets
+
+
+def _world_info(
+    identity: dict[str, Any], plan: WorldPlan, datasets: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The content of world.json: identity, names, sizes, site mixes, cameras, manifests."""
+    return {
+        **identity,
+        "frame_size": plan.preset.frame_size,
+        "fps": plan.preset.fps,
+        "clip_frames": plan.preset.clip_frames,
+        "long_frames": plan.preset.long_frames,
+        "attributes": list(ATTRIBUTES),
+        "face_states": {"visible": [1, 0], "partial": [0, 1], "hidden": [0, 0]},
+        "actions": list(ACTIONS),
+        "anomalies": list(ANOMALIES),
+        "bias_action": plan.bias_action,
+        "bias_majority": BIAS_MAJORITY,
+        "site_ids": [site["id"] for site in plan.sites],
+        "site_mixes": plan.sites,
+        "cameras": plan.cameras,
+        "datasets": datasets,
+    }
 
 
 def generate_world(
@@ -212,11 +283,11 @@ def generate_world(
     are written last, so a world with `world.json` is complete. A folder holding a world
     with another preset / seed / sites / alpha / purpose raises WorldError.
     """
-    from tqdm import tqdm
-
     root = Path(out_dir)
     plan = plan_world(preset, sites, seed, alpha, purpose)
     identity = json.loads(json.dumps(_identity(plan)))  # as it reads back from JSON
+
+    # Claim the folder (or find it is ours), and clear what an interrupted run left
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -225,61 +296,10 @@ def generate_world(
     _write_text(root / _IDENTITY_FILE, json.dumps(identity, indent=1) + "\n")
     _remove_leftover_temps(root, plan)
 
-    # Keep what is already there and intact; render the rest
-    known = _known_hashes(root, plan)
-    hashes: dict[str, str] = {}
-    jobs = []
-    for item in plan.items:
-        path = root / item["path"]
-        sha = known.get(item["video_id"])
-        if sha is not None and path.is_file() and file_sha256(path) == sha:
-            hashes[item["video_id"]] = sha
-        else:
-            jobs.append(item)
-    bar = tqdm(
-        total=len(plan.items), initial=len(hashes), disable=not progress, unit="file", desc="world"
-    )
-    with open(root / _JOURNAL_FILE, "a") as journal:
-        for video_id, sha in _run_jobs(jobs, root, workers):
-            hashes[video_id] = sha
-            journal.write(json.dumps({"video_id": video_id, "sha256": sha}) + "\n")
-            journal.flush()
-            bar.update(1)
-    bar.close()
-
-    # Manifests, then world.json last
-    datasets: dict[str, dict[str, Any]] = {}
-    groups: dict[tuple[str, str], list[str]] = {}
-    for item in plan.items:
-        groups.setdefault((item["site"], item["dataset"]), []).append(
-            _manifest_line(item, hashes[item["video_id"]])
-        )
-    for (group, dataset), lines in groups.items():
-        text = "\n".join(lines) + "\n"
-        rel = f"{group}/{dataset}/manifest.jsonl"
-        _write_text(root / rel, text)
-        datasets[f"{group}/{dataset}"] = {
-            "manifest": rel,
-            "count": len(lines),
-            "sha256": hashlib.sha256(text.encode()).hexdigest(),
-        }
-    info = {
-        **identity,
-        "frame_size": plan.preset.frame_size,
-        "fps": plan.preset.fps,
-        "clip_frames": plan.preset.clip_frames,
-        "long_frames": plan.preset.long_frames,
-        "attributes": list(ATTRIBUTES),
-        "face_states": {"visible": [1, 0], "partial": [0, 1], "hidden": [0, 0]},
-        "actions": list(ACTIONS),
-        "anomalies": list(ANOMALIES),
-        "bias_action": plan.bias_action,
-        "bias_majority": BIAS_MAJORITY,
-        "site_ids": [site["id"] for site in plan.sites],
-        "site_mixes": plan.sites,
-        "cameras": plan.cameras,
-        "datasets": datasets,
-    }
-    _write_text(root / "world.json", json.dumps(info, indent=1) + "\n")
+    # Files, then manifests, then world.json last
+    hashes = _render_missing(root, plan, progress, workers)
+    datasets = _write_manifests(root, plan, hashes)
+    info = _world_info(identity, plan, datasets)
+    _write_text(root / WORLD_INFO_FILE, json.dumps(info, indent=1) + "\n")
     (root / _JOURNAL_FILE).unlink(missing_ok=True)
     return root
