@@ -412,6 +412,23 @@ def _lerp(a, b, f: float):
     return (a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f)
 
 
+@dataclass(frozen=True)
+class _Torso:
+    """A person's torso frame in pixels, which tilts with the body: `at(ox, oy)` is the point
+    `ox` towards image-right and `oy` up from the pelvis, in units of the person's height."""
+
+    pelvis: tuple[float, float]
+    up: tuple[float, float]  # unit vector from the pelvis towards the neck
+    side: tuple[float, float]  # unit vector towards image-right of the body
+    k: float  # the person's height in pixels
+
+    def at(self, ox: float, oy: float) -> tuple[float, float]:
+        return (
+            self.pelvis[0] + self.k * (ox * self.side[0] - oy * self.up[0]),
+            self.pelvis[1] + self.k * (ox * self.side[1] - oy * self.up[1]),
+        )
+
+
 def draw_person(
     draw: ImageDraw.ImageDraw,
     look: Look,
@@ -419,28 +436,39 @@ def draw_person(
     place: Placement,
     skip_arm: str = "",
 ) -> dict[str, tuple[float, float]]:
-    """Draw one person; returns the joints in pixels. `skip_arm` ("l"/"r") leaves one arm out."""
+    """Draw one person; returns the joints in pixels. `skip_arm` ("l"/"r") leaves one arm out.
+
+    Back to front: long hair behind, legs, hips, torso, arms, long hair in front, head.
+    """
     local = skeleton(pose, look.width)
     k = place.height
     px = {n: (place.x + k * x, place.ground + k * y) for n, (x, y) in local.items()}
-    tilt = float(pose[TILT])
-    w = look.width
-    pelvis, neck, head = px["pelvis"], px["neck"], px["head"]
+    pelvis, neck = px["pelvis"], px["neck"]
     up = ((neck[0] - pelvis[0]) / (NECK_TOP_Y * k), (neck[1] - pelvis[1]) / (NECK_TOP_Y * k))
-    side_axis = (-up[1], up[0])  # unit vector towards image-right of the body
+    torso = _Torso(pelvis, up, (-up[1], up[0]), k)
 
-    def body(ox: float, oy: float):  # a point in the torso frame, units of height
-        return (
-            pelvis[0] + k * (ox * side_axis[0] - oy * up[0]),
-            pelvis[1] + k * (ox * side_axis[1] - oy * up[1]),
-        )
-
-    head_r = HEAD_R * k
-    # Long hair: a mass behind the head, wider than it
     if look.feminine:
-        top, bottom = body(0, -HEAD_Y + 0.03), body(0, -SHOULDER_Y + 0.02)
-        _capsule(draw, top, bottom, 0.36 * k, look.hair)
-    # Legs (trousers or leggings, or bare with shorts / a short skirt)
+        _draw_hair_behind(draw, look, torso)
+    _draw_legs(draw, look, px, k)
+    _draw_hips(draw, look, torso)
+    _draw_torso(draw, look, torso, neck)
+    for s in ("l", "r"):
+        if s != skip_arm:
+            draw_arm(draw, look, px, s, k)
+    if look.feminine:
+        _draw_hair_in_front(draw, look, torso)
+    _draw_head(draw, look, px["head"], float(pose[TILT]), torso)
+    return px
+
+
+def _draw_hair_behind(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Long hair: a mass behind the head, wider than it."""
+    top, bottom = torso.at(0, -HEAD_Y + 0.03), torso.at(0, -SHOULDER_Y + 0.02)
+    _capsule(draw, top, bottom, 0.36 * torso.k, look.hair)
+
+
+def _draw_legs(draw: ImageDraw.ImageDraw, look: Look, px: dict, k: float) -> None:
+    """Legs (trousers or leggings, or bare with shorts / a short skirt) and shoes."""
     for s in ("l", "r"):
         hip, knee, foot = px[f"hip_{s}"], px[f"knee_{s}"], px[f"foot_{s}"]
         if look.bare:
@@ -453,65 +481,71 @@ def draw_person(
             _limb(draw, hip, knee, foot, LEG_W * 1.05 * k, colour)
         r = 0.045 * k
         draw.ellipse((foot[0] - r * 1.3, foot[1] - r * 0.6, foot[0] + r * 1.3, foot[1] + r), SHOES)
-    # Hips: a skirt (flared trapezoid) or the seat of the trousers / shorts
+
+
+def _draw_hips(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Hips: a skirt (flared trapezoid) or the seat of the trousers / shorts."""
+    w = look.width
     if look.feminine:
         hem = 0.14 if look.bare else 0.25
         skirt = [
-            body(-0.105 * w, 0.03),
-            body(0.105 * w, 0.03),
-            body(0.2 * w, -hem),
-            body(-0.2 * w, -hem),
+            torso.at(-0.105 * w, 0.03),
+            torso.at(0.105 * w, 0.03),
+            torso.at(0.2 * w, -hem),
+            torso.at(-0.2 * w, -hem),
         ]
         draw.polygon(skirt, fill=look.bottom)
     else:
         seat = [
-            body(-0.1 * w, 0.03),
-            body(0.1 * w, 0.03),
-            body(0.11 * w, -0.06),
-            body(-0.11 * w, -0.06),
+            torso.at(-0.1 * w, 0.03),
+            torso.at(0.1 * w, 0.03),
+            torso.at(0.11 * w, -0.06),
+            torso.at(-0.11 * w, -0.06),
         ]
         draw.polygon(seat, fill=look.bottom)
-    # Torso; a bare neckline when semi-nude
+
+
+def _draw_torso(
+    draw: ImageDraw.ImageDraw, look: Look, torso: _Torso, neck: tuple[float, float]
+) -> None:
+    """The top (narrower at the waist when feminine), the neck, and a bare neckline when
+    semi-nude."""
+    w = look.width
     waist = 0.085 if look.feminine else 0.11
-    torso = [
-        body(-0.16 * w, -SHOULDER_Y + 0.025),
-        body(0.16 * w, -SHOULDER_Y + 0.025),
-        body(waist * w, 0.02),
-        body(-waist * w, 0.02),
+    top = [
+        torso.at(-0.16 * w, -SHOULDER_Y + 0.025),
+        torso.at(0.16 * w, -SHOULDER_Y + 0.025),
+        torso.at(waist * w, 0.02),
+        torso.at(-waist * w, 0.02),
     ]
-    draw.polygon(torso, fill=look.top)
-    draw.line((neck, body(0, -SHOULDER_Y)), fill=look.skin, width=max(1, round(0.07 * k)))
+    draw.polygon(top, fill=look.top)
+    draw.line((neck, torso.at(0, -SHOULDER_Y)), fill=look.skin, width=max(1, round(0.07 * torso.k)))
     if look.bare:
         neckline = [
-            body(-0.09 * w, -SHOULDER_Y + 0.02),
-            body(0.09 * w, -SHOULDER_Y + 0.02),
-            body(0, -SHOULDER_Y - 0.08),
+            torso.at(-0.09 * w, -SHOULDER_Y + 0.02),
+            torso.at(0.09 * w, -SHOULDER_Y + 0.02),
+            torso.at(0, -SHOULDER_Y - 0.08),
         ]
         draw.polygon(neckline, fill=look.skin)
-    # Arms: sleeves or bare skin; hands always skin
-    for s in ("l", "r"):
-        if s == skip_arm:
-            continue
-        draw_arm(draw, look, px, s, k)
-    # Long hair falls over the shoulders in front, also from under a helmet
-    if look.feminine:
-        for sx in (-1, 1):
-            a, b = body(sx * 0.11, -HEAD_Y), body(sx * 0.12, -SHOULDER_Y - 0.1)
-            draw.line((a, b), fill=look.hair, width=max(1, round(0.08 * k)))
-    # Head and face
+
+
+def _draw_hair_in_front(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Long hair falls over the shoulders in front, also from under a helmet."""
+    for sx in (-1, 1):
+        a, b = torso.at(sx * 0.11, -HEAD_Y), torso.at(sx * 0.12, -SHOULDER_Y - 0.1)
+        draw.line((a, b), fill=look.hair, width=max(1, round(0.08 * torso.k)))
+
+
+def _draw_head(
+    draw: ImageDraw.ImageDraw, look: Look, head: tuple[float, float], tilt: float, torso: _Torso
+) -> None:
+    """The head: a helmet with a dark visor, or a face, open or masked."""
+    head_r = HEAD_R * torso.k
+    if look.face == FACE_HIDDEN:
+        _draw_helmet(draw, look, head, head_r, tilt)
+        return
     box = (head[0] - head_r, head[1] - head_r, head[0] + head_r, head[1] + head_r)
     deg = math.degrees(tilt)
-    if look.face == FACE_HIDDEN:
-        hr = head_r * 1.13
-        draw.ellipse((head[0] - hr, head[1] - hr, head[0] + hr, head[1] + hr), fill=look.cover)
-        visor = [
-            _rot(head, -0.8 * head_r, -0.35 * head_r, tilt),
-            _rot(head, 0.8 * head_r, -0.35 * head_r, tilt),
-            _rot(head, 0.75 * head_r, 0.2 * head_r, tilt),
-            _rot(head, -0.75 * head_r, 0.2 * head_r, tilt),
-        ]
-        draw.polygon(visor, fill=VISOR)
-        return px
     draw.ellipse(box, fill=look.skin)
     hair_box = (
         box[0] - 0.08 * head_r,
@@ -524,21 +558,48 @@ def draw_person(
     for sx in (-1, 1):
         e = _rot(head, sx * 0.38 * head_r, -0.05 * head_r, tilt)
         draw.ellipse((e[0] - r_eye, e[1] - r_eye, e[0] + r_eye, e[1] + r_eye), fill=EYES)
-    if look.face == FACE_PARTIAL:  # a mask over the lower half of the face
-        mb = (
-            box[0] - 0.04 * head_r,
-            box[1] - 0.04 * head_r,
-            box[2] + 0.04 * head_r,
-            box[3] + 0.06 * head_r,
-        )
-        draw.chord(mb, 2 + deg, 178 + deg, fill=look.cover)
-        scarf = (body(-0.1 * w, -SHOULDER_Y + 0.035), body(0.1 * w, -SHOULDER_Y - 0.03))
-        draw.line(scarf, fill=look.cover, width=max(1, round(0.09 * k)))
+    if look.face == FACE_PARTIAL:
+        _draw_mask(draw, look, box, head_r, deg, torso)
     else:
         a = _rot(head, -0.32 * head_r, 0.48 * head_r, tilt)
         b = _rot(head, 0.32 * head_r, 0.48 * head_r, tilt)
         draw.line((a, b), fill=MOUTH, width=max(1, round(0.16 * head_r)))
-    return px
+
+
+def _draw_helmet(
+    draw: ImageDraw.ImageDraw, look: Look, head: tuple[float, float], head_r: float, tilt: float
+) -> None:
+    """A full helmet, a little bigger than the head, with an opaque visor: no face at all."""
+    hr = head_r * 1.13
+    draw.ellipse((head[0] - hr, head[1] - hr, head[0] + hr, head[1] + hr), fill=look.cover)
+    visor = [
+        _rot(head, -0.8 * head_r, -0.35 * head_r, tilt),
+        _rot(head, 0.8 * head_r, -0.35 * head_r, tilt),
+        _rot(head, 0.75 * head_r, 0.2 * head_r, tilt),
+        _rot(head, -0.75 * head_r, 0.2 * head_r, tilt),
+    ]
+    draw.polygon(visor, fill=VISOR)
+
+
+def _draw_mask(
+    draw: ImageDraw.ImageDraw,
+    look: Look,
+    box: tuple[float, float, float, float],
+    head_r: float,
+    deg: float,
+    torso: _Torso,
+) -> None:
+    """A mask over the lower half of the face (eyes visible), and a scarf at the neck."""
+    mask_box = (
+        box[0] - 0.04 * head_r,
+        box[1] - 0.04 * head_r,
+        box[2] + 0.04 * head_r,
+        box[3] + 0.06 * head_r,
+    )
+    draw.chord(mask_box, 2 + deg, 178 + deg, fill=look.cover)
+    w = look.width
+    scarf = (torso.at(-0.1 * w, -SHOULDER_Y + 0.035), torso.at(0.1 * w, -SHOULDER_Y - 0.03))
+    draw.line(scarf, fill=look.cover, width=max(1, round(0.09 * torso.k)))
 
 
 def draw_arm(draw: ImageDraw.ImageDraw, look: Look, px: dict, s: str, k: float) -> None:
