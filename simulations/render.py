@@ -629,25 +629,41 @@ def background(camera_seed: int, size: int) -> Image.Image:
     big = size * SUPERSAMPLE
     img = Image.new("RGB", (big, big))
     draw = ImageDraw.Draw(img)
-
-    def muted(value_lo: float, value_hi: float) -> tuple[int, int, int]:
-        h, s, v = rng.random(), rng.uniform(0.08, 0.35), rng.uniform(value_lo, value_hi)
-        return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
-
-    def shade(colour, f: float) -> tuple[int, ...]:
-        return tuple(int(min(255, max(0, c * f))) for c in colour)
-
     horizon = int(big * rng.uniform(0.4, 0.62))
-    wall, floor = muted(0.35, 0.8), muted(0.25, 0.65)
+    wall, floor = _muted(rng, 0.35, 0.8), _muted(rng, 0.25, 0.65)
     draw.rectangle((0, 0, big, horizon), fill=wall)
     draw.rectangle((0, horizon, big, big), fill=floor)
-    # Wall texture
+    _draw_wall_texture(draw, rng, wall, horizon, big)
+    _draw_floor_texture(draw, rng, wall, floor, horizon, big)
+    _draw_static_objects(draw, rng, horizon, big)
+    return _vignette(img, rng)
+
+
+def _muted(rng: np.random.Generator, value_lo: float, value_hi: float) -> tuple[int, int, int]:
+    """A random greyish colour (low saturation) of brightness in [value_lo, value_hi]."""
+    h, s, v = rng.random(), rng.uniform(0.08, 0.35), rng.uniform(value_lo, value_hi)
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def _shade(colour: tuple[int, ...], f: float) -> tuple[int, ...]:
+    """`colour` darkened (f < 1) or lightened (f > 1), clipped to [0, 255]."""
+    return tuple(int(min(255, max(0, c * f))) for c in colour)
+
+
+def _draw_wall_texture(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    wall: tuple[int, ...],
+    horizon: int,
+    big: int,
+) -> None:
+    """One of four wall textures: vertical panels, bricks, horizontal bands or blotches."""
     style = rng.integers(4)
     if style == 0:  # vertical panels
         step = int(rng.integers(big // 10, big // 4))
         for x in range(int(rng.integers(step)), big, step):
             draw.rectangle(
-                (x, 0, x + step // 2, horizon), fill=shade(wall, rng.uniform(0.82, 0.95))
+                (x, 0, x + step // 2, horizon), fill=_shade(wall, rng.uniform(0.82, 0.95))
             )
     elif style == 1:  # bricks
         # At least 4 px per brick row, or the brick's inner rectangle would be inverted.
@@ -655,43 +671,63 @@ def background(camera_seed: int, size: int) -> Image.Image:
         for row, y in enumerate(range(0, horizon, bh)):
             off = (row % 2) * bh
             for x in range(-off, big, 2 * bh):
-                c = shade(wall, rng.uniform(0.85, 1.1))
+                c = _shade(wall, rng.uniform(0.85, 1.1))
                 draw.rectangle((x + 1, y + 1, x + 2 * bh - 2, y + bh - 2), fill=c)
     elif style == 2:  # horizontal bands
         for y in range(0, horizon, int(rng.integers(big // 16, big // 6))):
-            draw.rectangle((0, y, big, y + big // 40), fill=shade(wall, rng.uniform(0.7, 0.9)))
+            draw.rectangle((0, y, big, y + big // 40), fill=_shade(wall, rng.uniform(0.7, 0.9)))
     else:  # blotches
         for _ in range(12):
             x, y, r = rng.uniform(0, big), rng.uniform(0, horizon), rng.uniform(big / 20, big / 6)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=shade(wall, rng.uniform(0.85, 1.12)))
-    # Floor texture: tiles or planks, then a darker skirting line at the horizon
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=_shade(wall, rng.uniform(0.85, 1.12)))
+
+
+def _draw_floor_texture(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    wall: tuple[int, ...],
+    floor: tuple[int, ...],
+    horizon: int,
+    big: int,
+) -> None:
+    """Floor tiles or planks in perspective, then a darker skirting line at the horizon."""
     tile = int(rng.integers(big // 10, big // 5))
     for x in range(0, big, tile):
-        draw.line((x, horizon, x + (x - big / 2) * 0.6, big), fill=shade(floor, 0.85), width=2)
+        draw.line((x, horizon, x + (x - big / 2) * 0.6, big), fill=_shade(floor, 0.85), width=2)
     for y in range(horizon, big, tile // 2):
-        draw.line((0, y, big, y), fill=shade(floor, 0.9), width=1)
-    draw.rectangle((0, horizon - big // 60, big, horizon), fill=shade(wall, 0.6))
-    # Static objects: windows / posters on the wall, boxes and poles on the floor
+        draw.line((0, y, big, y), fill=_shade(floor, 0.9), width=1)
+    draw.rectangle((0, horizon - big // 60, big, horizon), fill=_shade(wall, 0.6))
+
+
+def _draw_static_objects(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, horizon: int, big: int
+) -> None:
+    """Windows / posters on the wall, boxes and poles on the floor."""
     for _ in range(int(rng.integers(1, 4))):
         w, h = rng.uniform(0.1, 0.25) * big, rng.uniform(0.08, 0.2) * big
         x, y = rng.uniform(0, big - w), rng.uniform(0.05 * big, max(0.06 * big, horizon - h - 4))
-        c = muted(0.3, 0.95)
-        draw.rectangle((x, y, x + w, y + h), fill=c, outline=shade(c, 0.55), width=3)
+        c = _muted(rng, 0.3, 0.95)
+        draw.rectangle((x, y, x + w, y + h), fill=c, outline=_shade(c, 0.55), width=3)
     for _ in range(int(rng.integers(1, 4))):
         w, h = rng.uniform(0.08, 0.2) * big, rng.uniform(0.06, 0.18) * big
         x, y = rng.uniform(0, big - w), horizon + rng.uniform(-0.05, 0.08) * big
-        c = muted(0.3, 0.8)
-        draw.rectangle((x, y - h, x + w, y), fill=c, outline=shade(c, 0.6), width=3)
+        c = _muted(rng, 0.3, 0.8)
+        draw.rectangle((x, y - h, x + w, y), fill=c, outline=_shade(c, 0.6), width=3)
         draw.polygon(
             [(x, y - h), (x + w, y - h), (x + w * 1.15, y - h * 1.2), (x + w * 0.15, y - h * 1.2)],
-            fill=shade(c, 1.2),
+            fill=_shade(c, 1.2),
         )
     for _ in range(int(rng.integers(0, 3))):
         x, w = rng.uniform(0, big), rng.uniform(0.015, 0.035) * big
         draw.rectangle(
-            (x, rng.uniform(0, 0.2) * big, x + w, horizon + 0.04 * big), fill=muted(0.2, 0.7)
+            (x, rng.uniform(0, 0.2) * big, x + w, horizon + 0.04 * big),
+            fill=_muted(rng, 0.2, 0.7),
         )
-    # Soft vignette from the light falling off towards the edges
+
+
+def _vignette(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A soft vignette: the light falls off towards the edges of the (square) image."""
+    big = img.size[0]
     arr = np.asarray(img).astype(np.float32)
     yy, xx = np.mgrid[0:big, 0:big] / big - 0.5
     fall_off = 1 - rng.uniform(0.1, 0.35) * (xx**2 + yy**2) * 2
