@@ -802,8 +802,25 @@ def _sway(person: _Person, t: int) -> float:
     return 0.006 * math.sin(2 * math.pi * t / person.sway[0] + person.sway[1])
 
 
+def _events(item: PlannedItem, num_frames: int) -> tuple[list[tuple[int, int, str, float]], bool]:
+    """What happens when in a video: sorted (start, end, action, direction) events, and whether
+    the video is trimmed (one action from the first frame to the last)."""
+    if item.script is None:
+        return [(0, num_frames, item.action, 0.0)], True
+    events = [(s["start"], s["end"], s["action_name"], 0.0) for s in item.script.segments]
+    events += [
+        (a["start"], a["end"], a["anomaly"], float(a.get("direction", 1.0)))
+        for a in item.script.anomalies
+    ]
+    return sorted(events), False
+
+
 class Scene:
-    """One planned item (see `simulations.world.plan_world`) as a function of frame index."""
+    """One planned item (see `simulations.world.plan_world`) as a function of frame index.
+
+    Everything random about the video (events' motions, the people, their places) is drawn
+    here, in a fixed order, from the item's generator; `frame(t)` then draws only what moves.
+    """
 
     def __init__(self, item: PlannedItem, num_frames: int | None = None) -> None:
         rng = item_rng(item.seed)
@@ -817,19 +834,8 @@ class Scene:
         self.background = lit_background(camera, self.size)
         self.sensor = Sensor(rng, camera, self.size)
 
-        # What happens when: a list of (start, end, action, direction) covering the video
-        if item.script is not None:  # an untrimmed video
-            script = item.script
-            self.events = [(s["start"], s["end"], s["action_name"], 0.0) for s in script.segments]
-            self.events += [
-                (a["start"], a["end"], a["anomaly"], float(a.get("direction", 1.0)))
-                for a in script.anomalies
-            ]
-            self.trimmed = False
-        else:
-            self.events = [(0, self.num_frames, item.action, 0.0)]
-            self.trimmed = True
-        self.events.sort()
+        # What happens when, and how each event is performed (a run keeps its planned direction)
+        self.events, self.trimmed = _events(item, self.num_frames)
         self.motions = [sample_motion(ev[2], rng) for ev in self.events]
         for motion, ev in zip(self.motions, self.events, strict=True):
             if ev[2] == "run":
@@ -845,74 +851,106 @@ class Scene:
             (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
         )
 
-        # A partner touching the main actor (personal relationship)
+        # A partner touching the main actor (personal relationship) takes room off the track
         self.partner: _Person | None = None
         self.partner_side = 0
-        lo, hi = BODY_MARGIN * height, big - BODY_MARGIN * height
         if attributes["personal_relationship"]:
-            self.partner_side = int(rng.choice((-1, 1)))
-            p_height = height * rng.uniform(0.9, 1.0)
-            p_held = held_pose(rng)
-            p_held[FLX : FRY + 1] = 0.0
-            p_held[CROUCH] = 0.0
-            p_held[KFL] = p_held[KFR] = 0.0
-            self.partner = _Person(
-                sample_look(rng, attributes, light),
-                Placement(0.0, ground, p_height),
-                p_held,
-                (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
+            self.partner_side, self.partner = self._sample_partner(
+                attributes, light, ground, height
             )
-            if self.partner_side < 0:
-                lo += PARTNER_GAP * height
-            else:
-                hi -= PARTNER_GAP * height
-        self.track = (lo, hi)
+        self.track = self._track(height, big)
 
         # The track position of the main actor at every frame (walks and runs move it)
         self.positions = self._positions(item)
 
-        # A group in the background (social relationship): at least three people in all. They
-        # stand in the slots farthest from where the main actor (and partner) mostly are.
+        # A group in the background (social relationship): it stands still far away, so it is
+        # drawn into this video's backdrop once
         self.group: list[_Person] = []
         if attributes["social_relationship"]:
-            count = 2 - int(attributes["personal_relationship"]) + int(rng.integers(0, 2))
-            occupied = lo + (hi - lo) * float(np.mean(self.positions))
-            occupied += self.partner_side * 0.5 * PARTNER_GAP * height
-            centres = big * (0.1 + 0.8 * (np.arange(5) + 0.5) / 5)
-            slots = np.argsort(-np.abs(centres - occupied), kind="stable")[:count]
-            for slot in sorted(slots.tolist()):
-                g_height = big * rng.uniform(0.28, 0.36)
-                x = centres[slot] + big * 0.16 * rng.uniform(-0.3, 0.3)
-                g_ground = big * rng.uniform(0.5, 0.6)
-                g_held = held_pose(rng)
-                g_held[FLX : FRY + 1] = 0.0
-                g_held[KFL] = g_held[KFR] = 0.0
-                self.group.append(
-                    _Person(
-                        sample_look(rng, attributes, light),
-                        Placement(float(x), g_ground, g_height),
-                        g_held,
-                        (rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)),
-                    )
-                )
-            self.group.sort(key=lambda person: person.place.ground)
-        # The group stands still far away: draw it into this video's backdrop once
+            self.group = self._sample_group(attributes, light, height, big)
         if self.group:
             self.background = self.background.copy()
             draw = ImageDraw.Draw(self.background)
             for person in self.group:
                 draw_person(draw, person.look, person.held, person.place)
 
-        # An opponent appears beside the main actor for a fight
+        # An opponent appears beside the main actor for a fight (drawn anew for each fight)
         self.opponent: _Person | None = None
         for ev in self.events:
             if ev[2] == "fight":
-                self.opponent = _Person(
+                self.opponent = self._sample_opponent(attributes, light, ground, height)
+
+    def _track(self, height: float, big: int) -> tuple[float, float]:
+        """Pixel range of the main actor's x: the body stays inside the frame, and so does the
+        partner beside it."""
+        lo, hi = BODY_MARGIN * height, big - BODY_MARGIN * height
+        if self.partner_side < 0:
+            lo += PARTNER_GAP * height
+        elif self.partner_side > 0:
+            hi -= PARTNER_GAP * height
+        return lo, hi
+
+    def _sample_opponent(
+        self, attributes: dict[str, int], light: tuple[float, ...], ground: float, height: float
+    ) -> _Person:
+        """A fight opponent about as tall as the main actor; placed at each frame of the fight."""
+        rng = self.rng
+        return _Person(
+            sample_look(rng, attributes, light),
+            Placement(0.0, ground, height * rng.uniform(0.9, 1.0)),
+            held_pose(rng),
+            (50.0, 0.0),
+        )
+
+    def _sample_partner(
+        self, attributes: dict[str, int], light: tuple[float, ...], ground: float, height: float
+    ) -> tuple[int, _Person]:
+        """The side (-1 = image-left) and look of a partner standing beside the main actor,
+        feet together and planted."""
+        rng = self.rng
+        side = int(rng.choice((-1, 1)))
+        p_height = height * rng.uniform(0.9, 1.0)
+        p_held = held_pose(rng)
+        p_held[FLX : FRY + 1] = 0.0
+        p_held[CROUCH] = 0.0
+        p_held[KFL] = p_held[KFR] = 0.0
+        partner = _Person(
+            sample_look(rng, attributes, light),
+            Placement(0.0, ground, p_height),
+            p_held,
+            (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
+        )
+        return side, partner
+
+    def _sample_group(
+        self, attributes: dict[str, int], light: tuple[float, ...], height: float, big: int
+    ) -> list[_Person]:
+        """Small people far away, so that at least three are in view in all, back to front.
+        They stand in the slots farthest from where the main actor (and partner) mostly are."""
+        rng = self.rng
+        lo, hi = self.track
+        count = 2 - int(attributes["personal_relationship"]) + int(rng.integers(0, 2))
+        occupied = lo + (hi - lo) * float(np.mean(self.positions))
+        occupied += self.partner_side * 0.5 * PARTNER_GAP * height
+        centres = big * (0.1 + 0.8 * (np.arange(5) + 0.5) / 5)
+        slots = np.argsort(-np.abs(centres - occupied), kind="stable")[:count]
+        group = []
+        for slot in sorted(slots.tolist()):
+            g_height = big * rng.uniform(0.28, 0.36)
+            x = centres[slot] + big * 0.16 * rng.uniform(-0.3, 0.3)
+            g_ground = big * rng.uniform(0.5, 0.6)
+            g_held = held_pose(rng)
+            g_held[FLX : FRY + 1] = 0.0
+            g_held[KFL] = g_held[KFR] = 0.0
+            group.append(
+                _Person(
                     sample_look(rng, attributes, light),
-                    Placement(0.0, ground, height * rng.uniform(0.9, 1.0)),
-                    held_pose(rng),
-                    (50.0, 0.0),
+                    Placement(float(x), g_ground, g_height),
+                    g_held,
+                    (rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)),
                 )
+            )
+        return sorted(group, key=lambda person: person.place.ground)
 
     def _positions(self, item: PlannedItem) -> np.ndarray:
         """Track position in [0, 1] per frame; walks and runs move at the nominal speed."""
@@ -949,11 +987,32 @@ class Scene:
         main.place = Placement(
             lo + (hi - lo) * self.positions[t], main.place.ground, main.place.height
         )
+        pose, index = self._main_pose(t)
+        action = "" if index is None else self.events[index][2]
 
-        # The main actor's pose: held pose, or the current action blended in
+        # Fight opponent, behind the main actor
+        if action == "fight" and self.opponent is not None:
+            self._draw_opponent(draw, t, index)
+
+        # Partner behind, its inner hand on the main actor's near shoulder drawn last
+        if self.partner is not None:
+            partner = self.partner
+            partner_pose, inner = self._partner_pose(t, pose, action, index)
+            partner_px = draw_person(
+                draw, partner.look, partner_pose, partner.place, skip_arm=inner
+            )
+            draw_person(draw, main.look, pose, main.place)
+            draw_arm(draw, partner.look, partner_px, inner, partner.place.height)
+        else:
+            draw_person(draw, main.look, pose, main.place)
+        return self.sensor.expose(img)
+
+    def _main_pose(self, t: int) -> tuple[np.ndarray, int | None]:
+        """The main actor's pose at frame t (the held pose, or the current event blended in)
+        and the index of that event (None between events)."""
+        main = self.main
         pose = main.held.copy()
         index = self._event_at(t)
-        action = ""
         if index is not None:
             start, end, action, _ = self.events[index]
             motion = self.motions[index]
@@ -968,63 +1027,53 @@ class Scene:
                 )
                 pose = pose + env * (moving - pose)
         pose[RX] += _sway(main, t)
+        return pose, index
 
-        # Fight opponent, behind the main actor
-        if action == "fight" and self.opponent is not None:
-            side = -1 if self.positions[t] > 0.5 else 1
-            opp = self.opponent
-            opp.place = Placement(
-                main.place.x + side * 0.28 * main.place.height, opp.place.ground, opp.place.height
+    def _draw_opponent(self, draw: ImageDraw.ImageDraw, t: int, index: int) -> None:
+        """The fight opponent on the side of the main actor with more room, flailing back."""
+        main, opp = self.main, self.opponent
+        assert opp is not None
+        side = -1 if self.positions[t] > 0.5 else 1
+        opp.place = Placement(
+            main.place.x + side * 0.28 * main.place.height, opp.place.ground, opp.place.height
+        )
+        opp_pose = action_pose(
+            "fight", t, {**self.motions[index], "side": -side}, opp.held, self.rng
+        )
+        draw_person(draw, opp.look, opp_pose, opp.place)
+
+    def _partner_pose(
+        self, t: int, pose: np.ndarray, action: str, index: int | None
+    ) -> tuple[np.ndarray, str]:
+        """Place the partner beside the main actor (posed `pose`) and return its pose, inner
+        hand on the main actor's near shoulder, and which of its arms ("l"/"r") that is. The
+        partner steps along when the main actor walks or runs."""
+        main, partner, side = self.main, self.partner, self.partner_side
+        assert partner is not None
+        partner.place = Placement(
+            main.place.x + side * PARTNER_GAP * main.place.height,
+            partner.place.ground,
+            partner.place.height,
+        )
+        partner_pose = partner.held.copy()
+        if action in ("walk_left", "walk_right", "run"):
+            assert index is not None
+            stride = action_pose(
+                "march", t - self.events[index][0], self.motions[index], partner.held, self.rng
             )
-            opp_pose = action_pose(
-                "fight", t, {**self.motions[index], "side": -side}, opp.held, self.rng
-            )
-            draw_person(draw, opp.look, opp_pose, opp.place)
-
-        # Partner behind, its inner hand on the main actor's near shoulder drawn last
-        partner_pose = None
-        if self.partner is not None:
-            partner = self.partner
-            side = self.partner_side
-            partner.place = Placement(
-                main.place.x + side * PARTNER_GAP * main.place.height,
-                partner.place.ground,
-                partner.place.height,
-            )
-            partner_pose = partner.held.copy()
-            if action in ("walk_left", "walk_right", "run"):
-                stride = action_pose(
-                    "march", t - self.events[index][0], self.motions[index], partner.held, self.rng
-                )
-                partner_pose[FLX : KFR + 1] = stride[FLX : KFR + 1]
-            partner_pose[RX] += _sway(partner, t)
-            main_pts = skeleton(pose, main.look.width)
-            near = "l" if side > 0 else "r"  # the main actor's shoulder facing the partner
-            sx, sy = main_pts[f"shoulder_{near}"]
-            target_x = (
-                main.place.x + main.place.height * sx - partner.place.x
-            ) / partner.place.height
-            target_y = main.place.ground + main.place.height * (sy - 0.02) - partner.place.ground
-            target_y /= partner.place.height
-            inner = "l" if side > 0 else "r"  # the partner's arm facing the main actor
-            p_pts = skeleton(partner_pose, partner.look.width)
-            shoulder = p_pts[f"shoulder_{inner}"]
-            hx, hy = (HLX, HLY) if inner == "l" else (HRX, HRY)
-            partner_pose[hx], partner_pose[hy] = target_x - shoulder[0], target_y - shoulder[1]
-            draw_person(draw, partner.look, partner_pose, partner.place, skip_arm=inner)
-
-        draw_person(draw, main.look, pose, main.place)
-
-        if partner_pose is not None:
-            partner = self.partner
-            k = partner.place.height
-            local = skeleton(partner_pose, partner.look.width)
-            px = {
-                n: (partner.place.x + k * x, partner.place.ground + k * y)
-                for n, (x, y) in local.items()
-            }
-            draw_arm(draw, partner.look, px, inner, k)
-        return self.sensor.expose(img)
+            partner_pose[FLX : KFR + 1] = stride[FLX : KFR + 1]
+        partner_pose[RX] += _sway(partner, t)
+        main_pts = skeleton(pose, main.look.width)
+        near = "l" if side > 0 else "r"  # the main actor's shoulder facing the partner
+        sx, sy = main_pts[f"shoulder_{near}"]
+        target_x = (main.place.x + main.place.height * sx - partner.place.x) / partner.place.height
+        target_y = main.place.ground + main.place.height * (sy - 0.02) - partner.place.ground
+        target_y /= partner.place.height
+        inner = "l" if side > 0 else "r"  # the partner's arm facing the main actor
+        shoulder = skeleton(partner_pose, partner.look.width)[f"shoulder_{inner}"]
+        hx, hy = (HLX, HLY) if inner == "l" else (HRX, HRY)
+        partner_pose[hx], partner_pose[hy] = target_x - shoulder[0], target_y - shoulder[1]
+        return partner_pose, inner
 
 
 def render_frames(item: PlannedItem) -> Iterator[np.ndarray]:
