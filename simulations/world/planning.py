@@ -23,7 +23,16 @@ from simulations.world.labels import (
     bias_subclasses,
 )
 from simulations.world.presets import Preset, resolve_preset
-from simulations.world.schema import ACTIONS, ATTRIBUTES, DATASETS, PURPOSES, SPLITS, WorldError
+from simulations.world.schema import (
+    ACTIONS,
+    ATTRIBUTES,
+    DATASETS,
+    FACE_ENCODING,
+    FACE_STATES,
+    PURPOSES,
+    SPLITS,
+    WorldError,
+)
 
 # Global prevalence of each binary attribute, and of the face states
 PREVALENCE = {
@@ -33,7 +42,7 @@ PREVALENCE = {
     "personal_relationship": 0.3,
     "social_relationship": 0.3,
 }
-FACE_MIX = (0.35, 0.3, 0.35)  # visible, partial, hidden
+FACE_MIX = (0.35, 0.3, 0.35)  # of the FACE_STATES: visible, partial, hidden
 
 _DATASET_CODES = {name: i for i, name in enumerate(DATASETS)}
 _GROUP_SITE, _GROUP_CENTRAL, _GROUP_PRETRAIN, _GROUP_WORLD = 1, 2, 3, 0
@@ -162,8 +171,7 @@ def _attributes(
     """One person's binary attributes, in ATTRIBUTES order: a face state, then the others."""
     face = int(rng.choice(3, p=np.asarray(face_mix) / np.sum(face_mix)))
     values = {name: int(rng.random() < p) for name, p in prevalence.items()}
-    values["face_complete"] = int(face == 0)
-    values["face_partial"] = int(face == 1)
+    values["face_complete"], values["face_partial"] = FACE_ENCODING[FACE_STATES[face]]
     return {name: values[name] for name in ATTRIBUTES}
 
 

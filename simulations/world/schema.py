@@ -23,6 +23,7 @@ ATTRIBUTES = (
 # face_complete and face_partial encode one face state: visible (1, 0), masked (0, 1), or
 # hidden under a full helmet with an opaque visor (0, 0); (1, 1) never occurs.
 FACE_STATES = ("visible", "partial", "hidden")
+FACE_ENCODING = {"visible": (1, 0), "partial": (0, 1), "hidden": (0, 0)}  # (complete, partial)
 
 ACTIONS = (
     "walk_left",  # march-like steps while moving towards image-left

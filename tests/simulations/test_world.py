@@ -544,6 +544,16 @@ def test_pretrain_world_holds_labelled_clips_and_stills(tmp_path):
     )
 
 
+def test_renderer_reads_the_face_state_the_attributes_encode():
+    from simulations.render import face_state
+
+    assert list(W.FACE_ENCODING) == list(W.FACE_STATES)
+    for index, state in enumerate(W.FACE_STATES):
+        complete, partial = W.FACE_ENCODING[state]
+        attributes = {"face_complete": complete, "face_partial": partial}
+        assert face_state(attributes) == index, state
+
+
 def test_every_camera_background_renders_at_the_small_sizes():
     # A 64 px brick wall once drew an inverted rectangle (PIL: "y1 must be >= y0") for some
     # camera seeds, which only a world with many sites reached.
