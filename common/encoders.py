@@ -35,9 +35,7 @@ from torch import Tensor, nn
 
 from common.atomic import atomic_path
 from common.config import EncoderConfig
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from common.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # The pre-trained tiny3d shipped with the package (encoder.path = "builtin").
 BUILTIN_TINY3D = Path(__file__).resolve().parent / "checkpoints" / "tiny3d.pt"

@@ -39,6 +39,7 @@ from common.atomic import atomic_path, file_sha256
 from common.config import FeaturesConfig
 from common.errors import LatentveilError
 from common.video import (
+    IMAGE_SUFFIXES,
     VideoError,
     clip_frame_indices,
     clip_starts,
@@ -50,7 +51,6 @@ from common.video import (
 )
 
 SCHEMA_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 # Videos per shard: the unit of resumption (a kill loses at most one shard of work).
 SHARD_VIDEOS = 64

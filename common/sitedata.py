@@ -9,7 +9,6 @@ rounds read the cache.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from common.config import EncoderConfig, FeaturesConfig
 from common.encoders import create_encoder
 from common.errors import LatentveilError
 from common.features import FeatureStore, VideoItem, extract_features
+from common.manifest import ManifestError, read_jsonl
 from common.tasks import get_task
 
 
@@ -34,21 +34,19 @@ def read_site_manifest(site_dir: str | Path, dataset: str = "ar") -> list[dict]:
     path = site_dir / dataset / "manifest.jsonl"
     if not path.is_file():
         raise SiteDataError(f"site {site_dir} has no {dataset} manifest ({path} is missing)")
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError as error:
-            raise SiteDataError(f"{path}:{number} is not a JSON line: {error}") from None
+    try:
+        entries = read_jsonl(path)
+    except ManifestError as error:
+        raise SiteDataError(str(error)) from None
+    for number, entry in enumerate(entries, 1):
+        if "path" not in entry:
+            raise SiteDataError(f"{path}: entry {number} has no 'path'")
         for root in (site_dir.parent, site_dir, path.parent):
             if (root / entry["path"]).is_file():
                 entry["file"] = root / entry["path"]
                 break
         else:
-            raise SiteDataError(f"{path}:{number}: file {entry['path']} not found under {site_dir}")
-        entries.append(entry)
+            raise SiteDataError(f"{path}: file {entry['path']} not found under {site_dir}")
     return entries
 
 

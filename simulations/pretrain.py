@@ -39,6 +39,7 @@ from common.video import (
     preprocess_clips,
     preprocess_frames,
     read_frames,
+    static_clip,
 )
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
 
@@ -133,7 +134,7 @@ def _action_clips(videos: list[np.ndarray], clip_len: int, rng: np.random.Genera
 def _static_clips(frames: list[np.ndarray], clip_len: int, rng: np.random.Generator) -> np.ndarray:
     """One random frame of each item tiled into a static clip -> (N, T, H, W, 3)."""
     picks = [f[int(rng.integers(0, len(f)))] for f in frames]
-    return np.stack([np.repeat(p[None], clip_len, axis=0) for p in picks])
+    return np.stack([static_clip(p, clip_len) for p in picks])
 
 
 def _encode(

@@ -32,10 +32,13 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:  # only for annotations: simulations.world imports this module
+    from simulations.world.planning import PlannedItem
 
 # Frames are drawn at the stored size: supersampling (2 = draw at 2x, box-filter down) smooths
 # edges but costs a third more time per frame, and the encoder resizes its input anyway.
@@ -409,6 +412,23 @@ def _lerp(a, b, f: float):
     return (a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f)
 
 
+@dataclass(frozen=True)
+class _Torso:
+    """A person's torso frame in pixels, which tilts with the body: `at(ox, oy)` is the point
+    `ox` towards image-right and `oy` up from the pelvis, in units of the person's height."""
+
+    pelvis: tuple[float, float]
+    up: tuple[float, float]  # unit vector from the pelvis towards the neck
+    side: tuple[float, float]  # unit vector towards image-right of the body
+    k: float  # the person's height in pixels
+
+    def at(self, ox: float, oy: float) -> tuple[float, float]:
+        return (
+            self.pelvis[0] + self.k * (ox * self.side[0] - oy * self.up[0]),
+            self.pelvis[1] + self.k * (ox * self.side[1] - oy * self.up[1]),
+        )
+
+
 def draw_person(
     draw: ImageDraw.ImageDraw,
     look: Look,
@@ -416,28 +436,39 @@ def draw_person(
     place: Placement,
     skip_arm: str = "",
 ) -> dict[str, tuple[float, float]]:
-    """Draw one person; returns the joints in pixels. `skip_arm` ("l"/"r") leaves one arm out."""
+    """Draw one person; returns the joints in pixels. `skip_arm` ("l"/"r") leaves one arm out.
+
+    Back to front: long hair behind, legs, hips, torso, arms, long hair in front, head.
+    """
     local = skeleton(pose, look.width)
     k = place.height
     px = {n: (place.x + k * x, place.ground + k * y) for n, (x, y) in local.items()}
-    tilt = float(pose[TILT])
-    w = look.width
-    pelvis, neck, head = px["pelvis"], px["neck"], px["head"]
+    pelvis, neck = px["pelvis"], px["neck"]
     up = ((neck[0] - pelvis[0]) / (NECK_TOP_Y * k), (neck[1] - pelvis[1]) / (NECK_TOP_Y * k))
-    side_axis = (-up[1], up[0])  # unit vector towards image-right of the body
+    torso = _Torso(pelvis, up, (-up[1], up[0]), k)
 
-    def body(ox: float, oy: float):  # a point in the torso frame, units of height
-        return (
-            pelvis[0] + k * (ox * side_axis[0] - oy * up[0]),
-            pelvis[1] + k * (ox * side_axis[1] - oy * up[1]),
-        )
-
-    head_r = HEAD_R * k
-    # Long hair: a mass behind the head, wider than it
     if look.feminine:
-        top, bottom = body(0, -HEAD_Y + 0.03), body(0, -SHOULDER_Y + 0.02)
-        _capsule(draw, top, bottom, 0.36 * k, look.hair)
-    # Legs (trousers or leggings, or bare with shorts / a short skirt)
+        _draw_hair_behind(draw, look, torso)
+    _draw_legs(draw, look, px, k)
+    _draw_hips(draw, look, torso)
+    _draw_torso(draw, look, torso, neck)
+    for s in ("l", "r"):
+        if s != skip_arm:
+            draw_arm(draw, look, px, s, k)
+    if look.feminine:
+        _draw_hair_in_front(draw, look, torso)
+    _draw_head(draw, look, px["head"], float(pose[TILT]), torso)
+    return px
+
+
+def _draw_hair_behind(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Long hair: a mass behind the head, wider than it."""
+    top, bottom = torso.at(0, -HEAD_Y + 0.03), torso.at(0, -SHOULDER_Y + 0.02)
+    _capsule(draw, top, bottom, 0.36 * torso.k, look.hair)
+
+
+def _draw_legs(draw: ImageDraw.ImageDraw, look: Look, px: dict, k: float) -> None:
+    """Legs (trousers or leggings, or bare with shorts / a short skirt) and shoes."""
     for s in ("l", "r"):
         hip, knee, foot = px[f"hip_{s}"], px[f"knee_{s}"], px[f"foot_{s}"]
         if look.bare:
@@ -450,65 +481,71 @@ def draw_person(
             _limb(draw, hip, knee, foot, LEG_W * 1.05 * k, colour)
         r = 0.045 * k
         draw.ellipse((foot[0] - r * 1.3, foot[1] - r * 0.6, foot[0] + r * 1.3, foot[1] + r), SHOES)
-    # Hips: a skirt (flared trapezoid) or the seat of the trousers / shorts
+
+
+def _draw_hips(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Hips: a skirt (flared trapezoid) or the seat of the trousers / shorts."""
+    w = look.width
     if look.feminine:
         hem = 0.14 if look.bare else 0.25
         skirt = [
-            body(-0.105 * w, 0.03),
-            body(0.105 * w, 0.03),
-            body(0.2 * w, -hem),
-            body(-0.2 * w, -hem),
+            torso.at(-0.105 * w, 0.03),
+            torso.at(0.105 * w, 0.03),
+            torso.at(0.2 * w, -hem),
+            torso.at(-0.2 * w, -hem),
         ]
         draw.polygon(skirt, fill=look.bottom)
     else:
         seat = [
-            body(-0.1 * w, 0.03),
-            body(0.1 * w, 0.03),
-            body(0.11 * w, -0.06),
-            body(-0.11 * w, -0.06),
+            torso.at(-0.1 * w, 0.03),
+            torso.at(0.1 * w, 0.03),
+            torso.at(0.11 * w, -0.06),
+            torso.at(-0.11 * w, -0.06),
         ]
         draw.polygon(seat, fill=look.bottom)
-    # Torso; a bare neckline when semi-nude
+
+
+def _draw_torso(
+    draw: ImageDraw.ImageDraw, look: Look, torso: _Torso, neck: tuple[float, float]
+) -> None:
+    """The top (narrower at the waist when feminine), the neck, and a bare neckline when
+    semi-nude."""
+    w = look.width
     waist = 0.085 if look.feminine else 0.11
-    torso = [
-        body(-0.16 * w, -SHOULDER_Y + 0.025),
-        body(0.16 * w, -SHOULDER_Y + 0.025),
-        body(waist * w, 0.02),
-        body(-waist * w, 0.02),
+    top = [
+        torso.at(-0.16 * w, -SHOULDER_Y + 0.025),
+        torso.at(0.16 * w, -SHOULDER_Y + 0.025),
+        torso.at(waist * w, 0.02),
+        torso.at(-waist * w, 0.02),
     ]
-    draw.polygon(torso, fill=look.top)
-    draw.line((neck, body(0, -SHOULDER_Y)), fill=look.skin, width=max(1, round(0.07 * k)))
+    draw.polygon(top, fill=look.top)
+    draw.line((neck, torso.at(0, -SHOULDER_Y)), fill=look.skin, width=max(1, round(0.07 * torso.k)))
     if look.bare:
         neckline = [
-            body(-0.09 * w, -SHOULDER_Y + 0.02),
-            body(0.09 * w, -SHOULDER_Y + 0.02),
-            body(0, -SHOULDER_Y - 0.08),
+            torso.at(-0.09 * w, -SHOULDER_Y + 0.02),
+            torso.at(0.09 * w, -SHOULDER_Y + 0.02),
+            torso.at(0, -SHOULDER_Y - 0.08),
         ]
         draw.polygon(neckline, fill=look.skin)
-    # Arms: sleeves or bare skin; hands always skin
-    for s in ("l", "r"):
-        if s == skip_arm:
-            continue
-        draw_arm(draw, look, px, s, k)
-    # Long hair falls over the shoulders in front, also from under a helmet
-    if look.feminine:
-        for sx in (-1, 1):
-            a, b = body(sx * 0.11, -HEAD_Y), body(sx * 0.12, -SHOULDER_Y - 0.1)
-            draw.line((a, b), fill=look.hair, width=max(1, round(0.08 * k)))
-    # Head and face
+
+
+def _draw_hair_in_front(draw: ImageDraw.ImageDraw, look: Look, torso: _Torso) -> None:
+    """Long hair falls over the shoulders in front, also from under a helmet."""
+    for sx in (-1, 1):
+        a, b = torso.at(sx * 0.11, -HEAD_Y), torso.at(sx * 0.12, -SHOULDER_Y - 0.1)
+        draw.line((a, b), fill=look.hair, width=max(1, round(0.08 * torso.k)))
+
+
+def _draw_head(
+    draw: ImageDraw.ImageDraw, look: Look, head: tuple[float, float], tilt: float, torso: _Torso
+) -> None:
+    """The head: a helmet with a dark visor, or a face, open or masked."""
+    head_r = HEAD_R * torso.k
+    if look.face == FACE_HIDDEN:
+        _draw_helmet(draw, look, head, head_r, tilt)
+        return
     box = (head[0] - head_r, head[1] - head_r, head[0] + head_r, head[1] + head_r)
     deg = math.degrees(tilt)
-    if look.face == FACE_HIDDEN:
-        hr = head_r * 1.13
-        draw.ellipse((head[0] - hr, head[1] - hr, head[0] + hr, head[1] + hr), fill=look.cover)
-        visor = [
-            _rot(head, -0.8 * head_r, -0.35 * head_r, tilt),
-            _rot(head, 0.8 * head_r, -0.35 * head_r, tilt),
-            _rot(head, 0.75 * head_r, 0.2 * head_r, tilt),
-            _rot(head, -0.75 * head_r, 0.2 * head_r, tilt),
-        ]
-        draw.polygon(visor, fill=VISOR)
-        return px
     draw.ellipse(box, fill=look.skin)
     hair_box = (
         box[0] - 0.08 * head_r,
@@ -521,21 +558,48 @@ def draw_person(
     for sx in (-1, 1):
         e = _rot(head, sx * 0.38 * head_r, -0.05 * head_r, tilt)
         draw.ellipse((e[0] - r_eye, e[1] - r_eye, e[0] + r_eye, e[1] + r_eye), fill=EYES)
-    if look.face == FACE_PARTIAL:  # a mask over the lower half of the face
-        mb = (
-            box[0] - 0.04 * head_r,
-            box[1] - 0.04 * head_r,
-            box[2] + 0.04 * head_r,
-            box[3] + 0.06 * head_r,
-        )
-        draw.chord(mb, 2 + deg, 178 + deg, fill=look.cover)
-        scarf = (body(-0.1 * w, -SHOULDER_Y + 0.035), body(0.1 * w, -SHOULDER_Y - 0.03))
-        draw.line(scarf, fill=look.cover, width=max(1, round(0.09 * k)))
+    if look.face == FACE_PARTIAL:
+        _draw_mask(draw, look, box, head_r, deg, torso)
     else:
         a = _rot(head, -0.32 * head_r, 0.48 * head_r, tilt)
         b = _rot(head, 0.32 * head_r, 0.48 * head_r, tilt)
         draw.line((a, b), fill=MOUTH, width=max(1, round(0.16 * head_r)))
-    return px
+
+
+def _draw_helmet(
+    draw: ImageDraw.ImageDraw, look: Look, head: tuple[float, float], head_r: float, tilt: float
+) -> None:
+    """A full helmet, a little bigger than the head, with an opaque visor: no face at all."""
+    hr = head_r * 1.13
+    draw.ellipse((head[0] - hr, head[1] - hr, head[0] + hr, head[1] + hr), fill=look.cover)
+    visor = [
+        _rot(head, -0.8 * head_r, -0.35 * head_r, tilt),
+        _rot(head, 0.8 * head_r, -0.35 * head_r, tilt),
+        _rot(head, 0.75 * head_r, 0.2 * head_r, tilt),
+        _rot(head, -0.75 * head_r, 0.2 * head_r, tilt),
+    ]
+    draw.polygon(visor, fill=VISOR)
+
+
+def _draw_mask(
+    draw: ImageDraw.ImageDraw,
+    look: Look,
+    box: tuple[float, float, float, float],
+    head_r: float,
+    deg: float,
+    torso: _Torso,
+) -> None:
+    """A mask over the lower half of the face (eyes visible), and a scarf at the neck."""
+    mask_box = (
+        box[0] - 0.04 * head_r,
+        box[1] - 0.04 * head_r,
+        box[2] + 0.04 * head_r,
+        box[3] + 0.06 * head_r,
+    )
+    draw.chord(mask_box, 2 + deg, 178 + deg, fill=look.cover)
+    w = look.width
+    scarf = (torso.at(-0.1 * w, -SHOULDER_Y + 0.035), torso.at(0.1 * w, -SHOULDER_Y - 0.03))
+    draw.line(scarf, fill=look.cover, width=max(1, round(0.09 * torso.k)))
 
 
 def draw_arm(draw: ImageDraw.ImageDraw, look: Look, px: dict, s: str, k: float) -> None:
@@ -565,25 +629,41 @@ def background(camera_seed: int, size: int) -> Image.Image:
     big = size * SUPERSAMPLE
     img = Image.new("RGB", (big, big))
     draw = ImageDraw.Draw(img)
-
-    def muted(value_lo: float, value_hi: float) -> tuple[int, int, int]:
-        h, s, v = rng.random(), rng.uniform(0.08, 0.35), rng.uniform(value_lo, value_hi)
-        return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
-
-    def shade(colour, f: float) -> tuple[int, ...]:
-        return tuple(int(min(255, max(0, c * f))) for c in colour)
-
     horizon = int(big * rng.uniform(0.4, 0.62))
-    wall, floor = muted(0.35, 0.8), muted(0.25, 0.65)
+    wall, floor = _muted(rng, 0.35, 0.8), _muted(rng, 0.25, 0.65)
     draw.rectangle((0, 0, big, horizon), fill=wall)
     draw.rectangle((0, horizon, big, big), fill=floor)
-    # Wall texture
+    _draw_wall_texture(draw, rng, wall, horizon, big)
+    _draw_floor_texture(draw, rng, wall, floor, horizon, big)
+    _draw_static_objects(draw, rng, horizon, big)
+    return _vignette(img, rng)
+
+
+def _muted(rng: np.random.Generator, value_lo: float, value_hi: float) -> tuple[int, int, int]:
+    """A random greyish colour (low saturation) of brightness in [value_lo, value_hi]."""
+    h, s, v = rng.random(), rng.uniform(0.08, 0.35), rng.uniform(value_lo, value_hi)
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def _shade(colour: tuple[int, ...], f: float) -> tuple[int, ...]:
+    """`colour` darkened (f < 1) or lightened (f > 1), clipped to [0, 255]."""
+    return tuple(int(min(255, max(0, c * f))) for c in colour)
+
+
+def _draw_wall_texture(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    wall: tuple[int, ...],
+    horizon: int,
+    big: int,
+) -> None:
+    """One of four wall textures: vertical panels, bricks, horizontal bands or blotches."""
     style = rng.integers(4)
     if style == 0:  # vertical panels
         step = int(rng.integers(big // 10, big // 4))
         for x in range(int(rng.integers(step)), big, step):
             draw.rectangle(
-                (x, 0, x + step // 2, horizon), fill=shade(wall, rng.uniform(0.82, 0.95))
+                (x, 0, x + step // 2, horizon), fill=_shade(wall, rng.uniform(0.82, 0.95))
             )
     elif style == 1:  # bricks
         # At least 4 px per brick row, or the brick's inner rectangle would be inverted.
@@ -591,43 +671,63 @@ def background(camera_seed: int, size: int) -> Image.Image:
         for row, y in enumerate(range(0, horizon, bh)):
             off = (row % 2) * bh
             for x in range(-off, big, 2 * bh):
-                c = shade(wall, rng.uniform(0.85, 1.1))
+                c = _shade(wall, rng.uniform(0.85, 1.1))
                 draw.rectangle((x + 1, y + 1, x + 2 * bh - 2, y + bh - 2), fill=c)
     elif style == 2:  # horizontal bands
         for y in range(0, horizon, int(rng.integers(big // 16, big // 6))):
-            draw.rectangle((0, y, big, y + big // 40), fill=shade(wall, rng.uniform(0.7, 0.9)))
+            draw.rectangle((0, y, big, y + big // 40), fill=_shade(wall, rng.uniform(0.7, 0.9)))
     else:  # blotches
         for _ in range(12):
             x, y, r = rng.uniform(0, big), rng.uniform(0, horizon), rng.uniform(big / 20, big / 6)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=shade(wall, rng.uniform(0.85, 1.12)))
-    # Floor texture: tiles or planks, then a darker skirting line at the horizon
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=_shade(wall, rng.uniform(0.85, 1.12)))
+
+
+def _draw_floor_texture(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    wall: tuple[int, ...],
+    floor: tuple[int, ...],
+    horizon: int,
+    big: int,
+) -> None:
+    """Floor tiles or planks in perspective, then a darker skirting line at the horizon."""
     tile = int(rng.integers(big // 10, big // 5))
     for x in range(0, big, tile):
-        draw.line((x, horizon, x + (x - big / 2) * 0.6, big), fill=shade(floor, 0.85), width=2)
+        draw.line((x, horizon, x + (x - big / 2) * 0.6, big), fill=_shade(floor, 0.85), width=2)
     for y in range(horizon, big, tile // 2):
-        draw.line((0, y, big, y), fill=shade(floor, 0.9), width=1)
-    draw.rectangle((0, horizon - big // 60, big, horizon), fill=shade(wall, 0.6))
-    # Static objects: windows / posters on the wall, boxes and poles on the floor
+        draw.line((0, y, big, y), fill=_shade(floor, 0.9), width=1)
+    draw.rectangle((0, horizon - big // 60, big, horizon), fill=_shade(wall, 0.6))
+
+
+def _draw_static_objects(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, horizon: int, big: int
+) -> None:
+    """Windows / posters on the wall, boxes and poles on the floor."""
     for _ in range(int(rng.integers(1, 4))):
         w, h = rng.uniform(0.1, 0.25) * big, rng.uniform(0.08, 0.2) * big
         x, y = rng.uniform(0, big - w), rng.uniform(0.05 * big, max(0.06 * big, horizon - h - 4))
-        c = muted(0.3, 0.95)
-        draw.rectangle((x, y, x + w, y + h), fill=c, outline=shade(c, 0.55), width=3)
+        c = _muted(rng, 0.3, 0.95)
+        draw.rectangle((x, y, x + w, y + h), fill=c, outline=_shade(c, 0.55), width=3)
     for _ in range(int(rng.integers(1, 4))):
         w, h = rng.uniform(0.08, 0.2) * big, rng.uniform(0.06, 0.18) * big
         x, y = rng.uniform(0, big - w), horizon + rng.uniform(-0.05, 0.08) * big
-        c = muted(0.3, 0.8)
-        draw.rectangle((x, y - h, x + w, y), fill=c, outline=shade(c, 0.6), width=3)
+        c = _muted(rng, 0.3, 0.8)
+        draw.rectangle((x, y - h, x + w, y), fill=c, outline=_shade(c, 0.6), width=3)
         draw.polygon(
             [(x, y - h), (x + w, y - h), (x + w * 1.15, y - h * 1.2), (x + w * 0.15, y - h * 1.2)],
-            fill=shade(c, 1.2),
+            fill=_shade(c, 1.2),
         )
     for _ in range(int(rng.integers(0, 3))):
         x, w = rng.uniform(0, big), rng.uniform(0.015, 0.035) * big
         draw.rectangle(
-            (x, rng.uniform(0, 0.2) * big, x + w, horizon + 0.04 * big), fill=muted(0.2, 0.7)
+            (x, rng.uniform(0, 0.2) * big, x + w, horizon + 0.04 * big),
+            fill=_muted(rng, 0.2, 0.7),
         )
-    # Soft vignette from the light falling off towards the edges
+
+
+def _vignette(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A soft vignette: the light falls off towards the edges of the (square) image."""
+    big = img.size[0]
     arr = np.asarray(img).astype(np.float32)
     yy, xx = np.mgrid[0:big, 0:big] / big - 0.5
     fall_off = 1 - rng.uniform(0.1, 0.35) * (xx**2 + yy**2) * 2
@@ -702,33 +802,40 @@ def _sway(person: _Person, t: int) -> float:
     return 0.006 * math.sin(2 * math.pi * t / person.sway[0] + person.sway[1])
 
 
-class Scene:
-    """One planned item (see `simulations.world.plan_world`) as a function of frame index."""
+def _events(item: PlannedItem, num_frames: int) -> tuple[list[tuple[int, int, str, float]], bool]:
+    """What happens when in a video: sorted (start, end, action, direction) events, and whether
+    the video is trimmed (one action from the first frame to the last)."""
+    if item.script is None:
+        return [(0, num_frames, item.action, 0.0)], True
+    events = [(s["start"], s["end"], s["action_name"], 0.0) for s in item.script.segments]
+    events += [
+        (a["start"], a["end"], a["anomaly"], float(a.get("direction", 1.0)))
+        for a in item.script.anomalies
+    ]
+    return sorted(events), False
 
-    def __init__(self, item: dict[str, Any]) -> None:
-        rng = item_rng(item["seed"])
+
+class Scene:
+    """One planned item (see `simulations.world.plan_world`) as a function of frame index.
+
+    Everything random about the video (events' motions, the people, their places) is drawn
+    here, in a fixed order, from the item's generator; `frame(t)` then draws only what moves.
+    """
+
+    def __init__(self, item: PlannedItem, num_frames: int | None = None) -> None:
+        rng = item_rng(item.seed)
         self.rng = rng
-        self.size = int(item["frame_size"])
-        self.num_frames = int(item["num_frames"])
-        camera = item["camera"]
+        self.size = int(item.frame_size)
+        self.num_frames = int(item.num_frames if num_frames is None else num_frames)
+        camera = item.camera
         light = tuple(camera["light"])
-        attributes = item["attributes"]
+        attributes = item.attributes
         big = self.size * SUPERSAMPLE
         self.background = lit_background(camera, self.size)
         self.sensor = Sensor(rng, camera, self.size)
 
-        # What happens when: a list of (start, end, action, direction) covering the video
-        if item["kind"] == "long":
-            self.events = [(s["start"], s["end"], s["action_name"], 0.0) for s in item["segments"]]
-            self.events += [
-                (a["start"], a["end"], a["anomaly"], float(a.get("direction", 1.0)))
-                for a in item.get("anomalies", [])
-            ]
-            self.trimmed = False
-        else:
-            self.events = [(0, self.num_frames, item["action"], 0.0)]
-            self.trimmed = True
-        self.events.sort()
+        # What happens when, and how each event is performed (a run keeps its planned direction)
+        self.events, self.trimmed = _events(item, self.num_frames)
         self.motions = [sample_motion(ev[2], rng) for ev in self.events]
         for motion, ev in zip(self.motions, self.events, strict=True):
             if ev[2] == "run":
@@ -744,84 +851,116 @@ class Scene:
             (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
         )
 
-        # A partner touching the main actor (personal relationship)
+        # A partner touching the main actor (personal relationship) takes room off the track
         self.partner: _Person | None = None
         self.partner_side = 0
-        lo, hi = BODY_MARGIN * height, big - BODY_MARGIN * height
         if attributes["personal_relationship"]:
-            self.partner_side = int(rng.choice((-1, 1)))
-            p_height = height * rng.uniform(0.9, 1.0)
-            p_held = held_pose(rng)
-            p_held[FLX : FRY + 1] = 0.0
-            p_held[CROUCH] = 0.0
-            p_held[KFL] = p_held[KFR] = 0.0
-            self.partner = _Person(
-                sample_look(rng, attributes, light),
-                Placement(0.0, ground, p_height),
-                p_held,
-                (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
+            self.partner_side, self.partner = self._sample_partner(
+                attributes, light, ground, height
             )
-            if self.partner_side < 0:
-                lo += PARTNER_GAP * height
-            else:
-                hi -= PARTNER_GAP * height
-        self.track = (lo, hi)
+        self.track = self._track(height, big)
 
         # The track position of the main actor at every frame (walks and runs move it)
         self.positions = self._positions(item)
 
-        # A group in the background (social relationship): at least three people in all. They
-        # stand in the slots farthest from where the main actor (and partner) mostly are.
+        # A group in the background (social relationship): it stands still far away, so it is
+        # drawn into this video's backdrop once
         self.group: list[_Person] = []
         if attributes["social_relationship"]:
-            count = 2 - int(attributes["personal_relationship"]) + int(rng.integers(0, 2))
-            occupied = lo + (hi - lo) * float(np.mean(self.positions))
-            occupied += self.partner_side * 0.5 * PARTNER_GAP * height
-            centres = big * (0.1 + 0.8 * (np.arange(5) + 0.5) / 5)
-            slots = np.argsort(-np.abs(centres - occupied), kind="stable")[:count]
-            for slot in sorted(slots.tolist()):
-                g_height = big * rng.uniform(0.28, 0.36)
-                x = centres[slot] + big * 0.16 * rng.uniform(-0.3, 0.3)
-                g_ground = big * rng.uniform(0.5, 0.6)
-                g_held = held_pose(rng)
-                g_held[FLX : FRY + 1] = 0.0
-                g_held[KFL] = g_held[KFR] = 0.0
-                self.group.append(
-                    _Person(
-                        sample_look(rng, attributes, light),
-                        Placement(float(x), g_ground, g_height),
-                        g_held,
-                        (rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)),
-                    )
-                )
-            self.group.sort(key=lambda person: person.place.ground)
-        # The group stands still far away: draw it into this video's backdrop once
+            self.group = self._sample_group(attributes, light, height, big)
         if self.group:
             self.background = self.background.copy()
             draw = ImageDraw.Draw(self.background)
             for person in self.group:
                 draw_person(draw, person.look, person.held, person.place)
 
-        # An opponent appears beside the main actor for a fight
+        # An opponent appears beside the main actor for a fight (drawn anew for each fight)
         self.opponent: _Person | None = None
         for ev in self.events:
             if ev[2] == "fight":
-                self.opponent = _Person(
-                    sample_look(rng, attributes, light),
-                    Placement(0.0, ground, height * rng.uniform(0.9, 1.0)),
-                    held_pose(rng),
-                    (50.0, 0.0),
-                )
+                self.opponent = self._sample_opponent(attributes, light, ground, height)
 
-    def _positions(self, item: dict[str, Any]) -> np.ndarray:
+    def _track(self, height: float, big: int) -> tuple[float, float]:
+        """Pixel range of the main actor's x: the body stays inside the frame, and so does the
+        partner beside it."""
+        lo, hi = BODY_MARGIN * height, big - BODY_MARGIN * height
+        if self.partner_side < 0:
+            lo += PARTNER_GAP * height
+        elif self.partner_side > 0:
+            hi -= PARTNER_GAP * height
+        return lo, hi
+
+    def _sample_opponent(
+        self, attributes: dict[str, int], light: tuple[float, ...], ground: float, height: float
+    ) -> _Person:
+        """A fight opponent about as tall as the main actor; placed at each frame of the fight."""
+        rng = self.rng
+        return _Person(
+            sample_look(rng, attributes, light),
+            Placement(0.0, ground, height * rng.uniform(0.9, 1.0)),
+            held_pose(rng),
+            (50.0, 0.0),
+        )
+
+    def _sample_partner(
+        self, attributes: dict[str, int], light: tuple[float, ...], ground: float, height: float
+    ) -> tuple[int, _Person]:
+        """The side (-1 = image-left) and look of a partner standing beside the main actor,
+        feet together and planted."""
+        rng = self.rng
+        side = int(rng.choice((-1, 1)))
+        p_height = height * rng.uniform(0.9, 1.0)
+        p_held = held_pose(rng)
+        p_held[FLX : FRY + 1] = 0.0
+        p_held[CROUCH] = 0.0
+        p_held[KFL] = p_held[KFR] = 0.0
+        partner = _Person(
+            sample_look(rng, attributes, light),
+            Placement(0.0, ground, p_height),
+            p_held,
+            (rng.uniform(40, 70), rng.uniform(0, 2 * math.pi)),
+        )
+        return side, partner
+
+    def _sample_group(
+        self, attributes: dict[str, int], light: tuple[float, ...], height: float, big: int
+    ) -> list[_Person]:
+        """Small people far away, so that at least three are in view in all, back to front.
+        They stand in the slots farthest from where the main actor (and partner) mostly are."""
+        rng = self.rng
+        lo, hi = self.track
+        count = 2 - int(attributes["personal_relationship"]) + int(rng.integers(0, 2))
+        occupied = lo + (hi - lo) * float(np.mean(self.positions))
+        occupied += self.partner_side * 0.5 * PARTNER_GAP * height
+        centres = big * (0.1 + 0.8 * (np.arange(5) + 0.5) / 5)
+        slots = np.argsort(-np.abs(centres - occupied), kind="stable")[:count]
+        group = []
+        for slot in sorted(slots.tolist()):
+            g_height = big * rng.uniform(0.28, 0.36)
+            x = centres[slot] + big * 0.16 * rng.uniform(-0.3, 0.3)
+            g_ground = big * rng.uniform(0.5, 0.6)
+            g_held = held_pose(rng)
+            g_held[FLX : FRY + 1] = 0.0
+            g_held[KFL] = g_held[KFR] = 0.0
+            group.append(
+                _Person(
+                    sample_look(rng, attributes, light),
+                    Placement(float(x), g_ground, g_height),
+                    g_held,
+                    (rng.uniform(30, 60), rng.uniform(0, 2 * math.pi)),
+                )
+            )
+        return sorted(group, key=lambda person: person.place.ground)
+
+    def _positions(self, item: PlannedItem) -> np.ndarray:
         """Track position in [0, 1] per frame; walks and runs move at the nominal speed."""
         velocity = np.zeros(self.num_frames)
         for (start, end, action, _), motion in zip(self.events, self.motions, strict=True):
             v = root_velocity(action, motion)
             if v:
                 velocity[start:end] = v * self._envelope(start, end)
-        if "start_pos" in item:
-            start_pos = float(item["start_pos"])
+        if item.script is not None:
+            start_pos = float(item.script.start_pos)
         else:  # a trimmed clip: start where the whole walk fits
             travel = float(np.sum(velocity))
             start_pos = self.rng.uniform(max(0.0, -travel), min(1.0, 1.0 - travel))
@@ -848,11 +987,32 @@ class Scene:
         main.place = Placement(
             lo + (hi - lo) * self.positions[t], main.place.ground, main.place.height
         )
+        pose, index = self._main_pose(t)
+        action = "" if index is None else self.events[index][2]
 
-        # The main actor's pose: held pose, or the current action blended in
+        # Fight opponent, behind the main actor
+        if action == "fight" and self.opponent is not None:
+            self._draw_opponent(draw, t, index)
+
+        # Partner behind, its inner hand on the main actor's near shoulder drawn last
+        if self.partner is not None:
+            partner = self.partner
+            partner_pose, inner = self._partner_pose(t, pose, action, index)
+            partner_px = draw_person(
+                draw, partner.look, partner_pose, partner.place, skip_arm=inner
+            )
+            draw_person(draw, main.look, pose, main.place)
+            draw_arm(draw, partner.look, partner_px, inner, partner.place.height)
+        else:
+            draw_person(draw, main.look, pose, main.place)
+        return self.sensor.expose(img)
+
+    def _main_pose(self, t: int) -> tuple[np.ndarray, int | None]:
+        """The main actor's pose at frame t (the held pose, or the current event blended in)
+        and the index of that event (None between events)."""
+        main = self.main
         pose = main.held.copy()
         index = self._event_at(t)
-        action = ""
         if index is not None:
             start, end, action, _ = self.events[index]
             motion = self.motions[index]
@@ -867,73 +1027,64 @@ class Scene:
                 )
                 pose = pose + env * (moving - pose)
         pose[RX] += _sway(main, t)
+        return pose, index
 
-        # Fight opponent, behind the main actor
-        if action == "fight" and self.opponent is not None:
-            side = -1 if self.positions[t] > 0.5 else 1
-            opp = self.opponent
-            opp.place = Placement(
-                main.place.x + side * 0.28 * main.place.height, opp.place.ground, opp.place.height
+    def _draw_opponent(self, draw: ImageDraw.ImageDraw, t: int, index: int) -> None:
+        """The fight opponent on the side of the main actor with more room, flailing back."""
+        main, opp = self.main, self.opponent
+        assert opp is not None
+        side = -1 if self.positions[t] > 0.5 else 1
+        opp.place = Placement(
+            main.place.x + side * 0.28 * main.place.height, opp.place.ground, opp.place.height
+        )
+        opp_pose = action_pose(
+            "fight", t, {**self.motions[index], "side": -side}, opp.held, self.rng
+        )
+        draw_person(draw, opp.look, opp_pose, opp.place)
+
+    def _partner_pose(
+        self, t: int, pose: np.ndarray, action: str, index: int | None
+    ) -> tuple[np.ndarray, str]:
+        """Place the partner beside the main actor (posed `pose`) and return its pose, inner
+        hand on the main actor's near shoulder, and which of its arms ("l"/"r") that is. The
+        partner steps along when the main actor walks or runs."""
+        main, partner, side = self.main, self.partner, self.partner_side
+        assert partner is not None
+        partner.place = Placement(
+            main.place.x + side * PARTNER_GAP * main.place.height,
+            partner.place.ground,
+            partner.place.height,
+        )
+        partner_pose = partner.held.copy()
+        if action in ("walk_left", "walk_right", "run"):
+            assert index is not None
+            stride = action_pose(
+                "march", t - self.events[index][0], self.motions[index], partner.held, self.rng
             )
-            opp_pose = action_pose(
-                "fight", t, {**self.motions[index], "side": -side}, opp.held, self.rng
-            )
-            draw_person(draw, opp.look, opp_pose, opp.place)
-
-        # Partner behind, its inner hand on the main actor's near shoulder drawn last
-        partner_pose = None
-        if self.partner is not None:
-            partner = self.partner
-            side = self.partner_side
-            partner.place = Placement(
-                main.place.x + side * PARTNER_GAP * main.place.height,
-                partner.place.ground,
-                partner.place.height,
-            )
-            partner_pose = partner.held.copy()
-            if action in ("walk_left", "walk_right", "run"):
-                stride = action_pose(
-                    "march", t - self.events[index][0], self.motions[index], partner.held, self.rng
-                )
-                partner_pose[FLX : KFR + 1] = stride[FLX : KFR + 1]
-            partner_pose[RX] += _sway(partner, t)
-            main_pts = skeleton(pose, main.look.width)
-            near = "l" if side > 0 else "r"  # the main actor's shoulder facing the partner
-            sx, sy = main_pts[f"shoulder_{near}"]
-            target_x = (
-                main.place.x + main.place.height * sx - partner.place.x
-            ) / partner.place.height
-            target_y = main.place.ground + main.place.height * (sy - 0.02) - partner.place.ground
-            target_y /= partner.place.height
-            inner = "l" if side > 0 else "r"  # the partner's arm facing the main actor
-            p_pts = skeleton(partner_pose, partner.look.width)
-            shoulder = p_pts[f"shoulder_{inner}"]
-            hx, hy = (HLX, HLY) if inner == "l" else (HRX, HRY)
-            partner_pose[hx], partner_pose[hy] = target_x - shoulder[0], target_y - shoulder[1]
-            draw_person(draw, partner.look, partner_pose, partner.place, skip_arm=inner)
-
-        draw_person(draw, main.look, pose, main.place)
-
-        if partner_pose is not None:
-            partner = self.partner
-            k = partner.place.height
-            local = skeleton(partner_pose, partner.look.width)
-            px = {
-                n: (partner.place.x + k * x, partner.place.ground + k * y)
-                for n, (x, y) in local.items()
-            }
-            draw_arm(draw, partner.look, px, inner, k)
-        return self.sensor.expose(img)
+            partner_pose[FLX : KFR + 1] = stride[FLX : KFR + 1]
+        partner_pose[RX] += _sway(partner, t)
+        main_pts = skeleton(pose, main.look.width)
+        near = "l" if side > 0 else "r"  # the main actor's shoulder facing the partner
+        sx, sy = main_pts[f"shoulder_{near}"]
+        target_x = (main.place.x + main.place.height * sx - partner.place.x) / partner.place.height
+        target_y = main.place.ground + main.place.height * (sy - 0.02) - partner.place.ground
+        target_y /= partner.place.height
+        inner = "l" if side > 0 else "r"  # the partner's arm facing the main actor
+        shoulder = skeleton(partner_pose, partner.look.width)[f"shoulder_{inner}"]
+        hx, hy = (HLX, HLY) if inner == "l" else (HRX, HRY)
+        partner_pose[hx], partner_pose[hy] = target_x - shoulder[0], target_y - shoulder[1]
+        return partner_pose, inner
 
 
-def render_frames(item: dict[str, Any]) -> Iterator[np.ndarray]:
+def render_frames(item: PlannedItem) -> Iterator[np.ndarray]:
     """All frames of a planned video item, in order, as (S, S, 3) uint8 arrays."""
     scene = Scene(item)
     for t in range(scene.num_frames):
         yield scene.frame(t)
 
 
-def render_still(item: dict[str, Any]) -> np.ndarray:
-    """The single (S, S, 3) uint8 frame of a planned still item (a privacy image)."""
-    scene = Scene({**item, "num_frames": item["clip_frames"]})
+def render_still(item: PlannedItem) -> np.ndarray:
+    """The single (S, S, 3) uint8 frame of a planned still item (a privacy image): a random
+    frame of a clip of `item.clip_frames` frames."""
+    scene = Scene(item, num_frames=item.clip_frames)
     return scene.frame(int(scene.rng.integers(scene.num_frames)))

@@ -210,7 +210,7 @@ def test_generated_video_matches_sequential_decode(generated, name: str):
 def test_auto_falls_back_when_decord_frames_differ(generated, monkeypatch):
     # The sampled-frame check is the last line of defence: if decord's frames ever differ
     # (here: one channel of one pixel flipped), auto must notice and read with PyAV.
-    import common.video as video
+    import common.video.decode as video
 
     path = generated["h264.mp4"]
     reference = reference_decode(path)

@@ -6,6 +6,8 @@ Items come from the tiny world's plan and are rendered in memory, one 64 px stil
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -38,30 +40,29 @@ class PersonSpy:
 
 
 @pytest.fixture(scope="module")
-def lone_still() -> dict:
+def lone_still() -> W.PlannedItem:
     """A still of one person: no partner, no group in the backdrop."""
     items = W.plan_world("tiny", seed=0).items_of("privacy", "central")
     alone = [
         it
         for it in items
-        if not it["attributes"]["personal_relationship"]
-        and not it["attributes"]["social_relationship"]
+        if not it.attributes["personal_relationship"] and not it.attributes["social_relationship"]
     ]
     return alone[0]
 
 
 @pytest.fixture
 def spy(monkeypatch, lone_still) -> PersonSpy:
-    spy = PersonSpy(lone_still["frame_size"] * render.SUPERSAMPLE)
+    spy = PersonSpy(lone_still.frame_size * render.SUPERSAMPLE)
     monkeypatch.setattr(render, "draw_person", spy)
     return spy
 
 
-def with_attributes(item: dict, **attributes: int) -> dict:
-    return {**item, "attributes": {**item["attributes"], **attributes}}
+def with_attributes(item: W.PlannedItem, **attributes: int) -> W.PlannedItem:
+    return replace(item, attributes={**item.attributes, **attributes})
 
 
-def render_alone(item: dict, spy: PersonSpy) -> tuple[np.ndarray, np.ndarray]:
+def render_alone(item: W.PlannedItem, spy: PersonSpy) -> tuple[np.ndarray, np.ndarray]:
     """The still (S, S, 3) as int and the person's silhouette (S, S), from one render."""
     for record in (spy.silhouettes, spy.heights, spy.joints):
         record.clear()
@@ -72,7 +73,7 @@ def render_alone(item: dict, spy: PersonSpy) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_person_changes_the_pixels_where_it_is_drawn_and_nowhere_else(lone_still, spy):
     frame, person = render_alone(lone_still, spy)
-    camera, size = lone_still["render_camera"], lone_still["frame_size"]
+    camera, size = lone_still.camera, lone_still.frame_size
     backdrop = np.asarray(render.lit_background(camera, size)).astype(np.int64)
     # The sensor adds at most its noise bank's largest value to any pixel.
     noise = np.abs(render._noise_bank(int(camera["seed"]), float(camera["noise"]), size)).max()
@@ -108,7 +109,7 @@ def test_a_hidden_face_changes_the_head_only(lone_still, spy):
 
 
 def test_another_seed_renders_another_person(lone_still):
-    other = {**lone_still, "seed": [*lone_still["seed"][:-1], lone_still["seed"][-1] + 1]}
+    other = replace(lone_still, seed=[*lone_still.seed[:-1], lone_still.seed[-1] + 1])
     assert not np.array_equal(W.item_frames(lone_still), W.item_frames(other))
 
 

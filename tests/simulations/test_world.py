@@ -6,6 +6,7 @@ rendering or renders a few items in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.atomic import file_sha256
 from simulations import world as W
+from simulations.world.labels import ItemDraw
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +71,28 @@ def test_same_seed_same_world_in_any_worker_count(tiny_world, tiny_world_again):
 
 def test_another_seed_gives_another_world():
     plan0, plan1 = W.plan_world("tiny", seed=0), W.plan_world("tiny", seed=1)
-    labels = lambda plan: [(it["labels"], it["attributes"]) for it in plan.items]  # noqa: E731
+    labels = lambda plan: [(it.labels, it.attributes) for it in plan.items]  # noqa: E731
     assert labels(plan0) != labels(plan1)
     a, b = plan0.items_of("ar", "central")[0], plan1.items_of("ar", "central")[0]
     first_a = W.item_frames(a)
     assert not np.array_equal(first_a, W.item_frames(b))
     # and an item renders the same again after another one: no state carries over
     np.testing.assert_array_equal(W.item_frames(a), first_a)
+
+
+def test_the_plan_of_a_seed_is_pinned():
+    # The manifests (sha256 aside) of the default world with seed 0, as planned when this test
+    # was written. If a change moves this hash, the same seed gives another world: bump
+    # WORLD_VERSION and update the hash.
+    plan = W.plan_world("default", seed=0)
+    entries = []
+    for item in plan.items:
+        entry = item.manifest_entry("")
+        del entry["sha256"]
+        entries.append(json.dumps(entry))
+    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    assert digest == "6161ca6d253b984521c4a9de90c0dbcec89ed50086225e0912921bd4c8ca99e7"
+    assert W.WORLD_VERSION == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +151,7 @@ def test_files_decode_to_manifest_length_and_hash(tiny_world):
     size = world.info["frame_size"]
     for e in _all_entries(world):
         path = world.path(e)
-        assert W.file_sha256(path) == e["sha256"]
+        assert file_sha256(path) == e["sha256"]
         if e["path"].endswith(".png"):
             assert Image.open(path).size == (size, size)
             continue
@@ -160,11 +178,53 @@ def test_frames_survive_encoding(tiny_world):
     world = W.load_world(tiny_world)
     plan = W.plan_world("tiny", seed=0)
     item = plan.items_of("ar", "central")[0]
-    decoded = _decode(tiny_world / item["path"]).astype(np.float32)
+    decoded = _decode(tiny_world / item.path).astype(np.float32)
     rendered = W.item_frames(item).astype(np.float32)
     assert decoded.shape == rendered.shape
     assert np.abs(decoded - rendered).mean() < 8.0
-    assert world.manifest("ar", "central")[0]["video_id"] == item["video_id"]
+    assert world.manifest("ar", "central")[0]["video_id"] == item.video_id
+
+
+def test_manifest_lines_are_the_planned_items_entries(tiny_world):
+    world = W.load_world(tiny_world)
+    written = {e["video_id"]: e for e in _all_entries(world)}
+    plan = W.plan_world("tiny", seed=0)
+    assert len(written) == len(plan.items)
+    for item in plan.items:
+        assert written[item.video_id] == item.manifest_entry(written[item.video_id]["sha256"])
+
+
+def _item(**changes) -> W.PlannedItem:
+    fields = {
+        "video_id": "site_01_ar_00007",
+        "path": "site_01/ar/site_01_ar_00007.mp4",
+        "split": "val",
+        "site": "site_01",
+        "dataset": "ar",
+        "kind": "clip",
+        "camera": {"id": "site_01", "seed": 12, "light": [1.0, 0.9, 1.1], "noise": 2.0},
+        "labels": {"action": 5, "action_name": "jump"},
+        "attributes": dict.fromkeys(W.ATTRIBUTES, 0) | {"face_complete": 1},
+        "num_frames": 32,
+        "seed": [0, 0, 1, 1, 2, 0, 7],
+        "frame_size": 64,
+        "fps": 25,
+        "clip_frames": 32,
+        "action": "jump",
+    }
+    return W.PlannedItem(**(fields | changes))
+
+
+def test_planned_item_manifest_entry_is_the_manifest_line():
+    line = json.dumps(_item().manifest_entry("ab" * 32), separators=(",", ":"))
+    assert line == (
+        '{"video_id":"site_01_ar_00007","path":"site_01/ar/site_01_ar_00007.mp4","split":"val",'
+        '"site":"site_01","camera":"site_01","labels":{"action":5,"action_name":"jump"},'
+        '"attributes":{"skin_tone":0,"gender_presentation":0,"face_complete":1,"face_partial":0,'
+        '"semi_nudity":0,"personal_relationship":0,"social_relationship":0},"num_frames":32,'
+        f'"sha256":"{"ab" * 32}"}}'
+    )
+    assert tuple(_item(num_frames=1).manifest_entry("x")) == W.MANIFEST_KEYS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,18 +238,16 @@ def test_bias_set_follows_the_95_5_rule_with_one_flipped_action():
     bias = plan.items_of("bias", "central")
     for split in ("train", "val"):
         for name in W.ACTIONS:
-            clips = [
-                it for it in bias if it["split"] == split and it["labels"]["action_name"] == name
-            ]
-            feminine = np.mean([it["attributes"]["gender_presentation"] for it in clips])
+            clips = [it for it in bias if it.split == split and it.labels["action_name"] == name]
+            feminine = np.mean([it.attributes["gender_presentation"] for it in clips])
             if name == flipped:
                 assert feminine <= 0.1, (split, name, feminine)
             else:
                 assert feminine >= 0.9, (split, name, feminine)
-    train = [it for it in bias if it["split"] == "train" and it["labels"]["action_name"] != flipped]
-    assert abs(np.mean([it["attributes"]["gender_presentation"] for it in train]) - 0.95) < 0.02
-    test = [it for it in bias if it["split"] == "test"]
-    assert np.mean([it["attributes"]["gender_presentation"] for it in test]) == 0.5
+    train = [it for it in bias if it.split == "train" and it.labels["action_name"] != flipped]
+    assert abs(np.mean([it.attributes["gender_presentation"] for it in train]) - 0.95) < 0.02
+    test = [it for it in bias if it.split == "test"]
+    assert np.mean([it.attributes["gender_presentation"] for it in test]) == 0.5
 
 
 def test_central_and_pretrain_worlds_are_disjoint_from_the_sites():
@@ -202,11 +260,11 @@ def test_central_and_pretrain_worlds_are_disjoint_from_the_sites():
     assert not site_cameras & central_cameras
     assert not pretrain_cameras & (site_cameras | central_cameras)
     central = plan.items_of("ar", "central")
-    assert {it["site"] for it in central} == {"central"}
-    assert {it["camera"] for it in central}.isdisjoint({s["id"] for s in plan.sites})
-    assert {it["site"] for it in pretrain.items} == {"pretrain"}
-    assert {it["dataset"] for it in pretrain.items} == {"ar", "privacy"}
-    seeds = lambda items: {tuple(it["seed"]) for it in items}  # noqa: E731
+    assert {it.site for it in central} == {"central"}
+    assert {it.camera["id"] for it in central}.isdisjoint({s["id"] for s in plan.sites})
+    assert {it.site for it in pretrain.items} == {"pretrain"}
+    assert {it.dataset for it in pretrain.items} == {"ar", "privacy"}
+    seeds = lambda items: {tuple(it.seed) for it in items}  # noqa: E731
     assert not seeds(pretrain.items) & seeds(plan.items)
 
 
@@ -216,7 +274,7 @@ def _site_spread(alpha: float) -> tuple[float, float]:
     plan = W.plan_world("default", seed=0, alpha=alpha)
     hists = []
     for site in plan.sites:
-        actions = [it["labels"]["action"] for it in plan.items_of("ar", site["id"])]
+        actions = [it.labels["action"] for it in plan.items_of("ar", site["id"])]
         hists.append(np.bincount(actions, minlength=len(W.ACTIONS)) / len(actions))
     tv = float(np.mean([0.5 * np.abs(a - b).sum() for a, b in combinations(hists, 2)]))
     return tv, float(np.std([s["prevalence"]["skin_tone"] for s in plan.sites]))
@@ -232,8 +290,76 @@ def test_attribute_prevalence_is_moderate():
     plan = W.plan_world("default", seed=0)
     items = plan.items_of("ar", "central") + plan.items_of("privacy", "central")
     for name in W.ATTRIBUTES:
-        share = np.mean([it["attributes"][name] for it in items])
+        share = np.mean([it.attributes[name] for it in items])
         assert 0.2 <= share <= 0.4, (name, share)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label builders: one per dataset
+
+
+def _draw(seed: int = 0, **changes) -> ItemDraw:
+    fields = {
+        "rng": np.random.default_rng(seed),
+        "preset": W.PRESETS["tiny"],
+        "action": 2,
+        "attributes": dict.fromkeys(W.ATTRIBUTES, 1) | {"face_partial": 0},
+        "action_mix": np.full(len(W.ACTIONS), 1 / len(W.ACTIONS)),
+    }
+    return ItemDraw(**(fields | changes))
+
+
+def test_every_dataset_has_a_label_builder():
+    assert set(W.LABEL_BUILDERS) == set(W.DATASETS)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "kind", "frames", "label_keys"),
+    [
+        ("ar", "clip", "clip_frames", ["action", "action_name"]),
+        ("bias", "clip", "clip_frames", ["action", "action_name", "subclass"]),
+        ("privacy", "still", None, ["source_action"]),
+        ("tad", "long", "long_frames", ["segments"]),
+        ("ad", "long", "long_frames", ["anomalous", "anomalies", "segments"]),
+    ],
+)
+def test_label_builder_gives_its_datasets_kind_length_and_labels(dataset, kind, frames, label_keys):
+    preset = W.PRESETS["tiny"]
+    content = W.LABEL_BUILDERS[dataset](_draw(subclass=1, anomalous=True))
+    assert content.kind == kind
+    assert content.num_frames == (1 if frames is None else getattr(preset, frames))
+    assert list(content.labels) == label_keys
+    assert list(content.attributes) == list(W.ATTRIBUTES)
+    if kind == "long":
+        assert content.script is not None and content.action is None
+        assert content.labels["segments"] == content.script.segments
+        spans = sorted(
+            (e["start"], e["end"]) for e in content.script.segments + content.script.anomalies
+        )
+        assert spans and all(0 <= a < b <= preset.long_frames for a, b in spans)
+        assert all(x[1] <= y[0] for x, y in pairwise(spans))
+    else:
+        assert content.script is None and content.action == W.ACTIONS[2]
+
+
+def test_bias_clip_shows_its_subclass_whatever_was_drawn():
+    drawn = _draw(subclass=0)
+    content = W.LABEL_BUILDERS["bias"](drawn)
+    assert content.attributes["gender_presentation"] == 0
+    assert content.labels["subclass"] == "masculine"
+    assert drawn.attributes["gender_presentation"] == 1  # the draw itself is left alone
+    with pytest.raises(ValueError, match="subclass"):
+        W.LABEL_BUILDERS["bias"](_draw())
+
+
+def test_ad_video_holds_one_anomaly_only_when_anomalous():
+    for seed in range(20):
+        anomalous = W.LABEL_BUILDERS["ad"](_draw(seed, anomalous=True)).labels
+        assert anomalous["anomalous"] is True and len(anomalous["anomalies"]) == 1
+        assert anomalous["anomalies"][0]["anomaly"] in W.ANOMALIES
+        assert set(anomalous["anomalies"][0]) == {"start", "end", "anomaly"}  # no direction
+        normal = W.LABEL_BUILDERS["ad"](_draw(seed, anomalous=False)).labels
+        assert normal["anomalous"] is False and normal["anomalies"] == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +395,7 @@ def test_rerun_reuses_intact_files_and_repairs_broken_ones(tiny_world, tmp_path)
     assert not leftover.exists()
     for e in entries:
         path = world.path(e)
-        assert W.file_sha256(path) == e["sha256"]
+        assert file_sha256(path) == e["sha256"]
         if path not in broken:
             assert path.stat().st_mtime_ns == mtimes[path], path
     assert not (root / ".journal.jsonl").exists()
@@ -294,7 +420,7 @@ def test_interrupted_run_keeps_journaled_files_only(tiny_world, tmp_path):
     W.generate_world(root, preset="tiny", seed=0, progress=False, workers=1)
 
     assert journaled.stat().st_mtime_ns == 1  # reused
-    assert W.file_sha256(unrecorded) == ar[1]["sha256"]  # regenerated
+    assert file_sha256(unrecorded) == ar[1]["sha256"]  # regenerated
     assert W.load_world(root).manifest("ar", "central") == ar
 
 
@@ -309,6 +435,13 @@ def test_folder_with_another_world_is_refused(tiny_world, tmp_path):
         W.read_manifest(tmp_path / "manifest.jsonl")
     with pytest.raises(W.WorldError, match="unknown world preset"):
         W.plan_world("huge")
+
+
+def test_a_corrupt_manifest_line_is_a_world_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    path.write_text('{"video_id": "a"}\n{"video_id": "b", "pa\n')
+    with pytest.raises(W.WorldError, match=r"manifest\.jsonl:2: not a JSON line.*regenerate"):
+        W.read_manifest(path)
 
 
 def test_cli_reports_a_user_error_in_one_line(tiny_world, capsys):
@@ -352,10 +485,10 @@ def test_attributes_are_visible_in_a_single_frame():
     preset = replace(W.PRESETS["tiny"], central_privacy=(300, 0, 150))
     items = W.plan_world(preset, seed=5).items_of("privacy", "central")
     frames = np.concatenate([W.item_frames(it) for it in items])  # (N, S, S, 3)
-    train = np.array([it["split"] == "train" for it in items])
+    train = np.array([it.split == "train" for it in items])
     features = _colour_histograms(frames)
     for name in ("skin_tone", "semi_nudity", "face_complete"):
-        y = np.array([it["attributes"][name] for it in items])
+        y = np.array([it.attributes[name] for it in items])
         majority = max(y[~train].mean(), 1 - y[~train].mean())
         accuracy = _softmax_probe(features, y, train)
         assert accuracy >= max(0.85, majority + 0.1), (name, accuracy, majority)
@@ -367,8 +500,8 @@ def test_actions_need_motion_not_a_single_frame():
     clips = (
         np.stack([W.item_frames(it) for it in items]).astype(np.float32).mean(-1)
     )  # (N, T, S, S)
-    y = np.array([it["labels"]["action"] for it in items])
-    train = np.array([it["split"] == "train" for it in items])
+    y = np.array([it.labels["action"] for it in items])
+    train = np.array([it.split == "train" for it in items])
     n, t, s, _ = clips.shape
 
     def pool(a: np.ndarray, k: int) -> np.ndarray:  # (..., S, S) -> (..., S/k, S/k)
@@ -410,3 +543,13 @@ def test_pretrain_world_holds_labelled_clips_and_stills(tmp_path):
         len(world.manifest("privacy", "pretrain", split="train"))
         == W.PRESETS["tiny"].pretrain_privacy[0]
     )
+
+
+def test_renderer_reads_the_face_state_the_attributes_encode():
+    from simulations.render import face_state
+
+    assert list(W.FACE_ENCODING) == list(W.FACE_STATES)
+    for index, state in enumerate(W.FACE_STATES):
+        complete, partial = W.FACE_ENCODING[state]
+        attributes = {"face_complete": complete, "face_partial": partial}
+        assert face_state(attributes) == index, state

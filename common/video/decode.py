@@ -1,4 +1,4 @@
-"""Video and still-image reading, clip sampling and encoder preprocessing.
+"""Decoding: exact RGB frames of a video or still image, by index.
 
 The reading contract (DESIGN.md): for every frame index, `read_frames` returns exactly the RGB
 frame that a full sequential PyAV decode of the file yields at that index,
@@ -61,17 +61,15 @@ from typing import Any
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from common.errors import LatentveilError
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 BACKENDS = ("auto", "decord", "pyav")
+# Files read as one-frame videos with PIL (by suffix, lower case); also what feature
+# extraction lists as images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 # Codecs whose decoding is bit-exact by specification, so decord's FFmpeg 4.1 and PyAV's FFmpeg 8
 # produce the same YUV (measured for all four; MPEG-4 Part 2 measurably differs).
@@ -80,7 +78,6 @@ _BITEXACT_CODECS = frozenset({"h264", "hevc", "vp8", "vp9"})
 _EXACT_PIX_FMTS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 # Demuxers that store per-frame timestamps in an index, which decord's seeking relies on.
 _SEEKABLE_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm"})
-_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 # decord timestamps are float32 seconds; a tenth of a millisecond is far below any frame spacing.
 _TIME_TOLERANCE_S = 1e-4
 # A header may round the duration; more than this many frames short means frames are missing.
@@ -192,7 +189,7 @@ def read_frames(
         scan = _scan_cache.get(key)
 
     uniq, inverse = np.unique(wanted, return_inverse=True)  # (U,), (N,)
-    if scan is None and backend != "decord" and Path(name).suffix.lower() not in _IMAGE_SUFFIXES:
+    if scan is None and backend != "decord" and Path(name).suffix.lower() not in IMAGE_SUFFIXES:
         # The first read of a file must decode all of it anyway to count its frames, so that
         # pass collects the frames asked for: one decode instead of a probe plus a read.
         scan, frames = _scan_video(name, uniq)
@@ -272,7 +269,7 @@ def _probe(path: str | os.PathLike) -> tuple[_CacheKey, _Scan]:
     with _cache_lock:
         scan = _scan_cache.get(key)
     if scan is None:
-        if Path(name).suffix.lower() in _IMAGE_SUFFIXES:
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES:
             image, fmt = _load_image(name)  # (H, W, 3), e.g. "png"
             info = VideoInfo(1, 0.0, image.shape[0], image.shape[1], fmt)
             scan = _Scan(info=info, is_image=True)
@@ -648,141 +645,3 @@ def _read_decord_forced(name: str, scan: _Scan, uniq: np.ndarray) -> np.ndarray:
         raise
     except Exception as exc:  # decord raises its own error types for unreadable files
         raise VideoError(f"{name}: decord cannot read it ({_first_line(exc)})") from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Clip sampling (pure functions of frame counts)
-
-
-def _span(clip_len: int, stride: int) -> int:
-    """Frames from a clip's first to its last frame, inclusive."""
-    if clip_len < 1 or stride < 1:
-        raise ValueError(f"clip_len and stride must be >= 1, got {clip_len} and {stride}")
-    return (clip_len - 1) * stride + 1
-
-
-def _require_one_clip(num_frames: int, clip_len: int, stride: int, source: str | None) -> int:
-    span = _span(clip_len, stride)
-    if num_frames < span:
-        where = f"{source}: " if source else ""
-        raise VideoError(
-            f"{where}video of {num_frames} frames is shorter than one clip "
-            f"({clip_len} frames at stride {stride} span {span} frames)"
-        )
-    return span
-
-
-def clip_starts(
-    num_frames: int, clip_len: int = 16, stride: int = 1, step: int = 16, source: str | None = None
-) -> list[int]:
-    """First-frame indices of all full clips, `step` frames apart, starting at frame 0.
-
-    A clip covers frames start + i * stride for i < clip_len; only clips that fit entirely are
-    returned. The defaults give non-overlapping 16-frame clips. `source` (a file name) is put in
-    the VideoError raised when not even one clip fits.
-    """
-    if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
-    span = _require_one_clip(num_frames, clip_len, stride, source)
-    return list(range(0, num_frames - span + 1, step))
-
-
-def clip_frame_indices(start: int, clip_len: int = 16, stride: int = 1) -> np.ndarray:
-    """Frame indices of the clip starting at `start`: int64 (clip_len,)."""
-    _span(clip_len, stride)
-    return start + stride * np.arange(clip_len, dtype=np.int64)
-
-
-def eval_clip_starts(
-    num_frames: int, n: int = 5, clip_len: int = 16, stride: int = 1, source: str | None = None
-) -> list[int]:
-    """`n` evenly spaced clip starts from the first to the last full clip (n=1: the middle one).
-
-    Short videos repeat starts rather than return fewer clips, so every video gives exactly n.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    span = _require_one_clip(num_frames, clip_len, stride, source)
-    last_start = num_frames - span
-    if n == 1:
-        return [last_start // 2]
-    # floor(x + 0.5) rounds halves up, unlike np.round's round-half-to-even.
-    return [int(np.floor(x + 0.5)) for x in np.linspace(0, last_start, n)]
-
-
-def static_frame_indices(num_frames: int, k: int, source: str | None = None) -> list[int]:
-    """`k` evenly spaced frame indices: the middle frame of each of k equal segments."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if num_frames < 1:
-        where = f"{source}: " if source else ""
-        raise VideoError(f"{where}video has no frames to take static frames from")
-    return [int((2 * i + 1) * num_frames // (2 * k)) for i in range(k)]
-
-
-def static_clip(frame: np.ndarray, clip_len: int = 16) -> np.ndarray:
-    """One frame (H, W, 3) tiled into a static clip (clip_len, H, W, 3) (a writable copy)."""
-    if frame.ndim != 3 or frame.shape[-1] != 3:
-        raise ValueError(f"frame must have shape (H, W, 3), got {frame.shape}")
-    if clip_len < 1:
-        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    return np.repeat(frame[None], clip_len, axis=0)  # (clip_len, H, W, 3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoder preprocessing
-
-
-def preprocess_frames(
-    frames: np.ndarray,
-    size: int,
-    resize_short: int | None = None,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Turn uint8 frames (F, H, W, 3) into a normalised float32 tensor (F, 3, size, size).
-
-    Resize so the short side is `resize_short` (`size` if None) with bilinear antialiased
-    interpolation, centre-crop size x size, scale to [0, 1], subtract `mean`, divide by `std`.
-    Each frame is processed alone, so clips can be assembled from preprocessed frames (a frame
-    shared by several clips is resized once).
-    """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
-    short = size if resize_short is None else resize_short
-    if short < size:
-        raise ValueError(f"resize_short {short} is smaller than the crop size {size}")
-    _, h, w, _ = frames.shape
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
-
-    # The short side becomes exactly `short`; the long side keeps the aspect ratio.
-    if h <= w:
-        new_h, new_w = short, max(short, round(w * short / h))
-    else:
-        new_h, new_w = max(short, round(h * short / w)), short
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(
-            x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
-        )  # (F, 3, new_h, new_w)
-
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[:, :, top : top + size, left : left + size]  # (F, 3, size, size)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x / 255.0 - mean_t) / std_t).contiguous()
-
-
-def preprocess_clips(
-    clips: np.ndarray,
-    size: int,
-    resize_short: int | None = None,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Turn uint8 clips (N, T, H, W, 3) into a normalised float32 tensor (N, 3, T, size, size),
-    frame by frame as `preprocess_frames` does."""
-    if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
-        raise ValueError(f"clips must be uint8 (N, T, H, W, 3), got {clips.dtype} {clips.shape}")
-    n, t, h, w, _ = clips.shape
-    x = preprocess_frames(clips.reshape(n * t, h, w, 3), size, resize_short, mean, std)
-    return x.reshape(n, t, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()  # (N, 3, T, S, S)
