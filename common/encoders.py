@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from common.atomic import atomic_path
 from common.config import EncoderConfig
+from common.registry import Registry
 from common.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # The pre-trained tiny3d shipped with the package (encoder.path = "builtin").
@@ -224,34 +225,17 @@ def _sha256_of_tensors(named_tensors: Iterable[tuple[str, Tensor]], header: byte
 # Registry and factory
 
 EncoderBuilder = Callable[[EncoderConfig], FrozenEncoder]
-ENCODERS: dict[str, EncoderBuilder] = {}
+ENCODERS: Registry[EncoderBuilder] = Registry("encoder")
 
 
 def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
     """Decorator registering a builder `EncoderConfig -> FrozenEncoder` under `name`."""
-
-    def decorate(builder: EncoderBuilder) -> EncoderBuilder:
-        registered = ENCODERS.get(name)
-        # the same function registering again (a module reload) is fine; a different one
-        # would silently replace an encoder other code relies on
-        if registered is not None and _qualified_name(registered) != _qualified_name(builder):
-            raise ValueError(
-                f"an encoder named '{name}' is already registered ({_qualified_name(registered)})"
-            )
-        ENCODERS[name] = builder
-        return builder
-
-    return decorate
-
-
-def _qualified_name(function: Callable[..., Any]) -> str:
-    module = getattr(function, "__module__", "?")
-    return f"{module}.{getattr(function, '__qualname__', repr(function))}"
+    return ENCODERS.register(name)
 
 
 def list_encoders() -> list[str]:
     """Names of the registered encoders, sorted."""
-    return sorted(ENCODERS)
+    return sorted(ENCODERS.names())
 
 
 def create_encoder(config: EncoderConfig) -> FrozenEncoder:
@@ -260,12 +244,7 @@ def create_encoder(config: EncoderConfig) -> FrozenEncoder:
     Raises ValueError for an unknown name, FileNotFoundError or ValueError for a bad
     `config.path`, ImportError when an optional dependency is missing.
     """
-    builder = ENCODERS.get(config.name)
-    if builder is None:
-        raise ValueError(
-            f"unknown encoder '{config.name}'; registered encoders: {', '.join(list_encoders())}"
-        )
-    return builder(config)
+    return ENCODERS.get(config.name)(config)
 
 
 def _existing_path(path: str | Path, expected: str, *, directory: bool = False) -> Path:

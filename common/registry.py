@@ -1,5 +1,5 @@
-"""One small registry for what users swap by name (attackers today; heads, encoders, strategies
-and tasks can move onto it): register under a name, get by name with a clear error."""
+"""One small registry for what users swap by name (tasks, encoders, strategies, attackers):
+register under a name, get by name with a clear error."""
 
 from __future__ import annotations
 
@@ -26,8 +26,13 @@ class Registry(Generic[T]):
         """Decorator adding the decorated object under `name` (a duplicate is an error)."""
 
         def add(entry: T) -> T:
-            if name in self._entries:
-                raise RegistryError(f"{self.kind} '{name}' is already registered")
+            # The same definition registering again (its module reloaded) is fine; another one
+            # would silently replace an entry other code relies on.
+            known = self._entries.get(name)
+            if known is not None and _qualified(known) != _qualified(entry):
+                raise RegistryError(
+                    f"{self.kind} '{name}' is already registered ({_qualified(known)})"
+                )
             self._entries[name] = entry
             return entry
 
@@ -40,6 +45,12 @@ class Registry(Generic[T]):
             raise RegistryError(f"unknown {self.kind} '{name}'; registered: {known}")
         return self._entries[name]
 
+    def copy(self) -> Registry[T]:
+        """A registry of the same kind holding the same entries (tests register into one)."""
+        other: Registry[T] = Registry(self.kind)
+        other._entries = dict(self._entries)
+        return other
+
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 
@@ -48,3 +59,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+
+def _qualified(entry: object) -> str:
+    """Where an entry is defined: module and qualified name (of its class for instances)."""
+    target = entry if hasattr(entry, "__qualname__") else type(entry)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text
 from common.errors import LatentveilError
+from common.layout import RunLayout
 
 
 class FrontierError(LatentveilError):
@@ -22,7 +23,7 @@ class FrontierError(LatentveilError):
 
 def frontier_point(run_dir: str | Path) -> dict[str, Any]:
     """One setting's point: its name (the folder's), numbers and the selected round."""
-    path = Path(run_dir) / "report.json"
+    path = RunLayout(Path(run_dir)).report_json
     if not path.is_file():
         raise FrontierError(f"{run_dir} has no report.json (run `latentveil simulate` there)")
     try:

@@ -150,7 +150,7 @@ def encoder(encoder_factory) -> FrozenEncoder:
 
 def test_registry_lists_builtin_encoders():
     assert {"tiny3d", "videomae", "module"} <= set(list_encoders())
-    assert list_encoders() == sorted(encoders.ENCODERS)
+    assert list_encoders() == sorted(encoders.ENCODERS.names())
 
 
 def test_unknown_encoder_name_is_an_error_listing_the_registered_ones():
@@ -161,7 +161,7 @@ def test_unknown_encoder_name_is_an_error_listing_the_registered_ones():
 
 
 def test_register_encoder_makes_create_encoder_use_the_builder(monkeypatch):
-    monkeypatch.setattr(encoders, "ENCODERS", dict(encoders.ENCODERS))
+    monkeypatch.setattr(encoders, "ENCODERS", encoders.ENCODERS.copy())
 
     @register_encoder("linear-test")
     def build(config: EncoderConfig) -> FrozenEncoder:

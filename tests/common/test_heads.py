@@ -16,8 +16,13 @@ def test_registry_builds_ar_and_rejects_unknown_names():
     assert head(torch.randn(3, 4, 16)).shape == (3, 5)
     with pytest.raises(RegistryError, match=r"unknown task 'tad'.*ar"):
         get_task("tad")
+    class Another(type(get_task("ar"))):
+        pass
+
     with pytest.raises(RegistryError, match="already registered"):
-        TASKS.register("ar")(get_task("ar"))
+        TASKS.register("ar")(Another())
+    TASKS.register("ar")(type(get_task("ar"))())  # the same definition again: a reload
+    assert type(get_task("ar")).__name__ == "ActionRecognition"
 
 
 def test_every_registered_task_implements_the_interface_and_names_its_metrics():
