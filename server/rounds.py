@@ -30,6 +30,7 @@ from common.encoders import create_encoder
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
 from common.layout import RunLayout
 from common.model import AnonymizerModel, build_model
+from common.tasks import get_task
 from common.weights import check_shareable, load_shareable, shareable_state, state_nbytes
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
 from server.history import History, RoundRecord
@@ -158,7 +159,8 @@ def round_line(record: RoundRecord) -> str:
     if record.evaluation is not None:
         privacy = record.evaluation.privacy
         tasks = " ".join(
-            f"{name} {score.test:.2f}" for name, score in record.evaluation.tasks.items()
+            f"{get_task(name).title} {score.test:.2f}"
+            for name, score in record.evaluation.tasks.items()
         )
         parts.append(
             f"privacy cMAP {privacy.cmap:.2f} ({privacy.attacker}) "

@@ -16,6 +16,7 @@ def test_registry_builds_ar_and_rejects_unknown_names():
     assert head(torch.randn(3, 4, 16)).shape == (3, 5)
     with pytest.raises(RegistryError, match=r"unknown task 'tad'.*ar"):
         get_task("tad")
+
     class Another(type(get_task("ar"))):
         pass
 
