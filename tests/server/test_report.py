@@ -95,3 +95,14 @@ def test_a_history_round_trips_through_the_checkpoints_json():
     original = history()
     again = History.from_json(json.loads(json.dumps(original.to_json())))
     assert again == original
+
+
+def test_the_round_line_names_each_evaluated_task_and_the_rejected_updates():
+    from server.rounds import round_line
+
+    records = history().rounds
+    line = round_line(records[2])
+    assert line.startswith("round   2 | L_B 4.250 L_LC 0.0123 L_T 0.500 | ")
+    assert "privacy cMAP 58.00 (inversion) stills 61.00 AR top-1 97.00" in line
+    assert "1 update(s) rejected" in line and line.endswith("6.0 s")
+    assert round_line(RoundRecord(3, seconds=1.0)) == "round   3 | 1.0 s"
