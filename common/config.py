@@ -187,6 +187,11 @@ class EvaluationConfig:
     every: int = 1  # rounds between central evaluations (the last round is always evaluated)
     # The attacker suite (common.attackers); the privacy number is its worst case.
     attackers: tuple[str, ...] = ATTACKER_NAMES
+    # Whose central videos the video privacy protocol attacks (tasks of common.tasks whose
+    # videos carry their actors' attributes); the same set for every run keeps runs comparable.
+    privacy_videos: tuple[str, ...] = ("ar",)
+    # The bias protocol (common.bias) when the evaluation set has a bias set.
+    bias: bool = True
     attacker_epochs: int = 400  # at most; attackers stop when val stops improving
     attacker_patience: int = 25  # epochs without a better val cMAP before an attacker stops
     attacker_lr: float = 1e-3
@@ -205,6 +210,7 @@ class EvaluationConfig:
             raise ConfigError("'evaluation.attackers' needs at least one attacker")
         for name in self.attackers:
             _choice("evaluation.attackers", name, ATTACKER_NAMES)
+        _task_names("evaluation.privacy_videos", dict.fromkeys(self.privacy_videos, 0.0))
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from common.attackers import (
     run_attack_suite,
     worst_case,
 )
+from common.bias import BiasResult, measure_bias
 from common.config import EvaluationConfig, RunConfig
 from common.errors import LatentveilError
 from common.tasks import TASKS, TaskScore, TaskSplit, get_task
@@ -90,6 +91,10 @@ class EvaluationSet:
     attributes: tuple[str, ...]
     stills: dict[str, Split]
     tasks: dict[str, TaskVideos]
+    # The bias protocol's videos (common.bias): labels "action" and "group" (an index into
+    # `bias_groups`); None when the world has no bias set.
+    bias: TaskVideos | None = None
+    bias_groups: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -101,9 +106,11 @@ class EvaluationSet:
         for split, data in self.stills.items():
             arrays[f"stills/{split}/features"] = data.features
             arrays[f"stills/{split}/labels"] = data.labels
-        for task, videos in self.tasks.items():
+        named = [(f"tasks/{task}", videos) for task, videos in self.tasks.items()]
+        named += [("bias", self.bias)] if self.bias is not None else []
+        for where, videos in named:
             for split, data in videos.splits.items():
-                prefix = f"tasks/{task}/{split}"
+                prefix = f"{where}/{split}"
                 arrays[f"{prefix}/clips"] = data.clips
                 if data.attributes is not None:
                     arrays[f"{prefix}/attributes"] = data.attributes
@@ -118,6 +125,8 @@ class EvaluationSet:
             "encoder_id": self.encoder_id,
             "attributes": self.attributes,
             "tasks": {name: list(videos.classes) for name, videos in self.tasks.items()},
+            "bias": None if self.bias is None else list(self.bias.classes),
+            "bias_groups": list(self.bias_groups),
         }
 
     @classmethod
@@ -143,13 +152,20 @@ class EvaluationSet:
                     name: TaskVideos(tuple(classes), _read_splits(data, f"tasks/{name}"))
                     for name, classes in meta["tasks"].items()
                 }
+                bias = (
+                    TaskVideos(tuple(meta["bias"]), _read_splits(data, "bias"))
+                    if meta.get("bias") is not None
+                    else None
+                )
         except (OSError, ValueError, KeyError) as error:
             raise EvaluationError(f"{path} is not a latentveil evaluation set: {error}") from error
         missing = [f"stills/{s}" for s in SPLITS if s not in stills]
         missing += [f"{t}/{s}" for t, v in tasks.items() for s in SPLITS if s not in v.splits]
+        missing += [f"bias/{s}" for s in SPLITS if bias is not None and s not in bias.splits]
         if missing:
             raise EvaluationError(f"{path} lacks the splits {', '.join(missing)}")
-        return cls(meta["encoder_id"], tuple(meta["attributes"]), stills, tasks)
+        groups = tuple(meta.get("bias_groups", ()))
+        return cls(meta["encoder_id"], tuple(meta["attributes"]), stills, tasks, bias, groups)
 
 
 def _read_splits(data: Any, prefix: str) -> dict[str, VideoSplit]:
@@ -264,11 +280,14 @@ class Evaluation:
 
     privacy: PrivacyEvaluation
     tasks: dict[str, TaskScore] = field(default_factory=dict)
+    bias: BiasResult | None = None  # the bias protocol (common.bias), when evaluated
 
     def to_json(self) -> dict[str, Any]:
-        """Flat keys as in report.json: `privacy_*`, and per task `<task>_<metric>`,
-        `<task>_<metric>_se`, `<task>_val_<metric>`, `<task>_num_test`."""
+        """Flat keys as in report.json: `privacy_*`, per task `<task>_<metric>`,
+        `<task>_<metric>_se`, `<task>_val_<metric>`, `<task>_num_test`, and `bias`."""
         out = self.privacy.to_json()
+        if self.bias is not None:
+            out["bias"] = self.bias.to_json()
         for name, score in self.tasks.items():
             task = get_task(name)
             out[task.test_key] = score.test
@@ -289,7 +308,8 @@ class Evaluation:
                     data[task.val_key],
                     data[f"{name}_num_test"],
                 )
-        return cls(PrivacyEvaluation.from_json(data), tasks)
+        bias = BiasResult.from_json(data["bias"]) if data.get("bias") else None
+        return cls(PrivacyEvaluation.from_json(data), tasks, bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +350,20 @@ class CentralEvaluator:
             for task, videos in es.tasks.items()
         }
         privacy = self._privacy(adapter, anonymized)
+        bias = None
+        if self.config.bias and es.bias is not None:
+            bias = measure_bias(
+                {
+                    s: TaskSplit(
+                        anonymize_sequences(adapter, es.bias.splits[s].clips, self.window),
+                        es.bias.splits[s].labels,
+                    )
+                    for s in SPLITS
+                },
+                len(es.bias.classes),
+                es.bias_groups,
+                self.config,
+            )
         scores = {
             name: get_task(name).evaluate(
                 {
@@ -341,18 +375,25 @@ class CentralEvaluator:
             )
             for name in self.tasks
         }
-        return Evaluation(privacy, scores)
+        return Evaluation(privacy, scores, bias)
 
     def _privacy(
         self, adapter: nn.Module | None, anonymized: dict[str, dict[str, np.ndarray]]
     ) -> PrivacyEvaluation:
         es = self.evaluation_set
         settings = suite_settings(self.config)
-        # Privacy on the videos a deployment releases (the headline): every task's videos
-        # whose actors are known, in task order.
-        with_actors = [t for t, v in es.tasks.items() if v.splits["train"].attributes is not None]
+        # Privacy on the videos a deployment releases (the headline): the videos of the tasks
+        # of `evaluation.privacy_videos`, with their actors' attributes.
+        with_actors = [
+            t
+            for t in self.config.privacy_videos
+            if t in es.tasks and es.tasks[t].splits["train"].attributes is not None
+        ]
         if not with_actors:
-            raise EvaluationError("the evaluation set has no videos with known actors to attack")
+            raise EvaluationError(
+                "the evaluation set has no videos with known actors of the tasks "
+                f"{', '.join(self.config.privacy_videos)} (evaluation.privacy_videos) to attack"
+            )
 
         raw = {t: {s: v.splits[s].clips for s in SPLITS} for t, v in es.tasks.items()}
 

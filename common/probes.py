@@ -28,6 +28,7 @@ class ProbeResult:
     val_top1: float
     best_epoch: int
     num_test: int
+    test_predictions: np.ndarray  # (N,) the predicted class of each test video
 
 
 def _standardizer(train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,11 +77,13 @@ def run_linear_probe(
         lambda: top1_accuracy(video_logits(x_val), val.labels),
         epochs, lr, batch_size, seed,
     )  # fmt: skip
-    test_top1 = top1_accuracy(video_logits(x_test), test.labels)
+    test_logits = video_logits(x_test)
+    test_top1 = top1_accuracy(test_logits, test.labels)
     return ProbeResult(
         test_top1=test_top1,
         test_top1_se=accuracy_standard_error(test_top1, len(test.labels)),
         val_top1=fit.best_score,
         best_epoch=fit.best_epoch,
         num_test=len(test.labels),
+        test_predictions=test_logits.argmax(axis=1),
     )

@@ -56,17 +56,26 @@ def compute_losses(
     batch: TrainingBatch,
     config: LossConfig,
     weights: Mapping[str, float] | None = None,
+    window: int | None = None,
 ) -> LossTerms:
     """The SPLAVU objective on one batch, with each component.
 
-    Each task's videos are anonymized; L_LC and L_B are averaged over the tasks' batches, L_T
-    is the sum of each task's loss times its weight (`tasks.seen`; None: 1 for every task).
+    Each task's videos are anonymized (a sequence longer than `window` clips in consecutive
+    windows, as a deployment does; None: one sequence); L_LC and L_B are averaged over the
+    tasks' batches, L_T is the sum of each task's loss times its weight (`tasks.seen`; None: 1
+    for every task).
     """
     consistency, budgets = [], []
     utility = None
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
-        anonymized = model.adapter(task_batch.clip_features, task_batch.key_padding_mask)
+        clips, mask = task_batch.clip_features, task_batch.key_padding_mask
+        if window is not None and clips.shape[1] > window:
+            if mask is not None:
+                raise ValueError("padded sequences longer than the anonymizer window")
+            anonymized = anonymize_in_windows(model.adapter, clips, window)
+        else:
+            anonymized = model.adapter(clips, mask)
         consistency.append(
             latent_consistency_loss(
                 task_batch.clip_features, anonymized, task_batch.key_padding_mask
@@ -160,10 +169,11 @@ def training_step(
     weights: Mapping[str, float] | None = None,
     proximal_mu: float = 0.0,
     global_params: Mapping[str, torch.Tensor] | None = None,
+    window: int | None = None,
 ) -> dict[str, float]:
     """One joint optimiser step on the adapter and heads; returns the loss components."""
     model.train()
-    terms = compute_losses(model, batch, config, weights)
+    terms = compute_losses(model, batch, config, weights, window)
     total = terms.total
     metrics = terms.as_floats()
     if proximal_mu > 0.0:
@@ -191,13 +201,13 @@ def sample_batches(
 
 
 def make_task_batch(
-    data: TaskTensors, index: torch.Tensor, seq_len: int, generator: torch.Generator
+    data: TaskTensors, index: torch.Tensor, seq_len: int | None, generator: torch.Generator
 ) -> TaskBatch:
     """`seq_len` consecutive clips from a random start (the anonymizer's window; all clips of a
-    shorter video) and two random static clips per video."""
+    shorter video, or of every video when None) and two random static clips per video."""
     clips = data.clip_features  # (N, C, d)
     num_clips = clips.shape[1]
-    seq_len = min(seq_len, num_clips)
+    seq_len = num_clips if seq_len is None else min(seq_len, num_clips)
     starts = torch.randint(0, num_clips - seq_len + 1, (len(index),), generator=generator)
     positions = starts[:, None] + torch.arange(seq_len)  # (B, T)
     clip_batch = clips[index[:, None], positions]  # (B, T, d)
@@ -253,13 +263,23 @@ def train_local(
             batch = TrainingBatch(
                 {
                     name: make_task_batch(
-                        data[name], order[step % len(order)], config.anonymizer.window, generator
+                        data[name],
+                        order[step % len(order)],
+                        None if get_task(name).whole_video else config.anonymizer.window,
+                        generator,
                     )
                     for name, order in orders.items()
                 }
             )
             metrics = training_step(
-                model, optimizer, batch, config.loss, config.tasks.seen, proximal_mu, global_params
+                model,
+                optimizer,
+                batch,
+                config.loss,
+                config.tasks.seen,
+                proximal_mu,
+                global_params,
+                window=config.anonymizer.window,
             )
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value

@@ -380,6 +380,38 @@ def _add_frontier_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _frontier_command
 
 
+def _ablate_command(args: argparse.Namespace) -> int:
+    from common.config import load_config
+    from simulations.ablate import run_ablation
+
+    config = load_config(args.config, args.overrides)
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    table = run_ablation(config, args.out, args.seen, variants, progress=not args.quiet)
+    print(table.read_text(), end="")
+    print(f"written to {table} (and ablation.json, ablation.png beside it)")
+    return 0
+
+
+def _add_ablate_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "ablate",
+        help="generalisation and loss ablations: all tasks seen, one task seen, no L_LC, ...",
+        description="Run the variants of simulations/ablate.py (all_seen, ar_only, no_lc, "
+        "no_budget, paper_weights) on the same world and features, and write OUT/ablation.md, "
+        "ablation.json and ablation.png: each variant's privacy and every evaluated task.",
+    )
+    parser.add_argument("--out", required=True, help="folder for the runs and the table")
+    parser.add_argument(
+        "--seen", default="ar", help="the task the one-task variants train (default ar)"
+    )
+    parser.add_argument(
+        "--variants", default="", help="comma-separated subset of the variants (default all)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(parser)
+    return _ablate_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
     _add_world_parser,
@@ -389,6 +421,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_prepare_parser,
     _add_simulate_parser,
     _add_frontier_parser,
+    _add_ablate_parser,
 ]
 
 

@@ -23,7 +23,15 @@ from common.evaluation import (
 from common.features import FeatureStore, VideoItem, extract_features
 from common.layout import RunLayout
 from common.tasks import TASKS, get_task
-from simulations.world import ACTIONS, ATTRIBUTES, World, WorldError, generate_world, load_world
+from simulations.world import (
+    ACTIONS,
+    ATTRIBUTES,
+    SUBCLASSES,
+    World,
+    WorldError,
+    generate_world,
+    load_world,
+)
 
 
 def world_items(world: World, datasets: Sequence[str] | None = None) -> list[VideoItem]:
@@ -49,7 +57,7 @@ def central_evaluation_datasets(world: World, tasks: Sequence[str] | None = None
     task (all registered tasks if None) that the central world has."""
     tasks = TASKS.names() if tasks is None else tasks
     have = set(world.datasets())
-    videos = [f"central/{get_task(t).dataset}" for t in tasks]
+    videos = [f"central/{get_task(t).dataset}" for t in tasks] + ["central/bias"]
     return ["central/privacy", *dict.fromkeys(d for d in videos if d in have)]
 
 
@@ -87,9 +95,30 @@ def build_evaluation_set(
                     labels={k: np.array([lab[k] for lab in labels]) for k in labels[0]},
                     attributes=attributes(entries),
                 )
+        bias = _bias_videos(world, store) if "central/bias" in have else None
         encoder_id = store.settings.encoder_id
     task_videos = {name: TaskVideos(_classes(name), splits) for name, splits in videos.items()}
-    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), stills, task_videos)
+    groups = tuple(SUBCLASSES) if bias is not None else ()
+    return EvaluationSet(encoder_id, tuple(ATTRIBUTES), stills, task_videos, bias, groups)
+
+
+def _bias_videos(world: World, store: FeatureStore) -> TaskVideos:
+    """The bias set: action videos with their actor's group (index into SUBCLASSES)."""
+    splits = {}
+    for split in ("train", "val", "test"):
+        entries = world.manifest("bias", "central", split)
+        clips = [store.clip_features(e["video_id"]) for e in entries]
+        shortest = min(len(c) for c in clips)
+        splits[split] = VideoSplit(
+            clips=np.stack([c[:shortest] for c in clips]),
+            labels={
+                "action": np.array([e["labels"]["action"] for e in entries], np.int64),
+                "group": np.array(
+                    [SUBCLASSES.index(e["labels"]["subclass"]) for e in entries], np.int64
+                ),
+            },
+        )
+    return TaskVideos(tuple(ACTIONS), splits)
 
 
 def _classes(task: str) -> tuple[str, ...]:

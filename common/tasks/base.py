@@ -56,6 +56,11 @@ class Task(ABC):
     dataset: ClassVar[str]  # the manifest folder of its videos at a site and centrally ("ar")
     metric: ClassVar[str]  # its metric's short name ("top1"): report keys are <name>_<metric>
     title: ClassVar[str]  # how the report names the metric ("AR top-1")
+    # Whether training sees a video's whole clip sequence (its labels are placed in time over
+    # the whole video: detection) or a random window of `anonymizer.window` clips of it (a
+    # label of the video as a whole: recognition). Either way the adapter anonymizes the
+    # sequence in windows, as a deployment does.
+    whole_video: ClassVar[bool] = False
 
     # Keys of the report's metric entries, derived from name and metric.
     @property
