@@ -6,7 +6,13 @@ import torch
 from common.config import LossConfig, RunConfig, TrainConfig, load_config
 from common.losses import privacy_budget_loss
 from common.model import build_model
-from common.training import TrainingBatch, build_optimizer, compute_losses, training_step
+from common.training import (
+    TrainingBatch,
+    build_optimizer,
+    compute_losses,
+    train_local,
+    training_step,
+)
 from common.weights import shareable_state
 from tests.fakes import ar_batch
 
@@ -130,3 +136,19 @@ def test_whitened_budget_trains_the_bottleneck_code():
     optimizer = build_optimizer(model, config.train)
     training_step(model, optimizer, clip_batch(b=16), config.loss)
     assert all(p.grad is not None for p in model.adapter.bottleneck.parameters())
+
+
+def test_a_task_with_a_single_video_at_a_site_sits_the_round_out():
+    from common.sitedata import TaskTensors
+    from tests.fakes import site_data
+
+    config = load_config(None, ["train.batch_size=8"])
+    data = site_data(1)
+    lone = data["ar"]
+    single = {"ar": TaskTensors(lone.clip_features[:1], lone.static_features[:1],
+                                {"action": lone.labels["action"][:1]})}  # fmt: skip
+    model = build_model(16, config, seed=0)
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        train_local(model, single, config)
+    metrics = train_local(model, data, config, seed=0)
+    assert metrics["steps"] > 0
