@@ -134,15 +134,16 @@ def match_detections(
         gts = ground_truth[ground_truth[:, 2] == cls, :2]
         if not len(gts):
             continue
-        tiou = np.stack([temporal_iou(detections[k, :2], gts) for k in rows])  # (Kc, Gc)
-        for j, threshold in enumerate(thresholds):
-            matched = np.zeros(len(gts), dtype=bool)
-            for k, overlaps in zip(rows, tiou, strict=True):
-                candidates = np.where(matched | (overlaps < threshold), -np.inf, overlaps)
-                best = int(np.argmax(candidates))
-                if np.isfinite(candidates[best]):
-                    matched[best] = True
-                    true_positive[k, j] = True
+        # Every threshold at once: matched[j, g] says segment g is taken at threshold j.
+        matched = np.zeros((len(thresholds), len(gts)), dtype=bool)
+        every = np.arange(len(thresholds))
+        for k in rows:
+            overlaps = temporal_iou(detections[k, :2], gts)  # (Gc,)
+            free = ~matched & (overlaps[None] >= thresholds[:, None])  # (n_thr, Gc)
+            best = np.argmax(np.where(free, overlaps[None], -1.0), axis=1)  # (n_thr,)
+            hit = free[every, best]
+            matched[every[hit], best[hit]] = True
+            true_positive[k] = hit
     return MatchedDetections(
         classes=detections[:, 2].astype(np.int64),
         scores=detections[:, 3],
