@@ -90,12 +90,11 @@ def accuracy_standard_error(accuracy_percent: float, n: int) -> float:
 TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # THUMOS14's, as TriDet reports them
 
 
-def temporal_iou(segment: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """tIoU of one [start, end) segment (2,) with each of (G, 2) segments -> (G,)."""
-    inter = np.clip(
-        np.minimum(segment[1], segments[:, 1]) - np.maximum(segment[0], segments[:, 0]), 0, None
-    )
-    union = (segment[1] - segment[0]) + (segments[:, 1] - segments[:, 0]) - inter
+def temporal_iou(segments: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """tIoU of every [start, end) segment of (K, 2) with every one of (G, 2) -> (K, G)."""
+    a, b = segments[:, None], others[None]  # (K, 1, 2), (1, G, 2)
+    inter = np.maximum(np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
     return inter / np.maximum(union, 1e-12)
 
 
@@ -137,8 +136,8 @@ def match_detections(
         # Every threshold at once: matched[j, g] says segment g is taken at threshold j.
         matched = np.zeros((len(thresholds), len(gts)), dtype=bool)
         every = np.arange(len(thresholds))
-        for k in rows:
-            overlaps = temporal_iou(detections[k, :2], gts)  # (Gc,)
+        tiou = temporal_iou(detections[rows, :2], gts)  # (Kc, Gc)
+        for k, overlaps in zip(rows, tiou, strict=True):
             free = ~matched & (overlaps[None] >= thresholds[:, None])  # (n_thr, Gc)
             best = np.argmax(np.where(free, overlaps[None], -1.0), axis=1)  # (n_thr,)
             hit = free[every, best]
