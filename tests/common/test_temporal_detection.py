@@ -184,6 +184,25 @@ def test_decoding_turns_confident_points_into_segments_with_classwise_soft_nms()
     (found,) = decode_detections(outputs_with(logits, distances))
     np.testing.assert_allclose(found[0, :2], [0.0, 1.0])
 
+    # Videos decoded together are decoded as they are alone (soft-NMS runs on all at once).
+    torch.manual_seed(0)
+    other = (torch.randn(10, len(CLASSES)), torch.rand(10, 2) * 3)
+    alone = [decode_detections(outputs_with(*video))[0] for video in ((logits, distances), other)]
+    first, second = (outputs_with(*video) for video in ((logits, distances), other))
+    together = decode_detections(
+        DetectionOutputs(
+            logits=torch.cat([first.logits, second.logits]),
+            distances=torch.cat([first.distances, second.distances]),
+            centres=first.centres,
+            strides=first.strides,
+            valid=torch.ones(2, 10, dtype=torch.bool),
+            lengths=torch.tensor([10.0, 10.0]),
+        )
+    )
+    assert len(together[1]) > 2
+    for joint, single in zip(together, alone, strict=True):
+        np.testing.assert_allclose(joint, single)
+
 
 def splits(signal: float) -> dict[str, TaskSplit]:
     return {
