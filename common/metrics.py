@@ -4,11 +4,15 @@
   lower is more private. Chance is the cMAP of a constant scorer: each attribute's AP is then
   its prevalence.
 - action recognition: top-1 accuracy, with its binomial standard error.
+- temporal action detection: segment mAP (THUMOS14 / ActivityNet protocol) averaged over tIoU
+  thresholds, with a bootstrap standard error over videos.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,3 +82,166 @@ def accuracy_standard_error(accuracy_percent: float, n: int) -> float:
     """Binomial standard error, in points, of an accuracy measured on n examples."""
     p = accuracy_percent / 100.0
     return 100.0 * math.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal action detection
+
+TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # THUMOS14's, as TriDet reports them
+
+
+def temporal_iou(segments: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """tIoU of every [start, end) segment of (K, 2) with every one of (G, 2) -> (K, G)."""
+    a, b = segments[:, None], others[None]  # (K, 1, 2), (1, G, 2)
+    inter = np.maximum(np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+@dataclass(frozen=True)
+class MatchedDetections:
+    """One video's detections matched to its ground truth: each detection's class and score,
+    sorted by score (K,), whether it is a true positive at each tIoU threshold (K, n_thr), and
+    the class of each ground-truth segment (G,).
+
+    A detection's match depends only on its own video's higher-scored detections, so matching
+    is done once per video and a bootstrap over videos only re-ranks the matches.
+    """
+
+    classes: np.ndarray
+    scores: np.ndarray
+    true_positive: np.ndarray
+    gt_classes: np.ndarray
+
+
+def match_detections(
+    detections: np.ndarray,
+    ground_truth: np.ndarray,
+    tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
+) -> MatchedDetections:
+    """Match one video's detections (K, 4) rows (start, end, class, score) to its ground truth
+    (G, 3) rows (start, end, class), greedily in score order (ties: input order): a detection
+    is a true positive at a threshold when an unmatched segment of its class overlaps it by at
+    least that tIoU; it takes the best-overlapping such segment (ActivityNet's rule)."""
+    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 4)
+    ground_truth = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 3)
+    detections = detections[np.argsort(-detections[:, 3], kind="stable")]
+    thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
+    true_positive = np.zeros((len(detections), len(thresholds)), dtype=bool)
+    for cls in np.unique(detections[:, 2]):
+        rows = np.nonzero(detections[:, 2] == cls)[0]
+        gts = ground_truth[ground_truth[:, 2] == cls, :2]
+        if not len(gts):
+            continue
+        # Every threshold at once: matched[j, g] says segment g is taken at threshold j.
+        matched = np.zeros((len(thresholds), len(gts)), dtype=bool)
+        every = np.arange(len(thresholds))
+        tiou = temporal_iou(detections[rows, :2], gts)  # (Kc, Gc)
+        for k, overlaps in zip(rows, tiou, strict=True):
+            free = ~matched & (overlaps[None] >= thresholds[:, None])  # (n_thr, Gc)
+            best = np.argmax(np.where(free, overlaps[None], -1.0), axis=1)  # (n_thr,)
+            hit = free[every, best]
+            matched[every[hit], best[hit]] = True
+            true_positive[k] = hit
+    return MatchedDetections(
+        classes=detections[:, 2].astype(np.int64),
+        scores=detections[:, 3],
+        true_positive=true_positive,
+        gt_classes=ground_truth[:, 2].astype(np.int64),
+    )
+
+
+def _interpolated_average_precision(true_positive: np.ndarray, num_positives: int) -> np.ndarray:
+    """All-point interpolated AP (fraction) of ranked detections, per column of (K, n_thr)
+    true-positive flags: the area under the precision envelope (the precision at a recall is
+    the best precision at that recall or any higher one), as ActivityNet computes it."""
+    hits = np.cumsum(true_positive, axis=0)  # (K, n_thr)
+    ranks = np.arange(1, len(true_positive) + 1)[:, None]  # (K, 1)
+    precision = hits / ranks
+    recall = hits / num_positives
+    zeros = np.zeros((1, true_positive.shape[1]))
+    precision = np.concatenate([zeros, precision, zeros])  # (K + 2, n_thr)
+    recall = np.concatenate([zeros, recall, zeros + 1.0])
+    envelope = np.maximum.accumulate(precision[::-1], axis=0)[::-1]
+    # Area of the envelope's steps: recall grows only at true positives, where the envelope
+    # applies; the appended recall of 1 has precision 0 and adds nothing.
+    return np.sum(np.diff(recall, axis=0) * envelope[1:], axis=0)
+
+
+def _map_of_matches(matches: Sequence[MatchedDetections], num_thresholds: int) -> float:
+    """mAP in percent of several videos' matched detections: AP per class with ground truth
+    and threshold, averaged over classes, then over thresholds."""
+    gt_classes = np.concatenate([m.gt_classes for m in matches])
+    present, counts = np.unique(gt_classes, return_counts=True)
+    if not len(present):
+        raise ValueError("segment mAP is undefined without a ground-truth segment")
+    classes = np.concatenate([m.classes for m in matches])
+    scores = np.concatenate([m.scores for m in matches])
+    true_positive = np.concatenate([m.true_positive for m in matches]).reshape(-1, num_thresholds)
+    # A stable sort keeps each video's own order of tied scores, the order it was matched in.
+    order = np.argsort(-scores, kind="stable")
+    classes, true_positive = classes[order], true_positive[order]
+    aps = np.stack(
+        [
+            _interpolated_average_precision(true_positive[classes == cls], int(count))
+            for cls, count in zip(present, counts, strict=True)
+        ]
+    )  # (num_classes_with_gt, n_thr)
+    return 100.0 * float(aps.mean(axis=0).mean())
+
+
+def _match_videos(
+    predictions: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    tiou_thresholds: Sequence[float],
+) -> list[MatchedDetections]:
+    if len(predictions) != len(ground_truth):
+        raise ValueError(
+            f"{len(predictions)} videos of predictions but {len(ground_truth)} of ground truth"
+        )
+    return [
+        match_detections(p, g, tiou_thresholds)
+        for p, g in zip(predictions, ground_truth, strict=True)
+    ]
+
+
+def segment_map(
+    predictions: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
+) -> float:
+    """Temporal action detection mAP in percent, the THUMOS14 / ActivityNet protocol.
+
+    predictions: one (K, 4) array per video, rows (start, end, class, score);
+    ground_truth: one (G, 3) array per video (same order), rows (start, end, class).
+    Times in any one unit (here normalised to [0, 1]); segments are [start, end).
+    Per threshold and class: detections of all videos ranked by score, each matched greedily
+    (match_detections), AP the area under the interpolated precision-recall curve. The mAP
+    averages AP over the classes that have ground truth (detections of other classes are
+    ignored), then over the thresholds.
+    """
+    matches = _match_videos(predictions, ground_truth, tiou_thresholds)
+    return _map_of_matches(matches, len(tiou_thresholds))
+
+
+def segment_map_standard_error(
+    predictions: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Bootstrap standard error, in points, of `segment_map` over videos: the standard deviation
+    of the mAP of `resamples` sets of videos drawn with replacement (seeded).
+
+    mAP is not a mean over videos, so it has no closed-form error like accuracy's; resampling
+    the videos, the unit the test set was drawn in, measures how much it moves with them.
+    """
+    matches = _match_videos(predictions, ground_truth, tiou_thresholds)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        sample = [matches[i] for i in rng.integers(0, len(matches), len(matches))]
+        if any(len(m.gt_classes) for m in sample):  # a draw of videos without segments: no mAP
+            values.append(_map_of_matches(sample, len(tiou_thresholds)))
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -1,4 +1,4 @@
-"""Tests for AP/cMAP, chance cMAP and top-1 accuracy."""
+"""Tests for AP/cMAP, chance cMAP, top-1 accuracy and segment mAP."""
 
 import math
 
@@ -10,6 +10,8 @@ from common.metrics import (
     average_precision,
     chance_cmap,
     class_mean_average_precision,
+    segment_map,
+    segment_map_standard_error,
     top1_accuracy,
 )
 
@@ -46,3 +48,81 @@ def test_top1_and_standard_error():
     logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     assert top1_accuracy(logits, np.array([1, 0, 0, 0])) == pytest.approx(75.0)
     assert accuracy_standard_error(80.0, 2000) == pytest.approx(100 * math.sqrt(0.16 / 2000))
+
+
+# Segment mAP. Ground truth rows (start, end, class); detections (start, end, class, score).
+GROUND_TRUTH = [
+    np.array([[0.05, 0.25, 0], [0.55, 0.75, 1]]),
+    np.array([[0.1, 0.3, 0], [0.5, 0.7, 2]]),
+]
+
+
+def perfect(ground_truth):
+    return [np.c_[g, np.full(len(g), 0.9)] for g in ground_truth]
+
+
+def test_segment_map_of_a_perfect_prediction_is_100_and_of_a_reversed_one_0():
+    assert segment_map(perfect(GROUND_TRUTH), GROUND_TRUTH) == pytest.approx(100.0)
+    # Time reversed, these segments overlap no segment of their class.
+    reversed_ = [np.c_[1 - p[:, 1], 1 - p[:, 0], p[:, 2:]] for p in perfect(GROUND_TRUTH)]
+    assert segment_map(reversed_, GROUND_TRUTH) == pytest.approx(0.0)
+
+
+def test_a_shift_by_half_a_segment_counts_only_at_the_lowest_threshold():
+    # Every segment is 0.2 long; shifted by 0.1 its tIoU is 0.1 / 0.3 = 1/3: a hit at 0.3 only.
+    shifted = [np.c_[p[:, :2] + 0.1, p[:, 2:]] for p in perfect(GROUND_TRUTH)]
+    assert segment_map(shifted, GROUND_TRUTH) == pytest.approx(100.0 / 5)
+    assert segment_map(shifted, GROUND_TRUTH, tiou_thresholds=(0.3,)) == pytest.approx(100.0)
+
+
+def test_matching_is_greedy_in_score_order_and_each_segment_matches_once():
+    ground_truth = [np.array([[0.0, 0.4, 0]])]
+    # The first detection has tIoU 0.55, the second (ranked lower) tIoU 1. At 0.3-0.5 the first
+    # takes the segment and the second is a duplicate: AP 1. At 0.6 and 0.7 the first misses
+    # and the second hits at rank 2: precision 1/2 at recall 1, AP 0.5.
+    detections = [np.array([[0.0, 0.22, 0, 0.9], [0.0, 0.4, 0, 0.8]])]
+    assert segment_map(detections, ground_truth) == pytest.approx(100 * (1 + 1 + 1 + 0.5 + 0.5) / 5)
+
+
+def test_a_false_positive_ranked_first_lowers_ap_by_the_envelope():
+    ground_truth = [np.array([[0.1, 0.2, 0], [0.6, 0.8, 0]])]
+    hits = np.array([[0.1, 0.2, 0, 0.8], [0.6, 0.8, 0, 0.7]])
+    assert segment_map([hits], ground_truth) == pytest.approx(100.0)
+    # Ranked last, a false positive does not lower the interpolated AP.
+    last = np.r_[hits, [[0.3, 0.5, 0, 0.1]]]
+    assert segment_map([last], ground_truth) == pytest.approx(100.0)
+    # Ranked first: precision 1/2 and 2/3 at recall 1/2 and 1; the envelope is 2/3 at both.
+    first = np.r_[hits, [[0.3, 0.5, 0, 0.9]]]
+    assert segment_map([first], ground_truth) == pytest.approx(100 * 2 / 3)
+    # Ranked between: precision 1 at recall 1/2, then 2/3 at recall 1 -> (1 + 2/3) / 2.
+    middle = np.r_[hits, [[0.3, 0.5, 0, 0.75]]]
+    assert segment_map([middle], ground_truth) == pytest.approx(100 * (1 + 2 / 3) / 2)
+
+
+def test_segment_map_averages_classes_with_ground_truth_only_and_matches_within_a_video():
+    detections = perfect(GROUND_TRUTH)
+    # A class without ground truth does not count, however confident its detections are.
+    extra = [np.r_[[[0.0, 1.0, 7, 0.99]], d] for d in detections]
+    assert segment_map(extra, GROUND_TRUTH) == pytest.approx(100.0)
+    # Class 2's detection moved to the other video matches nothing: classes 0 and 1 keep AP 1,
+    # class 2 gets 0 -> mAP 2/3.
+    moved = [np.r_[detections[0], detections[1][1:]], detections[1][:1]]
+    assert segment_map(moved, GROUND_TRUTH) == pytest.approx(100 * 2 / 3)
+    with pytest.raises(ValueError, match="without a ground-truth segment"):
+        segment_map([np.zeros((0, 4))], [np.zeros((0, 3))])
+    with pytest.raises(ValueError, match="2 videos of predictions but 1"):
+        segment_map(detections, GROUND_TRUTH[:1])
+
+
+def test_segment_map_standard_error_is_zero_when_every_video_is_perfect_and_seeded():
+    assert segment_map_standard_error(perfect(GROUND_TRUTH), GROUND_TRUTH) == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    ground_truth = [np.array([[0.1, 0.3, v % 3], [0.5, 0.8, (v + 1) % 3]]) for v in range(12)]
+    # Half of the videos get their segments right, the others miss them.
+    detections = [
+        np.c_[g[:, :2] + (0.0 if v % 2 else 0.5), g[:, 2], rng.random(2)]
+        for v, g in enumerate(ground_truth)
+    ]
+    se = segment_map_standard_error(detections, ground_truth, seed=1)
+    assert 0.0 < se < 30.0
+    assert segment_map_standard_error(detections, ground_truth, seed=1) == se
