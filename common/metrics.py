@@ -142,13 +142,20 @@ def _frames_of_videos(
     ]
 
 
+def frames_of_videos(
+    segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's score and 0/1 label over N videos, concatenated in video order: segment
+    scores (N, C), anomaly ranges (N, K, 2) as in `frames_of_video`, frame counts (N,)."""
+    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
+    return np.concatenate([s for s, _ in frames]), np.concatenate([y for _, y in frames])
+
+
 def video_frame_auc(
     segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: np.ndarray
 ) -> float:
-    """Frame AUC in percent over all frames of N videos: segment scores (N, C), anomaly
-    ranges (N, K, 2) as in `frames_of_video`, frame counts (N,)."""
-    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
-    return frame_auc(np.concatenate([s for s, _ in frames]), np.concatenate([y for _, y in frames]))
+    """Frame AUC in percent over all frames of N videos (arrays as in `frames_of_videos`)."""
+    return frame_auc(*frames_of_videos(segment_scores, anomalies, num_frames))
 
 
 def frame_auc_standard_error(
