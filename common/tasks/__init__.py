@@ -5,7 +5,10 @@ Adding a task: write one module here that subclasses `Task` and registers an ins
 evaluates it when `tasks.evaluated` does.
 """
 
-from common.tasks import action_recognition  # noqa: F401  (registers "ar")
+from common.tasks import (
+    action_recognition,  # noqa: F401  (registers "ar")
+    anomaly_detection,  # noqa: F401  (registers "ad")
+)
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit, get_task
 
 __all__ = ["TASKS", "Task", "TaskScore", "TaskSplit", "get_task"]
