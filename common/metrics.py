@@ -6,6 +6,9 @@
 - action recognition: top-1 accuracy, with its binomial standard error.
 - temporal action detection: segment mAP (THUMOS14 / ActivityNet protocol) averaged over tIoU
   thresholds, with a bootstrap standard error over videos.
+- anomaly detection: frame-level ROC AUC over every frame of every video (the paper's
+  UCF-Crime protocol), from per-segment scores spread over each segment's frames, with a
+  bootstrap standard error over videos.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -245,3 +249,101 @@ def segment_map_standard_error(
         if any(len(m.gt_classes) for m in sample):  # a draw of videos without segments: no mAP
             values.append(_map_of_matches(sample, len(tiou_thresholds)))
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Frame-level ROC AUC in percent of per-frame scores against 0/1 labels (any shape, same
+    size; ties count one half, as scikit-learn's roc_auc_score)."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("frame labels must be 0 (normal) or 1 (anomalous)")
+    if labels.size == 0 or labels.min() == labels.max():
+        kind = "no frames" if labels.size == 0 else "only normal or only anomalous frames"
+        raise ValueError(f"frame AUC needs normal and anomalous frames; these labels have {kind}")
+    return 100.0 * float(roc_auc_score(labels.astype(np.int64), scores))
+
+
+def frames_of_video(
+    segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A video's per-frame scores and 0/1 labels, (num_frames,) each.
+
+    Segment i of C covers normalised time [i/C, (i+1)/C): frame f (time [f/F, (f+1)/F)) takes
+    the score of the segment it starts in, floor(f * C / F). `anomalies` is (K, 2) rows
+    [start, end) in normalised time, rows with a negative start being padding; frame f is
+    anomalous when start * F <= f < end * F, the bounds rounded to whole frames (they were
+    frame numbers).
+    """
+    segment_scores = np.asarray(segment_scores, dtype=np.float64).ravel()  # (C,)
+    anomalies = np.asarray(anomalies, dtype=np.float64).reshape(-1, 2)  # (K, 2)
+    num_frames = int(num_frames)
+    if num_frames < 1 or segment_scores.size == 0:
+        raise ValueError(
+            f"a video needs frames and segments, got {num_frames} frames and "
+            f"{segment_scores.size} segments"
+        )
+    frames = np.arange(num_frames)
+    scores = segment_scores[frames * segment_scores.size // num_frames]  # (F,)
+    labels = np.zeros(num_frames, dtype=np.int64)
+    for start, end in anomalies:
+        if start < 0:
+            continue
+        labels[round(start * num_frames) : round(end * num_frames)] = 1
+    return scores, labels
+
+
+def _frames_of_videos(
+    segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`frames_of_video` of each of N videos (N-first arrays of one length)."""
+    if not len(segment_scores) == len(anomalies) == len(num_frames):
+        raise ValueError(
+            f"{len(segment_scores)} videos' scores, {len(anomalies)} videos' anomalies and "
+            f"{len(num_frames)} frame counts: they must describe the same videos"
+        )
+    return [
+        frames_of_video(*video) for video in zip(segment_scores, anomalies, num_frames, strict=True)
+    ]
+
+
+def frames_of_videos(
+    segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame's score and 0/1 label over N videos, concatenated in video order: segment
+    scores (N, C), anomaly ranges (N, K, 2) as in `frames_of_video`, frame counts (N,)."""
+    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
+    return np.concatenate([s for s, _ in frames]), np.concatenate([y for _, y in frames])
+
+
+def video_frame_auc(
+    segment_scores: np.ndarray, anomalies: np.ndarray, num_frames: np.ndarray
+) -> float:
+    """Frame AUC in percent over all frames of N videos (arrays as in `frames_of_videos`)."""
+    return frame_auc(*frames_of_videos(segment_scores, anomalies, num_frames))
+
+
+def frame_auc_standard_error(
+    segment_scores: np.ndarray,
+    anomalies: np.ndarray,
+    num_frames: np.ndarray,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard error in points of `video_frame_auc`: the standard deviation of the frame AUC
+    over `resamples` resamplings of the videos with replacement (seeded). A resample without
+    normal or anomalous frames (e.g. only normal videos drawn) has no AUC and is skipped."""
+    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        drawn = [frames[i] for i in rng.integers(0, len(frames), len(frames))]
+        labels = np.concatenate([y for _, y in drawn])
+        if labels.min() == labels.max():
+            continue
+        aucs.append(frame_auc(np.concatenate([s for s, _ in drawn]), labels))
+    if len(aucs) < 2:
+        raise ValueError("too few bootstrap resamples hold both normal and anomalous frames")
+    return float(np.std(aucs, ddof=1))

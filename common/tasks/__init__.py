@@ -7,6 +7,7 @@ evaluates it when `tasks.evaluated` does.
 
 from common.tasks import (
     action_recognition,  # noqa: F401  (registers "ar")
+    anomaly_detection,  # noqa: F401  (registers "ad")
     temporal_detection,  # noqa: F401  (registers "tad")
 )
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit, get_task

@@ -342,6 +342,7 @@ class TemporalActionDetection(Task):
     dataset = "tad"
     metric = "map"
     title = "TAD mAP"
+    whole_video = True  # the segments are placed in the whole video's time
 
     def labels(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Segments as (MAX_SEGMENTS, 3) float32 rows (start, end, action) in normalised time
