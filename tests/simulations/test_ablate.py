@@ -18,17 +18,18 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
     # Centralized runs keep this test short; the command runs whatever federation.mode says.
     args = ["ablate", "--out", str(tmp_path), "--quiet", "--config", str(CONFIG_DIR / "tiny.yaml")]
     args += ["--set", "federation.mode=centralized", "--set", "federation.rounds=1"]
-    args += ["--set", "tasks.evaluated={ar: 2, tad: 2, ad: 2}"]
+    # (The tiny world's central AD split has one val video: too few for AD's protocol.)
+    args += ["--set", "tasks.evaluated={ar: 2, tad: 2}"]
     args += ["--set", "evaluation.attackers=logistic"]
     assert main(args) == 0
     base = load_config(CONFIG_DIR / "tiny.yaml")
     rows = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["variant"] for row in rows] == [v.name for v in VARIANTS]
     seen = {row["variant"]: row["seen"] for row in rows}
-    assert seen["all_seen"] == ["ad", "ar", "tad"]
+    assert seen["all_seen"] == ["ar", "tad"]
     assert all(seen[v] == ["ar"] for v in ("ar_only", "no_lc", "no_budget", "paper_weights"))
     for row in rows:
-        assert set(row["anonymized"]) == {"privacy_cmap", "ar_top1", "tad_map", "ad_auc"}
+        assert set(row["anonymized"]) == {"privacy_cmap", "ar_top1", "tad_map"}
         assert all(value is not None for value in row["anonymized"].values())
         config = json.loads(RunLayout(tmp_path / row["variant"]).report_json.read_text())["config"]
         # Each variant changed only what it names.
@@ -39,7 +40,7 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
         # The features were extracted once, in the shared folder.
         assert RunLayout(tmp_path / row["variant"]).features.is_symlink()
     table = (tmp_path / "ablation.md").read_text()
-    assert "| raw features |" in table and "TAD mAP" in table and "AD AUC" in table
+    assert "| raw features |" in table and "TAD mAP" in table
     assert (tmp_path / "ablation.png").stat().st_size > 0
 
 

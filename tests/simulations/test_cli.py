@@ -21,6 +21,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "prepare",
         "simulate",
         "frontier",
+        "ablate",
     }
     with pytest.raises(SystemExit):
         main(["--help"])
