@@ -254,36 +254,40 @@ def train_local(
     totals: dict[str, float] = {}
     steps = 0
     batch_size = config.train.batch_size
-    for _ in range(config.train.epochs):
-        orders = {
-            name: sample_batches(len(task_data), batch_size, generator)
-            for name, task_data in data.items()
-        }
-        for step in range(max(len(order) for order in orders.values())):
-            batch = TrainingBatch(
-                {
-                    name: make_task_batch(
-                        data[name],
-                        order[step % len(order)],
-                        None if get_task(name).whole_video else config.anonymizer.window,
-                        generator,
-                    )
-                    for name, order in orders.items()
-                }
-            )
-            metrics = training_step(
-                model,
-                optimizer,
-                batch,
-                config.loss,
-                config.tasks.seen,
-                proximal_mu,
-                global_params,
-                window=config.anonymizer.window,
-            )
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value
-            steps += 1
+    # Heads with dropout draw from torch's global generator: seed it from `seed` for this call
+    # only, so that a site's update does not depend on what its process ran before.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(config.train.epochs):
+            orders = {
+                name: sample_batches(len(task_data), batch_size, generator)
+                for name, task_data in data.items()
+            }
+            for step in range(max(len(order) for order in orders.values())):
+                batch = TrainingBatch(
+                    {
+                        name: make_task_batch(
+                            data[name],
+                            order[step % len(order)],
+                            None if get_task(name).whole_video else config.anonymizer.window,
+                            generator,
+                        )
+                        for name, order in orders.items()
+                    }
+                )
+                metrics = training_step(
+                    model,
+                    optimizer,
+                    batch,
+                    config.loss,
+                    config.tasks.seen,
+                    proximal_mu,
+                    global_params,
+                    window=config.anonymizer.window,
+                )
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                steps += 1
     model.eval()
     return {key: value / max(steps, 1) for key, value in totals.items()} | {"steps": float(steps)}
 

@@ -152,3 +152,42 @@ def test_a_task_with_a_single_video_at_a_site_sits_the_round_out():
         train_local(model, single, config)
     metrics = train_local(model, data, config, seed=0)
     assert metrics["steps"] > 0
+
+
+def test_a_sites_update_depends_on_its_seed_not_on_what_its_process_drew_before():
+    # The AD head uses dropout, which draws from torch's global generator; a simulation worker
+    # process serves several sites in an order that varies from run to run.
+    from common.sitedata import TaskTensors
+
+    config = load_config(None, ["tasks.seen={ar: 1.0, ad: 1.0}", "train.batch_size=8"])
+    gen = torch.Generator().manual_seed(3)
+    n = 8
+    anomalies = torch.full((n, 4, 2), -1.0)
+    anomalies[::2, 0] = torch.tensor([0.3, 0.6])
+    ad = TaskTensors(
+        torch.randn(n, 10, D, generator=gen),
+        torch.randn(n, 2, D, generator=gen),
+        {"anomalous": torch.arange(n) % 2 == 0, "anomalies": anomalies,
+         "num_frames": torch.full((n,), 160)},
+    )  # fmt: skip
+    ad.labels["anomalous"] = ad.labels["anomalous"].long()
+    data = {"ar": make_site_ar(), "ad": ad}
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model = build_model(D, config, seed=0)
+        train_local(model, data, config, seed=5)
+        runs.append(shareable_state(model))
+    for name, array in runs[0].items():
+        assert (array == runs[1][name]).all(), name
+
+
+def make_site_ar():
+    from common.sitedata import TaskTensors
+
+    gen = torch.Generator().manual_seed(4)
+    return TaskTensors(
+        torch.randn(12, 2, D, generator=gen),
+        torch.randn(12, 2, D, generator=gen),
+        {"action": torch.randint(0, 8, (12,), generator=gen)},
+    )
