@@ -31,13 +31,17 @@ class ProbeResult:
     test_predictions: np.ndarray  # (N,) the predicted class of each test video
 
 
-def _standardizer(train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = torch.as_tensor(train, dtype=torch.float32).reshape(-1, train.shape[-1])  # (M, d)
-    return flat.mean(0), flat.std(0).clamp_min(1e-6)
-
-
-def _to_tensor(features: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (torch.as_tensor(features, dtype=torch.float32) - mean) / std
+def standardize(features: dict[str, np.ndarray], train: str = "train") -> dict[str, torch.Tensor]:
+    """Each split's features (N, ..., d) as float32 tensors standardized per dimension with the
+    `train` split's mean and standard deviation (what every central protocol's fresh model
+    reads)."""
+    reference = features[train]
+    flat = torch.as_tensor(reference, dtype=torch.float32).reshape(-1, reference.shape[-1])
+    mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
+    return {
+        name: (torch.as_tensor(values, dtype=torch.float32) - mean) / std
+        for name, values in features.items()
+    }
 
 
 def run_linear_probe(
@@ -55,12 +59,11 @@ def run_linear_probe(
     Training uses every clip as an example; validation and test average each video's clip
     logits before the argmax.
     """
-    mean, std = _standardizer(train.features)
-    x_train = _to_tensor(train.features, mean, std)  # (N, n_clips, d)
+    x = standardize({"train": train.features, "val": val.features, "test": test.features})
+    x_train, x_val, x_test = x["train"], x["val"], x["test"]  # (N, n_clips, d)
     n_clips, d = x_train.shape[1], x_train.shape[2]
     y_train = torch.as_tensor(train.labels, dtype=torch.long).repeat_interleave(n_clips)
     x_train = x_train.reshape(-1, d)  # (N * n_clips, d)
-    x_val, x_test = (_to_tensor(s.features, mean, std) for s in (val, test))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         probe = nn.Linear(d, num_classes)

@@ -24,6 +24,7 @@ from torch import nn
 from common.errors import LatentveilError
 from common.fitting import fit_selected_on_val
 from common.metrics import frame_auc_standard_error, frames_of_videos, video_frame_auc
+from common.probes import standardize
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit
 
 if TYPE_CHECKING:
@@ -186,18 +187,6 @@ def mgfn_loss(
     return loss
 
 
-def _standardized(splits: dict[str, TaskSplit]) -> dict[str, torch.Tensor]:
-    """Each split's clips (N, C, d) standardized per dimension with the train clips' mean and
-    standard deviation (as the AR probe does)."""
-    train = torch.as_tensor(splits["train"].clips, dtype=torch.float32)
-    flat = train.reshape(-1, train.shape[-1])  # (N * C, d)
-    mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
-    return {
-        s: (torch.as_tensor(split.clips, dtype=torch.float32) - mean) / std
-        for s, split in splits.items()
-    }
-
-
 def _segment_scores(head: AnomalyHead, features: torch.Tensor) -> np.ndarray:
     """The head's scores (N, C) of videos' clip features (N, C, d), without gradients."""
     with torch.no_grad():
@@ -277,7 +266,7 @@ class AnomalyDetection(Task):
         error over test videos."""
         for split in ("train", "val", "test"):
             _require_both_kinds(split, splits[split].labels)
-        features = _standardized(splits)  # split -> (N, C, d)
+        features = standardize({s: split.clips for s, split in splits.items()})  # (N, C, d)
         anomalous = torch.as_tensor(splits["train"].labels["anomalous"], dtype=torch.long)
 
         def split_auc(head: AnomalyHead, split: str) -> float:

@@ -37,6 +37,7 @@ from torch import nn
 
 from common.fitting import fit_selected_on_val
 from common.metrics import segment_map, segment_map_standard_error
+from common.probes import standardize
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit
 
 if TYPE_CHECKING:
@@ -391,16 +392,10 @@ class TemporalActionDetection(Task):
         """A fresh head trained on the train videos (batches of TRAIN_VIDEOS_PER_BATCH videos,
         `probe_epochs` epochs at `probe_lr`), the epoch with the best val mAP kept; test mAP
         with its bootstrap standard error over BOOTSTRAP_RESAMPLES draws of the test videos."""
-        train = splits["train"].clips
-        flat = torch.as_tensor(train, dtype=torch.float32).reshape(-1, train.shape[-1])  # (M, d)
-        mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
-        features = {
-            s: (torch.as_tensor(split.clips, dtype=torch.float32) - mean) / std  # (N, C, d)
-            for s, split in splits.items()
-        }
+        features = standardize({s: split.clips for s, split in splits.items()})  # (N, C, d)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            head = TemporalDetectionHead(train.shape[-1], len(classes))
+            head = TemporalDetectionHead(features["train"].shape[-1], len(classes))
         with one_thread():
             fit = fit_selected_on_val(
                 head,
