@@ -26,10 +26,10 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.evaluation import EvaluationSet
-from common.weights import ShareableStateError, check_shareable, shareable_state, state_nbytes
+from common.weights import ShareableStateError, check_shareable, state_nbytes
 from server.checkpoints import ServerState
 from server.history import RoundRecord
-from server.rounds import RoundOutcome, initial_model, run_rounds
+from server.rounds import RoundOutcome, run_rounds
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -108,16 +108,9 @@ class FlowerTrainer:
     screening, and the strategy's aggregate_train over the accepted replies in site order (so
     that the float sums, and the run, do not depend on which site answers first)."""
 
-    def __init__(
-        self,
-        grid: Grid,
-        config: RunConfig,
-        initial: dict[str, np.ndarray],
-        timeout: float = 3600.0,
-    ) -> None:
+    def __init__(self, grid: Grid, config: RunConfig, timeout: float = 3600.0) -> None:
         self.grid = grid
         self.config = config
-        self.initial = initial
         self.timeout = timeout
         self.strategy = create_strategy(config.federation, config.world.sites)
 
@@ -128,6 +121,7 @@ class FlowerTrainer:
         load_strategy_state(self.strategy, state)
 
     def train_round(self, server_round: int, arrays: dict[str, np.ndarray]) -> RoundOutcome:
+        """Replies are screened against the round's global `arrays` (names, shapes, dtypes)."""
         train_config = ConfigRecord({"proximal-mu": self.config.federation.proximal_mu})
         # Flower samples sites with `random` (fraction_train < 1): the same seed and round
         # sample the same share of the sites.
@@ -136,7 +130,7 @@ class FlowerTrainer:
             self.strategy.configure_train(server_round, to_record(arrays), train_config, self.grid)
         )
         replies = list(self.grid.send_and_receive(messages=messages, timeout=self.timeout))
-        accepted, rejected = screen_replies(replies, self.initial)
+        accepted, rejected = screen_replies(replies, arrays)
         accepted.sort(key=lambda reply: (site_of(reply), int(reply.metadata.src_node_id)))
         new_arrays = arrays
         train_metrics: dict[str, float] = {}
@@ -146,9 +140,9 @@ class FlowerTrainer:
                 # Server optimisers (FedAdam, FedYogi) compute in float64: back to the model's
                 # dtypes, so what is sent next round loads strictly at every site.
                 new_arrays = {
-                    k: v.astype(self.initial[k].dtype) for k, v in from_record(aggregated).items()
+                    k: v.astype(arrays[k].dtype) for k, v in from_record(aggregated).items()
                 }
-                check_shareable(self.initial, new_arrays)
+                check_shareable(arrays, new_arrays)
             train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
         else:
             log.warning(
@@ -160,7 +154,7 @@ class FlowerTrainer:
             sites_sampled=len(messages),
             sites_aggregated=len(accepted),
             rejected=rejected,
-            bytes_down=state_nbytes(self.initial) * len(messages),
+            bytes_down=state_nbytes(arrays) * len(messages),
             bytes_up=int(sum(_reply_bytes(r) for r in replies)),
             site_seconds=[
                 float(next(iter(r.content.metric_records.values())).get("seconds", 0.0))
@@ -180,6 +174,5 @@ def run_federation(
 ) -> ServerState:
     """Run (or continue) `federation.rounds` federated rounds (server.rounds.run_rounds);
     returns the final state."""
-    initial = shareable_state(initial_model(config, evaluation_set.dim))
-    trainer = FlowerTrainer(grid, config, initial, timeout)
+    trainer = FlowerTrainer(grid, config, timeout)
     return run_rounds(config, run_dir, evaluation_set, trainer, resume, on_round)
