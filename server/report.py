@@ -152,7 +152,10 @@ def build_report(
         "bias": {"baseline": baseline.get("bias"), "anonymized": final.get("bias")}
         if baseline.get("bias") or final.get("bias")
         else None,
-        "tasks": {task.name: {"metric": task.test_key, "title": task.title} for task in tasks},
+        "tasks": {
+            task.name: {"metric": task.test_key, "val_metric": task.val_key, "title": task.title}
+            for task in tasks
+        },
         "rounds": [_round_entry(r, tasks) for r in history.rounds],
         "rejected_updates": history.rejected,
         "communication": communication,
@@ -323,7 +326,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                 _fmt(r.get("privacy_stills_cmap")),
                 *(_fmt(r.get(task["metric"])) for task in tasks.values()),
                 _fmt(r.get("privacy_val_cmap")),
-                *(_fmt(r.get(_val_key(task["metric"], name))) for name, task in tasks.items()),
+                *(_fmt(r.get(task["val_metric"])) for task in tasks.values()),
                 _fmt(r.get("loss_b"), 3),
                 _fmt(r.get("loss_lc"), 4),
                 _fmt(r.get("loss_t"), 3),
@@ -389,11 +392,6 @@ def _bias_lines(report: dict[str, Any]) -> list[str]:
         "",
         *_table(["group", "raw", "anonymized"], rows),
     ]
-
-
-def _val_key(test_key: str, task: str) -> str:
-    """`ar_top1` -> `ar_val_top1` (common.tasks.Task.val_key)."""
-    return f"{task}_val_{test_key[len(task) + 1 :]}"
 
 
 def _points_change(drop: float | None) -> str:

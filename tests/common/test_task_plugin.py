@@ -122,7 +122,11 @@ def test_a_registered_task_is_configured_trained_evaluated_and_reported(parity):
     history = History(baseline, [RoundRecord(0, evaluation=baseline)], selected_round=0)
     report = build_report(config, history, {"shared_params": 1,
                           "bytes_per_client_per_round": 1}, [])  # fmt: skip
-    assert report["tasks"]["parity"] == {"metric": "parity_acc", "title": "parity accuracy"}
+    assert report["tasks"]["parity"] == {
+        "metric": "parity_acc",
+        "val_metric": "parity_val_acc",
+        "title": "parity accuracy",
+    }
     assert report["anonymized"]["parity_acc"] == baseline.tasks["parity"].test
     markdown = report_markdown(report)
     assert "| parity accuracy |" in markdown and "val parity accuracy" in markdown
