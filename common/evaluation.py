@@ -316,6 +316,21 @@ class Evaluation:
 # The evaluator
 
 
+def check_evaluation_set(evaluation_set: EvaluationSet, config: RunConfig) -> None:
+    """Raise a clear error unless every task of `tasks.evaluated` has central videos its
+    protocol can run on (before any training: a run should not fail at its first evaluation)."""
+    missing = [t for t in config.tasks.evaluated if t not in evaluation_set.tasks]
+    if missing:
+        raise EvaluationError(
+            f"tasks.evaluated names {', '.join(missing)}, which the evaluation set has no "
+            f"videos of (it has {', '.join(evaluation_set.tasks) or 'none'}); run "
+            "`latentveil prepare` again to rebuild it"
+        )
+    for name in config.tasks.evaluated:
+        splits = evaluation_set.tasks[name].splits
+        get_task(name).check_splits({s: split.labels for s, split in splits.items()})
+
+
 class CentralEvaluator:
     """Measures an adapter on the central evaluation set: privacy on videos (headline) and
     stills (the paper's protocol) against the attacker suite, and every task of
@@ -326,13 +341,7 @@ class CentralEvaluator:
     """
 
     def __init__(self, evaluation_set: EvaluationSet, config: RunConfig):
-        missing = [t for t in config.tasks.evaluated if t not in evaluation_set.tasks]
-        if missing:
-            raise EvaluationError(
-                f"tasks.evaluated names {', '.join(missing)}, which the evaluation set has no "
-                f"videos of (it has {', '.join(evaluation_set.tasks) or 'none'}); run "
-                "`latentveil prepare` again to rebuild it"
-            )
+        check_evaluation_set(evaluation_set, config)
         self.evaluation_set = evaluation_set
         self.config = config.evaluation
         self.window = config.anonymizer.window

@@ -30,7 +30,7 @@ from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.encoders import BUILTIN_TINY3D
 from common.errors import LatentveilError
-from common.evaluation import EvaluationSet
+from common.evaluation import EvaluationSet, check_evaluation_set
 from common.layout import RunLayout
 from common.runconfig import config_as_yaml
 from common.sitedata import ensure_site_features, load_site_data, pool_site_data, site_tensors
@@ -65,7 +65,10 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
         progress=progress,
     )
     world = load_world(world_root)
-    prepare_evaluation_set(world_root, run_dir, config.encoder, config.features, progress)
+    evaluation_set = prepare_evaluation_set(
+        world_root, run_dir, config.encoder, config.features, progress
+    )
+    check_evaluation_set(EvaluationSet.load(evaluation_set), config)
 
     sites = []
     for site_id in world.sites:

@@ -199,7 +199,8 @@ def _require_both_kinds(split: str, labels: dict[str, np.ndarray]) -> None:
         kind = "anomalous" if anomalous.any() else "normal"
         raise AnomalyDataError(
             f"the AD {split} split has only {kind} videos ({len(anomalous)}); the frame AUC "
-            "needs both kinds: build the evaluation world with more `ad` videos"
+            "needs both kinds: build the evaluation world with more `ad` videos, or leave AD "
+            "out of the evaluation (--set tasks.evaluated.ad=null)"
         )
 
 
@@ -241,6 +242,10 @@ class AnomalyDetection(Task):
         scores, magnitudes = head.segments(anonymized, key_padding_mask)  # (B, T) each
         return mgfn_loss(scores, magnitudes, labels["anomalous"], key_padding_mask)
 
+    def check_splits(self, labels: dict[str, dict[str, np.ndarray]]) -> None:
+        for split in ("train", "val", "test"):
+            _require_both_kinds(split, labels[split])
+
     def site_metric(
         self, head: nn.Module, anonymized: torch.Tensor, labels: dict[str, torch.Tensor]
     ) -> float:
@@ -264,8 +269,7 @@ class AnomalyDetection(Task):
         only) for `probe_epochs` at `probe_lr` in batches of `batch_size` videos; the epoch and
         restart with the best val frame AUC are kept; test frame AUC with a bootstrap standard
         error over test videos."""
-        for split in ("train", "val", "test"):
-            _require_both_kinds(split, splits[split].labels)
+        self.check_splits({name: split.labels for name, split in splits.items()})
         features = standardize({s: split.clips for s, split in splits.items()})  # (N, C, d)
         anomalous = torch.as_tensor(splits["train"].labels["anomalous"], dtype=torch.long)
 

@@ -94,6 +94,12 @@ class Task(ABC):
         budget's negatives are then the videos of the same group. None = no grouping."""
         return None
 
+    def check_splits(self, labels: dict[str, dict[str, np.ndarray]]) -> None:
+        """Raise a LatentveilError that says what to change if the central protocol cannot run
+        on these splits (split -> its labels). Called before any training, so that a run
+        fails at the start rather than at its first evaluation."""
+        return None
+
     @abstractmethod
     def site_metric(
         self, head: nn.Module, anonymized: torch.Tensor, labels: dict[str, torch.Tensor]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.config import EvaluationConfig, load_config
+from common.evaluation import CentralEvaluator, TaskVideos, VideoSplit, check_evaluation_set
 from common.metrics import video_frame_auc
 from common.model import build_model
 from common.sitedata import TaskArrays, as_tensors
@@ -23,6 +24,7 @@ from common.tasks.anomaly_detection import (
     top_k_mean,
 )
 from common.training import evaluate_site, train_local
+from tests import fakes
 from tests.fakes import site_data
 
 FRAMES, CLIPS = 160, 10
@@ -223,6 +225,18 @@ def test_central_evaluation_refuses_a_split_of_one_kind():
     splits["val"] = TaskSplit(splits["val"].clips, labels | {"anomalous": np.zeros(8, int)})
     with pytest.raises(AnomalyDataError, match="val split has only normal videos"):
         TASKS.get("ad").evaluate(splits, (), EvaluationConfig())
+
+
+def test_a_run_evaluating_ad_on_a_split_of_one_kind_stops_before_any_training():
+    # The evaluator is made before round 0: the error comes before any training or evaluation.
+    es = fakes.evaluation_set()
+    ad = {s: planted_videos(8, seed, 10.0) for seed, s in enumerate(("train", "val", "test"))}
+    ad["test"] = TaskSplit(ad["test"].clips, ad["test"].labels | {"anomalous": np.ones(8, int)})
+    es.tasks["ad"] = TaskVideos((), {s: VideoSplit(v.clips, v.labels, None) for s, v in ad.items()})
+    config = load_config(None, ["tasks.evaluated={ar: 2.0, ad: 2.0}"])
+    with pytest.raises(AnomalyDataError, match="test split has only anomalous videos.*ad=null"):
+        CentralEvaluator(es, config)
+    check_evaluation_set(es, load_config(None, ["tasks.evaluated={ar: 2.0}"]))  # AD not asked
 
 
 def test_a_site_with_ad_videos_co_trains_the_ad_head_and_reports_its_auc():
