@@ -108,6 +108,18 @@ def test_inversion_recovers_a_random_invertible_linear_map():
     assert result.test_cmap == pytest.approx(raw.test_cmap, abs=2.0)
 
 
+def test_on_the_raw_features_themselves_the_inversion_is_the_identity_and_reads_like_raw():
+    raw = dataset()  # the released features are the raw ones
+    result = run_attacker("inversion", raw, FAST)
+    assert result.chosen["inverse"] == "identity"
+    assert result.chosen["r2"] == pytest.approx(1.0)
+    # exactly the raw-feature logistic reader (same fit, same seed) on the raw features
+    assert result.test_cmap == run_attacker("logistic", raw, FAST).test_cmap
+    # features that merely resemble the raw ones are inverted by a fitted map
+    nudged = dataset(lambda x: x + 1e-3)
+    assert run_attacker("inversion", nudged, FAST).chosen["inverse"] in ("ridge", "mlp")
+
+
 def test_reconstruction_r2_is_one_for_a_perfect_inverse_and_zero_for_the_mean():
     raw = np.random.default_rng(0).normal(size=(100, 6))
     assert reconstruction_r2(raw, raw, raw)["r2"] == pytest.approx(1.0)
