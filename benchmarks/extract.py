@@ -1,12 +1,13 @@
 """Extraction benchmark: clips/s of `latentveil extract` with the default (built-in) encoder.
 
-    python benchmarks/extract.py [--preset default] [--limit 600] [--out FILE.json]
+    python benchmarks/extract.py [--preset default] [--world DIR] [--limit 600] [--eval-clips E]
+                                [--out FILE.json]
 
-Generates a world of the given preset (kept in --work for reruns), then times a fresh
-extraction of its central AR and privacy datasets: decoding, preprocessing and encoding, end to
-end, as the command does it. `clips` counts the stored clip features (non-overlapping,
-evaluation and static clips); an evaluation clip that coincides with a non-overlapping one is
-encoded once, so fewer clips go through the encoder than are stored.
+Generates a world of the given preset (kept in --work for reruns; or takes --world), then
+times a fresh extraction of its central datasets (AR, TAD, AD, privacy stills, bias): decoding,
+preprocessing and encoding, end to end, as the command does it. `clips` counts the stored clip
+features (non-overlapping, evaluation and static clips); an evaluation clip that coincides with
+a non-overlapping one is encoded once, so fewer clips go through the encoder than are stored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -37,17 +39,22 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/latentveil-bench-extract")
     parser.add_argument("--world", default=None, help="an existing world to use instead")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-clips", type=int, default=None, help="features.eval_clips")
     parser.add_argument("--out", default=str(RESULTS_DIR / "extract.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     config = RunConfig()
+    if args.eval_clips is not None:
+        config = replace(config, features=replace(config.features, eval_clips=args.eval_clips))
     work = Path(args.work)
-    world = load_world(
-        generate_world(work / f"world-{args.preset}", preset=args.preset, progress=False)
-    )
-    # Central AR videos and still frames, interleaved as in the real store, capped at --limit.
-    items = world_items(world, central_evaluation_datasets())
+    if args.world:
+        world = load_world(args.world)
+    else:
+        root = generate_world(work / f"world-{args.preset}", preset=args.preset, progress=False)
+        world = load_world(root)
+    # Every central dataset, interleaved as in the real store, capped at --limit.
+    items = world_items(world, central_evaluation_datasets(world))
     if args.limit:
         step = max(1, len(items) // args.limit)
         items = items[::step][: args.limit]
@@ -69,6 +76,7 @@ def main() -> None:
         "benchmark": "extract",
         "preset": args.preset,
         "encoder_id": encoder.encoder_id,
+        "eval_clips": config.features.eval_clips,
         "files": len(items),
         "clips": clips,
         "seconds": seconds,
