@@ -91,8 +91,8 @@ def test_the_plan_of_a_seed_is_pinned():
         del entry["sha256"]
         entries.append(json.dumps(entry))
     digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-    assert digest == "6161ca6d253b984521c4a9de90c0dbcec89ed50086225e0912921bd4c8ca99e7"
-    assert W.WORLD_VERSION == 1
+    assert digest == "ce4a726033dfea781e0740989ffd32c3e0f862c6c74c1cfe08c3bcf2a0cc3400"
+    assert W.WORLD_VERSION == 2
 
 
 # ---------------------------------------------------------------------------------------------
