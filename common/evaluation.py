@@ -24,7 +24,7 @@ baseline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +284,8 @@ class Evaluation:
 
     def to_json(self) -> dict[str, Any]:
         """Flat keys as in report.json: `privacy_*`, per task `<task>_<metric>`,
-        `<task>_<metric>_se`, `<task>_val_<metric>`, `<task>_num_test`, and `bias`."""
+        `<task>_<metric>_se`, `<task>_<metric>_change_se` (paired with the raw features', when
+        known), `<task>_val_<metric>`, `<task>_num_test`, and `bias`."""
         out = self.privacy.to_json()
         if self.bias is not None:
             out["bias"] = self.bias.to_json()
@@ -292,6 +293,8 @@ class Evaluation:
             task = get_task(name)
             out[task.test_key] = score.test
             out[f"{task.test_key}_se"] = score.test_se
+            if score.change_se is not None:
+                out[f"{task.test_key}_change_se"] = score.change_se
             out[task.val_key] = score.val
             out[f"{name}_num_test"] = score.num_test
         return out
@@ -307,6 +310,7 @@ class Evaluation:
                     data[f"{task.test_key}_se"],
                     data[task.val_key],
                     data[f"{name}_num_test"],
+                    data.get(f"{task.test_key}_change_se"),
                 )
         bias = BiasResult.from_json(data["bias"]) if data.get("bias") else None
         return cls(PrivacyEvaluation.from_json(data), tasks, bias)
@@ -384,7 +388,21 @@ class CentralEvaluator:
             )
             for name in self.tasks
         }
+        if adapter is None:  # the raw features: what every later score is paired with
+            self.cache["baseline_tasks"] = scores
+        else:
+            scores = {name: self._paired(name, score) for name, score in scores.items()}
         return Evaluation(privacy, scores, bias)
+
+    def _paired(self, name: str, score: TaskScore) -> TaskScore:
+        """`score` with the standard error of its change from the raw features' score on the
+        same test videos (unknown until this evaluator has evaluated the raw features)."""
+        baseline = self.cache.get("baseline_tasks", {}).get(name)
+        if baseline is None:
+            return score
+        labels = self.evaluation_set.tasks[name].splits["test"].labels
+        change_se = get_task(name).change_standard_error(score, baseline, labels)
+        return replace(score, change_se=change_se)
 
     def _privacy(
         self, adapter: nn.Module | None, anonymized: dict[str, dict[str, np.ndarray]]

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +86,36 @@ def accuracy_standard_error(accuracy_percent: float, n: int) -> float:
     """Binomial standard error, in points, of an accuracy measured on n examples."""
     p = accuracy_percent / 100.0
     return 100.0 * math.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1))
+
+
+def paired_accuracy_standard_error(correct: np.ndarray, baseline_correct: np.ndarray) -> float:
+    """Standard error, in points, of the difference of two accuracies measured on the SAME
+    examples (0/1 arrays, one entry per example): what the examples' shared difficulty does not
+    blur, so a change can be smaller than either accuracy's own standard error and still show."""
+    correct, baseline_correct = np.asarray(correct, float), np.asarray(baseline_correct, float)
+    if correct.shape != baseline_correct.shape or correct.ndim != 1:
+        raise ValueError(
+            f"paired accuracies need two (N,) arrays, got {correct.shape} and "
+            f"{baseline_correct.shape}"
+        )
+    if len(correct) < 2:
+        return 0.0
+    return 100.0 * float(np.std(correct - baseline_correct, ddof=1) / math.sqrt(len(correct)))
+
+
+def bootstrap_standard_error(
+    n: int, statistic: Callable[[np.ndarray], float | None], resamples: int = 200, seed: int = 0
+) -> tuple[float, int]:
+    """The standard deviation of `statistic(indices)` over `resamples` draws of n indices with
+    replacement (seeded), and how many draws had a value (a statistic returns None where it is
+    undefined on a draw, e.g. an AUC of frames of one kind). 0.0 with fewer than 2 values."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        value = statistic(rng.integers(0, n, n))
+        if value is not None:
+            values.append(value)
+    return (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0), len(values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,13 +272,37 @@ def segment_map_standard_error(
     the videos, the unit the test set was drawn in, measures how much it moves with them.
     """
     matches = _match_videos(predictions, ground_truth, tiou_thresholds)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        sample = [matches[i] for i in rng.integers(0, len(matches), len(matches))]
-        if any(len(m.gt_classes) for m in sample):  # a draw of videos without segments: no mAP
-            values.append(_map_of_matches(sample, len(tiou_thresholds)))
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    def statistic(drawn: np.ndarray) -> float | None:
+        sample = [matches[i] for i in drawn]
+        if not any(len(m.gt_classes) for m in sample):  # videos without segments: no mAP
+            return None
+        return _map_of_matches(sample, len(tiou_thresholds))
+
+    return bootstrap_standard_error(len(matches), statistic, resamples, seed)[0]
+
+
+def segment_map_difference_standard_error(
+    predictions: Sequence[np.ndarray],
+    baseline_predictions: Sequence[np.ndarray],
+    ground_truth: Sequence[np.ndarray],
+    tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Bootstrap standard error, in points, of segment_map(predictions) minus
+    segment_map(baseline_predictions) on the same videos: both scored on each draw of videos."""
+    matches = _match_videos(predictions, ground_truth, tiou_thresholds)
+    baseline = _match_videos(baseline_predictions, ground_truth, tiou_thresholds)
+
+    def statistic(drawn: np.ndarray) -> float | None:
+        if not any(len(matches[i].gt_classes) for i in drawn):
+            return None
+        return _map_of_matches([matches[i] for i in drawn], len(tiou_thresholds)) - (
+            _map_of_matches([baseline[i] for i in drawn], len(tiou_thresholds))
+        )
+
+    return bootstrap_standard_error(len(matches), statistic, resamples, seed)[0]
 
 
 def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -336,14 +390,40 @@ def frame_auc_standard_error(
     over `resamples` resamplings of the videos with replacement (seeded). A resample without
     normal or anomalous frames (e.g. only normal videos drawn) has no AUC and is skipped."""
     frames = _frames_of_videos(segment_scores, anomalies, num_frames)
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(resamples):
-        drawn = [frames[i] for i in rng.integers(0, len(frames), len(frames))]
-        labels = np.concatenate([y for _, y in drawn])
-        if labels.min() == labels.max():
-            continue
-        aucs.append(frame_auc(np.concatenate([s for s, _ in drawn]), labels))
-    if len(aucs) < 2:
+    return _frame_auc_bootstrap(lambda drawn: _drawn_frame_auc(frames, drawn), len(frames),
+                                resamples, seed)  # fmt: skip
+
+
+def frame_auc_difference_standard_error(
+    segment_scores: np.ndarray,
+    baseline_scores: np.ndarray,
+    anomalies: np.ndarray,
+    num_frames: np.ndarray,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard error in points of video_frame_auc(segment_scores) minus
+    video_frame_auc(baseline_scores) on the same videos: both scored on each draw of videos."""
+    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
+    baseline = _frames_of_videos(baseline_scores, anomalies, num_frames)
+
+    def statistic(drawn: np.ndarray) -> float | None:
+        auc = _drawn_frame_auc(frames, drawn)
+        return None if auc is None else auc - _drawn_frame_auc(baseline, drawn)
+
+    return _frame_auc_bootstrap(statistic, len(frames), resamples, seed)
+
+
+def _drawn_frame_auc(frames: list[tuple[np.ndarray, np.ndarray]], drawn: np.ndarray):
+    """The frame AUC of the drawn videos, None when they hold frames of one kind only."""
+    labels = np.concatenate([frames[i][1] for i in drawn])
+    if labels.min() == labels.max():
+        return None
+    return frame_auc(np.concatenate([frames[i][0] for i in drawn]), labels)
+
+
+def _frame_auc_bootstrap(statistic, n: int, resamples: int, seed: int) -> float:
+    se, valid = bootstrap_standard_error(n, statistic, resamples, seed)
+    if valid < 2:
         raise ValueError("too few bootstrap resamples hold both normal and anomalous frames")
-    return float(np.std(aucs, ddof=1))
+    return se

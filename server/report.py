@@ -57,6 +57,8 @@ def _task_view(evaluation: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
     for task in tasks:
         view |= {task.test_key: evaluation.get(task.test_key)}
         view |= {f"{task.test_key}_se": evaluation.get(f"{task.test_key}_se")}
+        if evaluation.get(f"{task.test_key}_change_se") is not None:
+            view |= {f"{task.test_key}_change_se": evaluation[f"{task.test_key}_change_se"]}
     view |= {key: evaluation.get(key) for key in PRIVACY_DETAILS}
     return view
 
@@ -216,7 +218,8 @@ def _selection_sentence(report: dict[str, Any]) -> str:
 
 
 def _utility_rows(report: dict[str, Any]) -> list[list[Any]]:
-    """One row per evaluated task: its metric raw and anonymized (± standard error)."""
+    """One row per evaluated task: its metric raw and anonymized (± standard error), and the
+    change (± the standard error of the change on the same test videos, when known)."""
     base, anon = report["baseline"], report["anonymized"]
     rows = []
     for task in (report.get("tasks") or {}).values():
@@ -226,7 +229,7 @@ def _utility_rows(report: dict[str, Any]) -> list[list[Any]]:
                 task["title"],
                 f"{_fmt(base.get(key))} ± {_fmt(base.get(f'{key}_se'))}",
                 f"{_fmt(anon.get(key))} ± {_fmt(anon.get(f'{key}_se'))}",
-                _points_change(report["utility_drop"].get(key)),
+                _points_change(report["utility_drop"].get(key), anon.get(f"{key}_change_se")),
             ]
         )
     return rows
@@ -243,7 +246,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         THREAT_MODEL,
         "",
         "Lower cMAP is more private. Each task is measured by its own central protocol (a fresh",
-        "downstream model on the same anonymized features; common.tasks), ± standard error.",
+        "downstream model on the same anonymized features; common.tasks), ± standard error; a",
+        "change's standard error is paired: both models scored on the same test videos.",
         "",
         *_table(
             ["metric", "baseline (raw)", "anonymized", "change"],
@@ -394,10 +398,11 @@ def _bias_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _points_change(drop: float | None) -> str:
+def _points_change(drop: float | None, se: float | None = None) -> str:
     if drop is None:
         return "–"
-    return f"{_fmt(abs(drop))} points {'lower' if drop >= 0 else 'higher'}"
+    change = f"{_fmt(abs(drop))} points {'lower' if drop >= 0 else 'higher'}"
+    return change if se is None else f"{change} (± {_fmt(se)} paired)"
 
 
 def _pct_lower(value: float | None) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.attackers import Split
 from common.heads import SequenceClassifier
+from common.metrics import paired_accuracy_standard_error
 from common.probes import run_linear_probe
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit
 
@@ -65,7 +67,18 @@ class ActionRecognition(Task):
             lr=config.probe_lr,
             batch_size=config.batch_size,
         )
-        return TaskScore(probe.test_top1, probe.test_top1_se, probe.val_top1, probe.num_test)
+        return TaskScore(probe.test_top1, probe.test_top1_se, probe.val_top1, probe.num_test,
+                         test_outputs=probe.test_predictions)  # fmt: skip
+
+    def change_standard_error(
+        self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
+    ) -> float | None:
+        if score.test_outputs is None or baseline.test_outputs is None:
+            return None
+        actions = test_labels["action"]
+        return paired_accuracy_standard_error(
+            score.test_outputs == actions, baseline.test_outputs == actions
+        )
 
 
 TASKS.register("ar")(ActionRecognition())

@@ -23,7 +23,12 @@ from torch import nn
 
 from common.errors import LatentveilError
 from common.fitting import fit_selected_on_val
-from common.metrics import frame_auc_standard_error, frames_of_videos, video_frame_auc
+from common.metrics import (
+    frame_auc_difference_standard_error,
+    frame_auc_standard_error,
+    frames_of_videos,
+    video_frame_auc,
+)
 from common.probes import standardize
 from common.tasks.base import TASKS, Task, TaskScore, TaskSplit
 
@@ -295,16 +300,28 @@ class AnomalyDetection(Task):
             fits.append((fit.best_score, head))
         val, head = max(fits, key=lambda fit: fit[0])
         test = splits["test"].labels
+        scores = _segment_scores(head, features["test"])  # (N, C)
         return TaskScore(
-            test=split_auc(head, "test"),
+            test=video_frame_auc(scores, test["anomalies"], test["num_frames"]),
             test_se=frame_auc_standard_error(
-                _segment_scores(head, features["test"]),
-                test["anomalies"],
-                test["num_frames"],
-                resamples=BOOTSTRAP_RESAMPLES,
+                scores, test["anomalies"], test["num_frames"], resamples=BOOTSTRAP_RESAMPLES
             ),
             val=val,
             num_test=len(splits["test"]),
+            test_outputs=scores,
+        )
+
+    def change_standard_error(
+        self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
+    ) -> float | None:
+        if score.test_outputs is None or baseline.test_outputs is None:
+            return None
+        return frame_auc_difference_standard_error(
+            score.test_outputs,
+            baseline.test_outputs,
+            test_labels["anomalies"],
+            test_labels["num_frames"],
+            resamples=BOOTSTRAP_RESAMPLES,
         )
 
 

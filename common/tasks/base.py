@@ -13,7 +13,7 @@ Training, the site data, the evaluation set and the report iterate over the conf
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -47,6 +47,12 @@ class TaskScore:
     test_se: float
     val: float
     num_test: int
+    # Standard error of `test` minus the raw features' test metric on the SAME test videos
+    # (paired): set by the central evaluator once it has the baseline, None otherwise.
+    change_se: float | None = None
+    # Per-test-video outputs (predictions, detections, scores) that pair two scores; not
+    # saved and not compared.
+    test_outputs: Any = field(default=None, compare=False, repr=False)
 
 
 class Task(ABC):
@@ -92,6 +98,13 @@ class Task(ABC):
     def budget_groups(self, labels: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """(B,) group of each video for `loss.budget_negatives=same_action`: the privacy
         budget's negatives are then the videos of the same group. None = no grouping."""
+        return None
+
+    def change_standard_error(
+        self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
+    ) -> float | None:
+        """Standard error of score.test - baseline.test, both measured on the same test videos
+        (`test_labels`), from the per-video outputs each keeps; None if this task cannot."""
         return None
 
     def check_splits(self, labels: dict[str, dict[str, np.ndarray]]) -> None:

@@ -18,6 +18,7 @@ from common.evaluation import (
     VideoSplit,
     anonymize_sequences,
 )
+from common.metrics import paired_accuracy_standard_error
 from common.probes import run_linear_probe
 
 
@@ -167,6 +168,23 @@ def test_removing_the_information_brings_every_attacker_to_chance_and_mixing_it_
     assert dropped["ar_top1"] > 95
     mixed = evaluator.evaluate(Scramble()).to_json()
     assert mixed["privacy_cmap"] > 95
+
+
+def test_after_the_raw_features_each_task_score_carries_its_paired_change_error():
+    config = load_config(None, FAST)
+    es = planted_set()
+    evaluator = CentralEvaluator(es, config)
+    raw = evaluator.evaluate(None)
+    assert raw.tasks["ar"].change_se is None and "ar_top1_change_se" not in raw.to_json()
+    dropped = evaluator.evaluate(DropAttributes())
+    actions = es.tasks["ar"].splits["test"].labels["action"]
+    expected = paired_accuracy_standard_error(
+        dropped.tasks["ar"].test_outputs == actions, raw.tasks["ar"].test_outputs == actions
+    )
+    assert dropped.tasks["ar"].change_se == expected
+    assert dropped.to_json()["ar_top1_change_se"] == expected
+    # and it survives the checkpoint's JSON (the outputs, which pair the scores, do not)
+    assert Evaluation.from_json(dropped.to_json()).tasks["ar"].change_se == expected
 
 
 def test_an_evaluation_set_of_an_older_version_is_refused_with_what_to_do(tmp_path):

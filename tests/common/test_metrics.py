@@ -13,9 +13,12 @@ from common.metrics import (
     chance_cmap,
     class_mean_average_precision,
     frame_auc,
+    frame_auc_difference_standard_error,
     frame_auc_standard_error,
     frames_of_video,
+    paired_accuracy_standard_error,
     segment_map,
+    segment_map_difference_standard_error,
     segment_map_standard_error,
     top1_accuracy,
     video_frame_auc,
@@ -207,3 +210,43 @@ def test_the_bootstrap_standard_error_is_seeded_and_matches_the_spread_over_fres
     perfect = np.zeros_like(scores)
     perfect[1::2, 3:5] = 1
     assert frame_auc_standard_error(perfect, anomalies, num_frames) == 0
+
+
+def test_paired_accuracy_standard_error_by_hand():
+    # Differences per example 0, 1, 0, 0: standard deviation 0.5 (ddof 1), over sqrt(4) -> 0.25.
+    correct, baseline = np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])
+    assert paired_accuracy_standard_error(correct, baseline) == pytest.approx(25.0)
+    assert paired_accuracy_standard_error(correct, correct) == 0.0
+    with pytest.raises(ValueError, match="two \\(N,\\) arrays"):
+        paired_accuracy_standard_error(correct, baseline[:3])
+
+
+def test_a_change_measured_on_the_same_videos_is_known_better_than_either_metric():
+    # 40 videos of very different difficulty, two detectors that differ on a few of them: the
+    # difficulty moves both metrics together, so their difference varies far less.
+    rng = np.random.default_rng(0)
+    n = 40
+    anomalies = -np.ones((n, 4, 2))
+    anomalies[1::2, 0] = [0.3, 0.5]
+    difficulty = rng.uniform(0.0, 3.0, n)[:, None]
+    scores = rng.normal(size=(n, 10)) * difficulty
+    scores[1::2, 3:5] += 1.0
+    other = scores.copy()
+    other[:4] += rng.normal(size=(4, 10)) * 0.3
+    frames = np.full(n, 20)
+    alone = frame_auc_standard_error(scores, anomalies, frames, resamples=100)
+    paired = frame_auc_difference_standard_error(other, scores, anomalies, frames, resamples=100)
+    assert 0.0 < paired < alone / 3
+    assert frame_auc_difference_standard_error(scores, scores, anomalies, frames) == 0.0
+
+    ground_truth = [np.array([[0.1, 0.3, v % 3], [0.5, 0.8, (v + 1) % 3]]) for v in range(24)]
+    detections = [
+        np.c_[g[:, :2] + (0.0 if v % 2 else 0.5), g[:, 2], rng.random(2)]
+        for v, g in enumerate(ground_truth)
+    ]
+    moved = [d.copy() for d in detections]
+    moved[1][:, :2] += 0.5  # one video's hits become misses
+    alone = segment_map_standard_error(detections, ground_truth, seed=1)
+    paired = segment_map_difference_standard_error(moved, detections, ground_truth, seed=1)
+    assert 0.0 < paired < alone
+    assert segment_map_difference_standard_error(detections, detections, ground_truth) == 0.0

@@ -23,7 +23,9 @@ GOLDEN = Path(__file__).parent / "golden" / "report.md"
 ATTRIBUTES = ("skin_tone", "gender")
 
 
-def evaluation(cmaps: dict[str, float], stills: float, ar: float, ar_val: float) -> Evaluation:
+def evaluation(
+    cmaps: dict[str, float], stills: float, ar: float, ar_val: float, change_se=None
+) -> Evaluation:
     def results(values: dict[str, float]) -> dict[str, AttackResult]:
         return {
             name: AttackResult(name, cmap, cmap - 1.0, 40.0, [cmap + 2.0, cmap - 2.0])
@@ -31,12 +33,12 @@ def evaluation(cmaps: dict[str, float], stills: float, ar: float, ar_val: float)
         }
 
     privacy = privacy_summary(results(cmaps), results({name: stills for name in cmaps}), ATTRIBUTES)
-    return Evaluation(privacy, {"ar": TaskScore(ar, 1.25, ar_val, 400)})
+    return Evaluation(privacy, {"ar": TaskScore(ar, 1.25, ar_val, 400, change_se)})
 
 
 def history() -> History:
     baseline = evaluation({"mlp": 90.0, "inversion": 92.0}, 95.0, 98.0, 98.5)
-    selected = evaluation({"mlp": 50.0, "inversion": 55.0}, 60.0, 97.5, 98.0)
+    selected = evaluation({"mlp": 50.0, "inversion": 55.0}, 60.0, 97.5, 98.0, change_se=0.375)
     last = evaluation({"mlp": 52.0, "inversion": 58.0}, 61.0, 97.0, 96.0)
     train = {"loss": 1.5, "loss_b": 4.25, "loss_lc": 0.0123, "loss_t": 0.5}
     common = {"sites_sampled": 3, "bytes_down": 3_000_000, "bytes_up": 3_000_000}
