@@ -34,9 +34,24 @@ BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
 
+FEDERATION_MODES = ("federated", "centralized")  # federation.mode
+FEATURE_DTYPES = ("float16", "float32")  # features.dtype
+WORLD_PRESETS = ("tiny", "default", "large")  # simulations.world.presets.PRESETS (a test checks)
+
+
 def _choice(where: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"'{where}' must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _at_least(where: str, value: float, minimum: float, why: str = "") -> None:
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"'{where}' must be at least {minimum:g}{why}, not {value!r}")
+
+
+def _positive(where: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"'{where}' must be greater than 0, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,18 @@ class EncoderConfig:
     dim: int = 256  # feature width d (tiny3d); others report their own
     seed: int = 0  # initialisation seed when tiny3d has no checkpoint
 
+    def __post_init__(self) -> None:
+        from common.encoders import ENCODERS  # here: common.encoders imports this module
+
+        if self.name not in ENCODERS:
+            raise ConfigError(
+                f"'encoder.name' names an unknown encoder {self.name!r}; registered encoders: "
+                f"{', '.join(sorted(ENCODERS.names()))}"
+            )
+        _at_least("encoder.clip_len", self.clip_len, 1)
+        _at_least("encoder.frame_size", self.frame_size, 1)
+        _at_least("encoder.dim", self.dim, 1)
+
 
 @dataclass(frozen=True)
 class FeaturesConfig:
@@ -63,6 +90,15 @@ class FeaturesConfig:
     eval_clips: int = 5  # evenly spaced clips per video for evaluation
     dtype: str = "float16"  # float16 | float32 in the HDF5 store
     batch_size: int = 32  # clips per encoder forward pass
+
+    def __post_init__(self) -> None:
+        _at_least("features.clip_stride", self.clip_stride, 1)
+        _at_least("features.clip_step", self.clip_step, 1)
+        _at_least("features.static_clips", self.static_clips, 2,
+                  " (the privacy budget pairs two static clips of a video)")  # fmt: skip
+        _at_least("features.eval_clips", self.eval_clips, 0)
+        _choice("features.dtype", self.dtype, FEATURE_DTYPES)
+        _at_least("features.batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,11 @@ class AnonymizerConfig:
             raise ConfigError(f"'anonymizer.bottleneck' must be >= 0, got {self.bottleneck}")
         if self.window < 1:
             raise ConfigError(f"'anonymizer.window' must be at least 1 clip, got {self.window}")
+        _at_least("anonymizer.layers", self.layers, 0)
+        _at_least("anonymizer.heads", self.heads, 1)
+        _positive("anonymizer.ff_ratio", self.ff_ratio)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"'anonymizer.dropout' must be in [0, 1), not {self.dropout!r}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +132,9 @@ class HeadsConfig:
     """Sizes of the task heads trained with the adapter (common.tasks)."""
 
     num_actions: int = 8  # action recognition's classes
+
+    def __post_init__(self) -> None:
+        _at_least("heads.num_actions", self.num_actions, 2)
 
 
 def _task_names(where: str, tasks: dict[str, float]) -> None:
@@ -150,6 +194,9 @@ class LossConfig:
     def __post_init__(self) -> None:
         _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
+        for name in ("w_lc", "w_t", "w_b"):
+            _at_least(f"loss.{name}", getattr(self, name), 0)
+        _positive("loss.tau", self.tau)
 
 
 @dataclass(frozen=True)
@@ -162,6 +209,14 @@ class TrainConfig:
     head_lr: float = 1e-4  # task heads
     weight_decay: float = 0.01
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least("train.epochs", self.epochs, 1)
+        _at_least("train.batch_size", self.batch_size, 2,
+                  " (the privacy budget contrasts the videos of a batch)")  # fmt: skip
+        _positive("train.lr", self.lr)
+        _at_least("train.head_lr", self.head_lr, 0)
+        _at_least("train.weight_decay", self.weight_decay, 0)
 
 
 @dataclass(frozen=True)
@@ -178,6 +233,28 @@ class FederationConfig:
     trimmed_beta: float = 0.2  # FedTrimmedAvg
     num_malicious: int = 0  # Krum
     cpus_per_site: float = 1.0
+
+    def __post_init__(self) -> None:
+        # The strategy's name is checked against server.strategies when a run starts.
+        _choice("federation.mode", self.mode, FEDERATION_MODES)
+        _at_least("federation.rounds", self.rounds, 1)
+        if not 0 < self.fraction_train <= 1:
+            raise ConfigError(
+                f"'federation.fraction_train' is the share of sites sampled per round, in "
+                f"(0, 1], not {self.fraction_train!r}"
+            )
+        _at_least("federation.proximal_mu", self.proximal_mu, 0)
+        _positive("federation.server_lr", self.server_lr)
+        if not 0 <= self.server_momentum < 1:
+            raise ConfigError(
+                f"'federation.server_momentum' must be in [0, 1), not {self.server_momentum!r}"
+            )
+        if not 0 <= self.trimmed_beta < 0.5:
+            raise ConfigError(
+                f"'federation.trimmed_beta' must be in [0, 0.5), not {self.trimmed_beta!r}"
+            )
+        _at_least("federation.num_malicious", self.num_malicious, 0)
+        _positive("federation.cpus_per_site", self.cpus_per_site)
 
 
 @dataclass(frozen=True)
@@ -206,6 +283,11 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         _choice("evaluation.select", self.select, SELECT_RULES)
+        _at_least("evaluation.every", self.every, 1)
+        for name in ("attacker_epochs", "attacker_patience", "probe_epochs", "batch_size"):
+            _at_least(f"evaluation.{name}", getattr(self, name), 1)
+        _positive("evaluation.attacker_lr", self.attacker_lr)
+        _positive("evaluation.probe_lr", self.probe_lr)
         if not self.attackers:
             raise ConfigError("'evaluation.attackers' needs at least one attacker")
         for name in self.attackers:
@@ -222,6 +304,11 @@ class WorldConfig:
     seed: int = 0
     dirichlet_alpha: float = 0.3  # small = very skewed site mixes
     dir: str = ""  # where the world lives; empty = <run dir>/world
+
+    def __post_init__(self) -> None:
+        _choice("world.preset", self.preset, WORLD_PRESETS)
+        _at_least("world.sites", self.sites, 1)
+        _positive("world.dirichlet_alpha", self.dirichlet_alpha)
 
 
 @dataclass(frozen=True)

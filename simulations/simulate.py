@@ -255,6 +255,10 @@ def simulate(
 ) -> Path:
     """The main job; returns the path of report.json."""
     run_dir = Path(run_dir)
+    if config.federation.mode == "federated":
+        from server.strategies import STRATEGIES  # imports Flower: only for a federated run
+
+        STRATEGIES.get(config.federation.strategy)  # an unknown name: one line, before any work
     save_config(config, RunLayout(run_dir).config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from common.config import (
+    WORLD_PRESETS,
     ConfigError,
     RunConfig,
     apply_overrides,
@@ -58,6 +59,46 @@ def test_unknown_key_names_the_key_and_the_closest_valid_one(tmp_path):
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("federation.rounds=-1", r"'federation\.rounds' must be at least 1"),
+        ("federation.rounds=0", r"'federation\.rounds' must be at least 1"),
+        ("train.lr=-0.001", r"'train\.lr' must be greater than 0"),
+        ("train.lr=nan", r"'train\.lr' must be greater than 0"),
+        ("federation.mode=banana", r"'federation\.mode' must be one of federated, centralized"),
+        ("features.dtype=int8", r"'features\.dtype' must be one of float16, float32"),
+        ("world.preset=huge", r"'world\.preset' must be one of tiny, default, large"),
+        ("encoder.name=resnet", r"unknown encoder 'resnet'; registered encoders: .*tiny3d"),
+        ("world.sites=0", r"'world\.sites' must be at least 1"),
+        ("federation.fraction_train=7", r"'federation\.fraction_train' .* in \(0, 1\]"),
+        ("federation.fraction_train=0", r"'federation\.fraction_train' .* in \(0, 1\]"),
+        ("evaluation.every=0", r"'evaluation\.every' must be at least 1"),
+        ("features.clip_step=0", r"'features\.clip_step' must be at least 1"),
+        ("features.static_clips=0", r"'features\.static_clips' must be at least 2"),
+        ("train.batch_size=0", r"'train\.batch_size' must be at least 2"),
+        ("train.batch_size=1", r"'train\.batch_size' must be at least 2"),
+        ("loss.tau=0", r"'loss\.tau' must be greater than 0"),
+        ("loss.w_b=-1", r"'loss\.w_b' must be at least 0"),
+        ("anonymizer.dropout=1", r"'anonymizer\.dropout' must be in \[0, 1\)"),
+        ("federation.trimmed_beta=0.5", r"'federation\.trimmed_beta' must be in \[0, 0\.5\)"),
+        ("evaluation.probe_epochs=0", r"'evaluation\.probe_epochs' must be at least 1"),
+        ("heads.num_actions=1", r"'heads\.num_actions' must be at least 2"),
+    ],
+)
+def test_values_that_cannot_work_are_refused_when_the_config_loads(override, message):
+    # `latentveil config` used to print these as valid; runs failed minutes later, or inside
+    # the Flower subprocess.
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG_DIR / "default.yaml", [override])
+
+
+def test_the_world_presets_the_config_accepts_are_the_worlds_presets():
+    from simulations.world.presets import PRESETS
+
+    assert set(WORLD_PRESETS) == set(PRESETS)
 
 
 def test_missing_and_invalid_yaml_files(tmp_path):

@@ -49,6 +49,19 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert "data folder not found" in capsys.readouterr().err
 
 
+def test_an_unknown_strategy_stops_a_run_before_it_writes_anything(capsys, tmp_path):
+    run = tmp_path / "run"
+    args = ["simulate", "--out", str(run), "--quiet", "--set", "federation.strategy=fedfoo"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown strategy 'fedfoo'; registered: " in err and "fedavg" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+    # a value out of range is refused by `latentveil config` already
+    assert main(["config", "--set", "federation.rounds=-3"]) == 2
+    assert "'federation.rounds' must be at least 1" in capsys.readouterr().err
+
+
 def test_config_out_writes_resolved_yaml(tmp_path):
     assert main(["config", "--set", "federation.rounds=3", "--out", str(tmp_path / "c.yaml")]) == 0
     assert "rounds: 3" in (tmp_path / "c.yaml").read_text()
