@@ -319,7 +319,7 @@ def _cut_clips(
         return source, [static], [0], (0, 0, 1)
 
     starts = clip_starts(
-        info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step
+        info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step, path.name
     )
     eval_starts = (
         eval_clip_starts(
@@ -469,8 +469,16 @@ def _source_unchanged(store: FeatureStore, item: VideoItem) -> bool:
 
 
 def find_videos(data_dir: str | Path) -> list[VideoItem]:
-    """Every video or image file under `data_dir`, with its relative path (no suffix) as id."""
+    """Every video or image file under `data_dir`, with its relative path (no suffix) as id;
+    `data_dir` may also be one such file (its name without suffix is the id)."""
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        if data_dir.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+            raise FeatureStoreError(
+                f"{data_dir} is neither a folder nor a video or image file (known suffixes: "
+                f"{' '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)})"
+            )
+        return [VideoItem(data_dir.stem, data_dir)]
     if not data_dir.is_dir():
         raise FeatureStoreError(f"data folder not found: {data_dir}")
     paths = sorted(

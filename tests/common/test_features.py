@@ -204,6 +204,13 @@ def test_bad_video_raises_naming_it_or_is_skipped(tmp_path, videos, encoder):
         assert store.video_ids() == ["v0", "v1"]
 
 
+def test_a_video_shorter_than_one_clip_is_named(tmp_path, encoder):
+    short = write_video(tmp_path / "short.mp4", 10, seed=0)
+    with pytest.raises(VideoError, match=r"short\.mp4: video of 10 frames is shorter than one"):
+        extract_features([VideoItem("short", short)], encoder, tmp_path / "s.h5", CONFIG,
+                         progress=False)  # fmt: skip
+
+
 def test_store_errors(tmp_path):
     with pytest.raises(FeatureStoreError, match="not found"):
         FeatureStore(tmp_path / "missing.h5")
@@ -216,6 +223,12 @@ def test_store_errors(tmp_path):
 def test_find_videos_uses_relative_paths_as_ids(tmp_path, videos):
     found = find_videos(tmp_path / "videos")
     assert [item.video_id for item in found] == sorted(["v0", "v1", "v2", "v3", "v4", "still"])
+    # one file is a data set of one video, named by its stem
+    assert find_videos(videos[1].path) == [VideoItem("v1", videos[1].path)]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    with pytest.raises(FeatureStoreError, match="notes.txt is neither a folder nor a video"):
+        find_videos(notes)
 
 
 def test_npy_round_trip(tmp_path, videos, encoder):
