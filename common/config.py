@@ -31,6 +31,7 @@ class ConfigError(LatentveilError, ValueError):
 SELECT_RULES = ("val", "last")  # evaluation.select
 BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
 BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
+TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
 
@@ -190,9 +191,14 @@ class LossConfig:
     # Whiten the views over the batch before NT-Xent's cosine (common.losses): every direction
     # counts, as it does for an attacker. Needs anonymizer.bottleneck (the views are its code).
     whiten_budget: bool = False
+    # How L_LC and L_B combine the batches of the seen tasks in a step: "tasks" = the mean over
+    # tasks (each task's batch counts the same, however few videos it has); "videos" = every
+    # video counts the same (a task's term weighted by its batch's videos).
+    task_average: str = "tasks"
 
     def __post_init__(self) -> None:
         _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)
+        _choice("loss.task_average", self.task_average, TASK_AVERAGES)
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
         for name in ("w_lc", "w_t", "w_b"):
             _at_least(f"loss.{name}", getattr(self, name), 0)

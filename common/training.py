@@ -62,14 +62,17 @@ def compute_losses(
 
     Each task's videos are anonymized (a sequence longer than `window` clips in consecutive
     windows, as a deployment does; None: one sequence); L_LC and L_B are averaged over the
-    tasks' batches, L_T is the sum of each task's loss times its weight (`tasks.seen`; None: 1
+    tasks' batches (`loss.task_average`: each batch alike, or weighted by its videos), L_T is
+    the sum of each task's loss times its weight (`tasks.seen`; None: 1
     for every task).
     """
     consistency, budgets = [], []
     utility = None
+    consistency_weights, budget_weights = [], []
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
         clips, mask = task_batch.clip_features, task_batch.key_padding_mask
+        videos = float(len(clips)) if config.task_average == "videos" else 1.0
         if window is not None and clips.shape[1] > window:
             if mask is not None:
                 raise ValueError("padded sequences longer than the anonymizer window")
@@ -81,6 +84,7 @@ def compute_losses(
                 task_batch.clip_features, anonymized, task_batch.key_padding_mask
             )
         )
+        consistency_weights.append(videos)
         if utility is None:
             utility = anonymized.new_zeros(())
         if name in model.heads:
@@ -105,10 +109,19 @@ def compute_losses(
                     whiten=config.whiten_budget,
                 )
             )
+            budget_weights.append(videos)
     if utility is None:
         raise ValueError("a training batch needs the videos of at least one task")
-    lc = torch.stack(consistency).mean()
-    return splavu_objective(lc, utility, torch.stack(budgets).mean(), config)
+    lc = _weighted_mean(consistency, consistency_weights)
+    return splavu_objective(lc, utility, _weighted_mean(budgets, budget_weights), config)
+
+
+def _weighted_mean(values: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """sum(w * v) / sum(w) of scalar tensors (equal weights: exactly the plain mean)."""
+    if len(set(weights)) == 1:
+        return torch.stack(values).mean()
+    w = torch.tensor(weights, dtype=values[0].dtype)
+    return (torch.stack(values) * w).sum() / w.sum()
 
 
 def budget_views(

@@ -1,5 +1,7 @@
 """Tests for the local SPLAVU training step."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from common.config import LossConfig, RunConfig, TrainConfig, load_config
 from common.losses import privacy_budget_loss
 from common.model import build_model
 from common.training import (
+    TaskBatch,
     TrainingBatch,
     build_optimizer,
     compute_losses,
@@ -191,3 +194,34 @@ def make_site_ar():
         torch.randn(12, 2, D, generator=gen),
         {"action": torch.randint(0, 8, (12,), generator=gen)},
     )
+
+
+def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
+    # L_LC and L_B of a step with an AR batch of 8 videos and an AD batch of 2: the mean of
+    # the two task terms ("tasks"), or weighted 8 : 2 ("videos").
+    gen = torch.Generator().manual_seed(0)
+    ar = TaskBatch(torch.randn(8, 2, 16, generator=gen), torch.randn(8, 2, 16, generator=gen),
+                   {"action": torch.arange(8) % 3})  # fmt: skip
+    anomalies = -torch.ones(2, 4, 2)
+    anomalies[1, 0] = torch.tensor([0.2, 0.6])
+    ad = TaskBatch(torch.randn(2, 4, 16, generator=gen), torch.randn(2, 2, 16, generator=gen),
+                   {"anomalous": torch.tensor([0, 1]), "anomalies": anomalies,
+                    "num_frames": torch.tensor([64, 64])})  # fmt: skip
+    config = load_config(
+        None,  # a bottleneck: the adapter is no identity, so L_LC is not 0 for either task
+        ["tasks.seen={ar: 1.0, ad: 1.0}", "loss.budget_views=clips", "anonymizer.bottleneck=4"],
+    )
+    model = build_model(16, config, seed=0).eval()
+    alone = {
+        name: compute_losses(model, TrainingBatch({name: batch}), config.loss)
+        for name, batch in (("ar", ar), ("ad", ad))
+    }
+    both = TrainingBatch({"ar": ar, "ad": ad})
+    by_tasks = compute_losses(model, both, config.loss)
+    videos = dataclasses.replace(config.loss, task_average="videos")
+    by_videos = compute_losses(model, both, videos)
+    for term in ("latent_consistency", "privacy_budget"):
+        a, d = getattr(alone["ar"], term), getattr(alone["ad"], term)
+        assert torch.allclose(getattr(by_tasks, term), (a + d) / 2)
+        assert torch.allclose(getattr(by_videos, term), (8 * a + 2 * d) / 10)
+        assert not torch.allclose(a, d)  # so the two averages differ
