@@ -398,7 +398,7 @@ class CentralEvaluator:
         """`score` with the standard error of its change from the raw features' score on the
         same test videos (unknown until this evaluator has evaluated the raw features)."""
         baseline = self.cache.get("baseline_tasks", {}).get(name)
-        if baseline is None:
+        if baseline is None or score == baseline:  # no baseline yet, or the baseline itself
             return score
         labels = self.evaluation_set.tasks[name].splits["test"].labels
         change_se = get_task(name).change_standard_error(score, baseline, labels)
