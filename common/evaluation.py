@@ -400,6 +400,8 @@ class CentralEvaluator:
         baseline = self.cache.get("baseline_tasks", {}).get(name)
         if baseline is None or score == baseline:  # no baseline yet, or the baseline itself
             return score
+        if score.test_outputs is None or baseline.test_outputs is None:  # nothing to pair
+            return score
         labels = self.evaluation_set.tasks[name].splits["test"].labels
         change_se = get_task(name).change_standard_error(score, baseline, labels)
         return replace(score, change_se=change_se)

@@ -264,43 +264,26 @@ def segment_map_standard_error(
     tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
     resamples: int = 200,
     seed: int = 0,
+    baseline: Sequence[np.ndarray] | None = None,
 ) -> float:
     """Bootstrap standard error, in points, of `segment_map` over videos: the standard deviation
-    of the mAP of `resamples` sets of videos drawn with replacement (seeded).
+    of the mAP of `resamples` sets of videos drawn with replacement (seeded). With `baseline`
+    (other predictions for the same videos), of the mAP's change from the baseline's: both
+    scored on each draw.
 
     mAP is not a mean over videos, so it has no closed-form error like accuracy's; resampling
     the videos, the unit the test set was drawn in, measures how much it moves with them.
     """
     matches = _match_videos(predictions, ground_truth, tiou_thresholds)
+    others = None if baseline is None else _match_videos(baseline, ground_truth, tiou_thresholds)
 
     def statistic(drawn: np.ndarray) -> float | None:
-        sample = [matches[i] for i in drawn]
-        if not any(len(m.gt_classes) for m in sample):  # videos without segments: no mAP
+        if not any(len(matches[i].gt_classes) for i in drawn):  # no segments drawn: no mAP
             return None
-        return _map_of_matches(sample, len(tiou_thresholds))
-
-    return bootstrap_standard_error(len(matches), statistic, resamples, seed)[0]
-
-
-def segment_map_difference_standard_error(
-    predictions: Sequence[np.ndarray],
-    baseline_predictions: Sequence[np.ndarray],
-    ground_truth: Sequence[np.ndarray],
-    tiou_thresholds: Sequence[float] = TIOU_THRESHOLDS,
-    resamples: int = 200,
-    seed: int = 0,
-) -> float:
-    """Bootstrap standard error, in points, of segment_map(predictions) minus
-    segment_map(baseline_predictions) on the same videos: both scored on each draw of videos."""
-    matches = _match_videos(predictions, ground_truth, tiou_thresholds)
-    baseline = _match_videos(baseline_predictions, ground_truth, tiou_thresholds)
-
-    def statistic(drawn: np.ndarray) -> float | None:
-        if not any(len(matches[i].gt_classes) for i in drawn):
-            return None
-        return _map_of_matches([matches[i] for i in drawn], len(tiou_thresholds)) - (
-            _map_of_matches([baseline[i] for i in drawn], len(tiou_thresholds))
-        )
+        value = _map_of_matches([matches[i] for i in drawn], len(tiou_thresholds))
+        if others is None:
+            return value
+        return value - _map_of_matches([others[i] for i in drawn], len(tiou_thresholds))
 
     return bootstrap_standard_error(len(matches), statistic, resamples, seed)[0]
 
@@ -385,33 +368,26 @@ def frame_auc_standard_error(
     num_frames: np.ndarray,
     resamples: int = 200,
     seed: int = 0,
+    baseline: np.ndarray | None = None,
 ) -> float:
     """Standard error in points of `video_frame_auc`: the standard deviation of the frame AUC
-    over `resamples` resamplings of the videos with replacement (seeded). A resample without
-    normal or anomalous frames (e.g. only normal videos drawn) has no AUC and is skipped."""
+    over `resamples` resamplings of the videos with replacement (seeded). With `baseline`
+    (other segment scores of the same videos), of the AUC's change from the baseline's: both
+    scored on each draw. A resample without normal or anomalous frames (e.g. only normal videos
+    drawn) has no AUC and is skipped."""
     frames = _frames_of_videos(segment_scores, anomalies, num_frames)
-    return _frame_auc_bootstrap(lambda drawn: _drawn_frame_auc(frames, drawn), len(frames),
-                                resamples, seed)  # fmt: skip
-
-
-def frame_auc_difference_standard_error(
-    segment_scores: np.ndarray,
-    baseline_scores: np.ndarray,
-    anomalies: np.ndarray,
-    num_frames: np.ndarray,
-    resamples: int = 200,
-    seed: int = 0,
-) -> float:
-    """Standard error in points of video_frame_auc(segment_scores) minus
-    video_frame_auc(baseline_scores) on the same videos: both scored on each draw of videos."""
-    frames = _frames_of_videos(segment_scores, anomalies, num_frames)
-    baseline = _frames_of_videos(baseline_scores, anomalies, num_frames)
+    others = None if baseline is None else _frames_of_videos(baseline, anomalies, num_frames)
 
     def statistic(drawn: np.ndarray) -> float | None:
         auc = _drawn_frame_auc(frames, drawn)
-        return None if auc is None else auc - _drawn_frame_auc(baseline, drawn)
+        if auc is None or others is None:
+            return auc
+        return auc - _drawn_frame_auc(others, drawn)
 
-    return _frame_auc_bootstrap(statistic, len(frames), resamples, seed)
+    se, valid = bootstrap_standard_error(len(frames), statistic, resamples, seed)
+    if valid < 2:
+        raise ValueError("too few bootstrap resamples hold both normal and anomalous frames")
+    return se
 
 
 def _drawn_frame_auc(frames: list[tuple[np.ndarray, np.ndarray]], drawn: np.ndarray):
@@ -420,10 +396,3 @@ def _drawn_frame_auc(frames: list[tuple[np.ndarray, np.ndarray]], drawn: np.ndar
     if labels.min() == labels.max():
         return None
     return frame_auc(np.concatenate([frames[i][0] for i in drawn]), labels)
-
-
-def _frame_auc_bootstrap(statistic, n: int, resamples: int, seed: int) -> float:
-    se, valid = bootstrap_standard_error(n, statistic, resamples, seed)
-    if valid < 2:
-        raise ValueError("too few bootstrap resamples hold both normal and anomalous frames")
-    return se

@@ -73,8 +73,6 @@ class ActionRecognition(Task):
     def change_standard_error(
         self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
     ) -> float | None:
-        if score.test_outputs is None or baseline.test_outputs is None:
-            return None
         actions = test_labels["action"]
         return paired_accuracy_standard_error(
             score.test_outputs == actions, baseline.test_outputs == actions

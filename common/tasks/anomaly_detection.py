@@ -24,7 +24,6 @@ from torch import nn
 from common.errors import LatentveilError
 from common.fitting import fit_selected_on_val
 from common.metrics import (
-    frame_auc_difference_standard_error,
     frame_auc_standard_error,
     frames_of_videos,
     video_frame_auc,
@@ -314,14 +313,12 @@ class AnomalyDetection(Task):
     def change_standard_error(
         self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
     ) -> float | None:
-        if score.test_outputs is None or baseline.test_outputs is None:
-            return None
-        return frame_auc_difference_standard_error(
+        return frame_auc_standard_error(
             score.test_outputs,
-            baseline.test_outputs,
             test_labels["anomalies"],
             test_labels["num_frames"],
             resamples=BOOTSTRAP_RESAMPLES,
+            baseline=baseline.test_outputs,
         )
 
 

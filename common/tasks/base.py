@@ -104,7 +104,8 @@ class Task(ABC):
         self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
     ) -> float | None:
         """Standard error of score.test - baseline.test, both measured on the same test videos
-        (`test_labels`), from the per-video outputs each keeps; None if this task cannot."""
+        (`test_labels`), from the per-video `test_outputs` both keep (the evaluator calls it
+        only when they do); None if this task cannot."""
         return None
 
     def check_splits(self, labels: dict[str, dict[str, np.ndarray]]) -> None:

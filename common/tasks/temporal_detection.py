@@ -38,7 +38,6 @@ from torch import nn
 from common.fitting import fit_selected_on_val
 from common.metrics import (
     segment_map,
-    segment_map_difference_standard_error,
     segment_map_standard_error,
 )
 from common.probes import standardize
@@ -428,13 +427,11 @@ class TemporalActionDetection(Task):
     def change_standard_error(
         self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
     ) -> float | None:
-        if score.test_outputs is None or baseline.test_outputs is None:
-            return None
-        return segment_map_difference_standard_error(
+        return segment_map_standard_error(
             score.test_outputs,
-            baseline.test_outputs,
             ground_truth_segments(test_labels["segments"]),
             resamples=BOOTSTRAP_RESAMPLES,
+            baseline=baseline.test_outputs,
         )
 
 

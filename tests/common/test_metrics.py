@@ -13,12 +13,10 @@ from common.metrics import (
     chance_cmap,
     class_mean_average_precision,
     frame_auc,
-    frame_auc_difference_standard_error,
     frame_auc_standard_error,
     frames_of_video,
     paired_accuracy_standard_error,
     segment_map,
-    segment_map_difference_standard_error,
     segment_map_standard_error,
     top1_accuracy,
     video_frame_auc,
@@ -235,9 +233,9 @@ def test_a_change_measured_on_the_same_videos_is_known_better_than_either_metric
     other[:4] += rng.normal(size=(4, 10)) * 0.3
     frames = np.full(n, 20)
     alone = frame_auc_standard_error(scores, anomalies, frames, resamples=100)
-    paired = frame_auc_difference_standard_error(other, scores, anomalies, frames, resamples=100)
+    paired = frame_auc_standard_error(other, anomalies, frames, resamples=100, baseline=scores)
     assert 0.0 < paired < alone / 3
-    assert frame_auc_difference_standard_error(scores, scores, anomalies, frames) == 0.0
+    assert frame_auc_standard_error(scores, anomalies, frames, baseline=scores) == 0.0
 
     ground_truth = [np.array([[0.1, 0.3, v % 3], [0.5, 0.8, (v + 1) % 3]]) for v in range(24)]
     detections = [
@@ -247,6 +245,6 @@ def test_a_change_measured_on_the_same_videos_is_known_better_than_either_metric
     moved = [d.copy() for d in detections]
     moved[1][:, :2] += 0.5  # one video's hits become misses
     alone = segment_map_standard_error(detections, ground_truth, seed=1)
-    paired = segment_map_difference_standard_error(moved, detections, ground_truth, seed=1)
+    paired = segment_map_standard_error(moved, ground_truth, seed=1, baseline=detections)
     assert 0.0 < paired < alone
-    assert segment_map_difference_standard_error(detections, detections, ground_truth) == 0.0
+    assert segment_map_standard_error(detections, ground_truth, baseline=detections) == 0.0
