@@ -1,7 +1,8 @@
 """The camera site: a Flower ClientApp (Message API).
 
 A site keeps its video. On first use it encodes its videos of the seen tasks once with the
-frozen encoder into its local HDF5 store; every round it loads the received adapter and head
+frozen encoder, run through the best edge backend the site has (`edge_export.site`), into its
+local HDF5 store; every round it loads the received adapter and head
 arrays strictly, trains the configured local epochs with the three SPLAVU losses on the cached
 features, and replies with the shareable arrays only (AAM + task heads), its metrics and its
 site id.
@@ -32,6 +33,7 @@ from common.runconfig import run_config_from_context, site_paths
 from common.sitedata import SiteData, ensure_site_features, load_site_data, site_tensors
 from common.training import evaluate_site, train_local
 from common.weights import load_shareable, shareable_state
+from edge_export.site import site_encoder
 
 app = ClientApp()
 
@@ -52,7 +54,18 @@ def _prepare(context: Context, split: str) -> tuple[RunConfig, str, SiteData]:
     config = run_config_from_context(context.run_config)
     site_id, site_dir, store = site_paths(context.node_config, context.run_config, config)
     tasks = tuple(config.tasks.seen)
-    ensure_site_features(site_dir, store, config.encoder, config.features, tasks=tasks)
+    # The site encodes its videos (once) through the best edge backend it has, or the one its
+    # node config names: --node-config 'encoder-backend="onnx"' (auto, eager, torch, onnx,
+    # openvino, tensorrt). The artifact is kept beside the store.
+    backend = str(context.node_config.get("encoder-backend", "auto"))
+    ensure_site_features(
+        site_dir,
+        store,
+        config.encoder,
+        config.features,
+        tasks=tasks,
+        encoder_factory=lambda: site_encoder(config.encoder, backend, Path(store).parent / "edge"),
+    )
     data = _site_data(str(site_dir), str(store), tasks, split, str(Path(store).stat().st_mtime_ns))
     return config, site_id, data
 

@@ -58,6 +58,10 @@ SHARD_VIDEOS = 64
 DECODE_WORKERS = 2
 
 
+# Maps a video's encoded array (its name, the array) to what the store keeps.
+FeatureTransform = Callable[[str, np.ndarray], np.ndarray]
+
+
 class FeatureStoreError(LatentveilError):
     """A feature store that is missing, malformed, or made with other settings."""
 
@@ -83,6 +87,11 @@ class StoreSettings:
     eval_clips: int
     frame_size: int
     dtype: str
+    # What wrote the clip features: the encoder's backend (edge_export), and the hash of the
+    # adapter that anonymized them ("" = raw features). Stores older than these read as
+    # "torch" and "".
+    backend: str = "torch"
+    anonymized: str = ""
 
     def as_attrs(self) -> dict[str, object]:
         return {"schema_version": SCHEMA_VERSION, **self.__dict__}
@@ -95,8 +104,13 @@ class StoreSettings:
                 f"{path}: feature store schema version {version!r}; "
                 f"this latentveil reads version {SCHEMA_VERSION}"
             )
+        optional = {"backend", "anonymized"}
         try:
-            values = {name: attrs[name] for name in cls.__dataclass_fields__}
+            values = {
+                name: attrs[name]
+                for name in cls.__dataclass_fields__
+                if name in attrs or name not in optional
+            }
         except KeyError as error:
             raise FeatureStoreError(f"{path}: feature store lacks attribute {error}") from error
         return cls(**{k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()})
@@ -117,8 +131,11 @@ class StoreSettings:
             raise FeatureStoreError(f"{path} was made with other settings: {', '.join(diffs)}")
 
 
-def store_settings(encoder: torch.nn.Module, config: FeaturesConfig) -> StoreSettings:
-    """The settings a store made by `encoder` with `config` records."""
+def store_settings(
+    encoder: torch.nn.Module, config: FeaturesConfig, anonymized: str = ""
+) -> StoreSettings:
+    """The settings a store made by `encoder` with `config` records (`anonymized`: the hash of
+    the adapter applied to the clip features, "" for raw features)."""
     if config.dtype not in ("float16", "float32"):
         raise FeatureStoreError(f"features.dtype must be float16 or float32, not '{config.dtype}'")
     return StoreSettings(
@@ -131,6 +148,8 @@ def store_settings(encoder: torch.nn.Module, config: FeaturesConfig) -> StoreSet
         eval_clips=config.eval_clips,
         frame_size=int(encoder.frame_size),
         dtype=config.dtype,
+        backend=str(getattr(encoder, "backend", "torch")),
+        anonymized=anonymized,
     )
 
 
@@ -226,8 +245,11 @@ def _encode_items(
     on_error: str,
     skipped: list[tuple[str, str]],
     advance: Callable[[int], None],
+    transform: FeatureTransform | None = None,
+    allow_partial: bool = False,
 ) -> Iterator[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]]:
-    """Decode and encode videos in order, batching clips across videos; yields per video."""
+    """Decode and encode videos in order, batching clips across videos; yields per video,
+    after `transform` (e.g. the anonymizer) of each of its arrays."""
     pending: list[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]] = []
     # Each clip: a video's preprocessed frames (F, 3, S, S) and the T frame positions it uses.
     clips: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -246,11 +268,14 @@ def _encode_items(
                 outputs.append(encoder(batch).float().numpy())  # (B, d)
         features = np.concatenate(outputs) if outputs else np.zeros((0, settings.dim), np.float32)
         for item, selections, source in pending:
-            yield item, {name: features[rows] for name, rows in selections.items()}, source
+            arrays = {name: features[rows] for name, rows in selections.items()}
+            if transform is not None:
+                arrays = {name: transform(name, array) for name, array in arrays.items()}
+            yield item, arrays, source
         pending.clear()
         clips.clear()
 
-    for item, decoded in _decode_ahead(items, settings, prep):
+    for item, decoded in _decode_ahead(items, settings, prep, allow_partial):
         try:
             source, video_clips, slots, (n, e, k) = decoded.result()
         except VideoError as error:
@@ -277,7 +302,11 @@ def _encode_items(
 
 
 def _decode_ahead(
-    items: Sequence[VideoItem], settings: StoreSettings, prep: tuple, workers: int = DECODE_WORKERS
+    items: Sequence[VideoItem],
+    settings: StoreSettings,
+    prep: tuple,
+    allow_partial: bool,
+    workers: int = DECODE_WORKERS,
 ) -> Iterator[tuple[VideoItem, Future]]:
     """Decode videos in background threads a few items ahead, yielding them in input order.
 
@@ -288,7 +317,7 @@ def _decode_ahead(
         queue: deque[tuple[VideoItem, Future]] = deque()
         upcoming = iter(items)
         for item in upcoming:
-            queue.append((item, pool.submit(_cut_clips, item.path, settings, prep)))
+            queue.append((item, pool.submit(_cut_clips, item.path, settings, prep, allow_partial)))
             if len(queue) >= 4 * workers:
                 yield queue.popleft()
         while queue:
@@ -296,7 +325,7 @@ def _decode_ahead(
 
 
 def _cut_clips(
-    path: Path, settings: StoreSettings, prep: tuple
+    path: Path, settings: StoreSettings, prep: tuple, allow_partial: bool = False
 ) -> tuple[dict, list[tuple[torch.Tensor, torch.Tensor]], list[int], tuple[int, int, int]]:
     """Decode and preprocess what a video needs: its clips, evaluation clips, static clips.
 
@@ -305,9 +334,15 @@ def _cut_clips(
     non-overlapping clips) is encoded once. A clip is the frames tensor with the positions of
     its T frames (a static clip repeats one position). Returns the source description, the
     distinct clips, for each logical clip (clips, then evaluation clips, then static clips) the
-    position of its distinct clip, and the three counts.
+    position of its distinct clip, and the three counts. A video that looks truncated or damaged
+    is a VideoError unless `allow_partial` (then the frames that decode are used).
     """
     info = probe_video(path)
+    if info.damage and not allow_partial:
+        raise VideoError(
+            f"{path}: {info.damage}; it looks truncated or damaged (allow partial videos to "
+            f"encode the {info.num_frames} frames that decode)"
+        )
     source = {
         "source_size": path.stat().st_size,
         "source_sha256": file_sha256(path),
@@ -350,13 +385,23 @@ def _write_shard(
     on_error: str,
     skipped: list[tuple[str, str]],
     advance: Callable[[int], None],
+    transform: FeatureTransform | None = None,
+    allow_partial: bool = False,
 ) -> None:
     shard_skipped: list[tuple[str, str]] = []
     with atomic_path(shard_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as shard:
         shard.attrs.update(settings.as_attrs())
         videos = shard.create_group("videos")
         for item, arrays, source in _encode_items(
-            items, encoder, settings, batch_size, on_error, shard_skipped, advance
+            items,
+            encoder,
+            settings,
+            batch_size,
+            on_error,
+            shard_skipped,
+            advance,
+            transform,
+            allow_partial,
         ):
             _write_video(videos.create_group(item.video_id), arrays, source, settings.dtype)
         shard.attrs["skipped"] = json.dumps(shard_skipped)
@@ -370,17 +415,26 @@ def extract_features(
     config: FeaturesConfig,
     progress: bool = True,
     on_error: str = "raise",
+    transform: FeatureTransform | None = None,
+    anonymized: str = "",
+    allow_partial: bool = False,
 ) -> list[tuple[str, str]]:
     """Encode `items` into the store at `out_path`, resuming and appending as the module says.
 
     Videos already in the store with the same source hash are not encoded again. With
     on_error="skip", a video that cannot be decoded is left out and reported; the returned list
-    holds (video_id, reason) of each skipped video.
+    holds (video_id, reason) of each skipped video. A truncated or damaged video (frames missing
+    against its header, a decoding error, corrupt packets) counts as one that cannot be decoded
+    unless `allow_partial`.
+
+    `transform(name, array)` maps each video's encoded arrays (`clip_features` (n, d),
+    `static_features` (K, d), ...) before they are written, e.g. the anonymizer of
+    `edge_export`; `anonymized` is then the adapter's hash, recorded in the store.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     out_path = Path(out_path)
-    settings = store_settings(encoder, config)
+    settings = store_settings(encoder, config, anonymized)
     ids = [item.video_id for item in items]
     if len(set(ids)) != len(ids):
         duplicate = next(v for v in ids if ids.count(v) > 1)
@@ -426,6 +480,8 @@ def extract_features(
                 on_error,
                 skipped,
                 bar.update,
+                transform,
+                allow_partial,
             )
 
     # Merge the old store's remaining videos and the shards into one file, renamed over the target.
@@ -469,8 +525,9 @@ def _source_unchanged(store: FeatureStore, item: VideoItem) -> bool:
 
 
 def find_videos(data_dir: str | Path) -> list[VideoItem]:
-    """Every video or image file under `data_dir`, with its relative path (no suffix) as id;
-    `data_dir` may also be one such file (its name without suffix is the id)."""
+    """Every video or image file under `data_dir`, with its relative path (no suffix, unless
+    two files differ only by it) as id; `data_dir` may also be one such file (its name without
+    suffix is the id)."""
     data_dir = Path(data_dir)
     if data_dir.is_file():
         if data_dir.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
@@ -486,9 +543,17 @@ def find_videos(data_dir: str | Path) -> list[VideoItem]:
         for p in data_dir.rglob("*")
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES
     )
+    ids = [p.relative_to(data_dir).with_suffix("").as_posix().replace("/", "__") for p in paths]
+    # Files that differ only by extension (clip.avi, clip.mp4) keep it in their ids.
+    clashing = {video_id for video_id in ids if ids.count(video_id) > 1}
     return [
-        VideoItem(p.relative_to(data_dir).with_suffix("").as_posix().replace("/", "__"), p)
-        for p in paths
+        VideoItem(
+            p.relative_to(data_dir).as_posix().replace("/", "__")
+            if video_id in clashing
+            else video_id,
+            p,
+        )
+        for video_id, p in zip(ids, paths, strict=True)
     ]
 
 

@@ -9,7 +9,7 @@ rounds read the cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +101,12 @@ def ensure_site_features(
     features_config: FeaturesConfig,
     progress: bool = False,
     tasks: Iterable[str] = ("ar",),
+    encoder_factory: Callable[[], torch.nn.Module] | None = None,
 ) -> Path:
-    """Encode the site's videos of the given tasks into its store unless they are all there."""
+    """Encode the site's videos of the given tasks into its store unless they are all there.
+
+    `encoder_factory` builds the encoder only when something is to be encoded (a site's edge
+    encoder, `edge_export.site`); by default the eager encoder of `encoder_config`."""
     datasets = sorted(set(site_datasets(site_dir, tasks).values()))
     if not datasets:
         raise SiteDataError(
@@ -115,7 +119,7 @@ def ensure_site_features(
         with FeatureStore(store_path) as store:
             if all(entry["video_id"] in store for entry in entries):
                 return store_path
-    encoder = create_encoder(encoder_config)
+    encoder = encoder_factory() if encoder_factory else create_encoder(encoder_config)
     items = [VideoItem(entry["video_id"], entry["file"]) for entry in entries]
     extract_features(items, encoder, store_path, features_config, progress=progress)
     return store_path

@@ -412,6 +412,139 @@ def _add_ablate_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _ablate_command
 
 
+def _export_command(args: argparse.Namespace) -> int:
+    from edge_export.artifact import (
+        export_artifact,
+        source_from_run,
+        swap_adapter,
+        verify_artifact,
+    )
+
+    if args.verify:
+        checks = verify_artifact(args.verify)
+        for part, check in checks.items():
+            print(
+                f"{part}: max abs difference {check['max_abs']:.3g}, least cosine "
+                f"{check['cosine_min']:.6f}: {'ok' if check['passed'] else 'FAILED'}"
+            )
+        failed = [part for part, check in checks.items() if not check["passed"]]
+        if failed:
+            print(f"latentveil export: {args.verify} fails its parity check here", file=sys.stderr)
+            return 1
+        print(f"{args.verify} passes its parity check on this machine")
+        return 0
+    if not args.run:
+        raise LatentveilError("export needs --run RUN_DIR (or --verify ARTIFACT)")
+    source = source_from_run(args.run, with_adapter=not args.encoder_only)
+    if args.swap:
+        metadata = swap_adapter(args.swap, source)
+        print(
+            f"swapped adapter {metadata['adapter']['adapter_hash']} into {args.swap} in "
+            f"{metadata['swap_seconds']:.1f} s (encoder part untouched)"
+        )
+        return 0
+    if not args.out:
+        raise LatentveilError("export needs --out ARTIFACT_DIR")
+    started = time.perf_counter()
+    metadata = export_artifact(
+        source, args.backend, args.out, args.precision, args.max_batch, overwrite=args.overwrite
+    )
+    for part, check in metadata["parity"]["checks"].items():
+        print(
+            f"parity {part}: max abs difference {check['max_abs']:.3g}, least cosine "
+            f"{check['cosine_min']:.6f}"
+        )
+    print(
+        f"{args.backend} {args.precision} artifact at {args.out} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a run's encoder + adapter as an edge artifact (torch, onnx, openvino, "
+        "tensorrt), parity-checked against eager PyTorch",
+        description="Export the frozen encoder and the adapter a run shipped (adapter.npz) as "
+        "an artifact folder for one backend, with dynamic batch and clip count. The artifact "
+        "is written only if its outputs match eager PyTorch on a fixed input. --verify repeats "
+        "that check on this machine; --swap puts a run's adapter into an existing artifact "
+        "without rebuilding its encoder part.",
+    )
+    parser.add_argument("--run", default=None, help="the run folder to export from")
+    parser.add_argument(
+        "--backend", default="onnx", help="torch, onnx (default), openvino or tensorrt"
+    )
+    parser.add_argument("--precision", default="fp32", help="fp32, int8 (onnx), fp16 (tensorrt)")
+    parser.add_argument("--out", default=None, help="the artifact folder to write")
+    parser.add_argument(
+        "--max-batch", type=int, default=64, help="largest batch of windows (default 64)"
+    )
+    parser.add_argument(
+        "--encoder-only", action="store_true", help="only the encoder part (what a site runs)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--verify", default=None, metavar="ARTIFACT", help="re-check an artifact")
+    parser.add_argument(
+        "--swap", default=None, metavar="ARTIFACT", help="swap --run's adapter into ARTIFACT"
+    )
+    return _export_command
+
+
+def _anonymize_command(args: argparse.Namespace) -> int:
+    from edge_export.anonymize import anonymize_videos, collect_videos
+    from edge_export.artifact import load_artifact
+
+    runtime = load_artifact(args.artifact)
+    items = collect_videos(args.inputs)
+    what = "raw features" if args.raw else f"anonymized features (adapter {runtime.adapter_hash})"
+    print(f"{len(items)} files -> {what} with the {runtime.backend} artifact into {args.out}")
+    skipped = anonymize_videos(
+        items,
+        runtime,
+        args.out,
+        window=args.window,
+        raw=args.raw,
+        allow_partial=args.allow_partial,
+        progress=not args.quiet,
+    )
+    print(f"{args.out}: {len(items) - len(skipped)} of {len(items)} files written")
+    if skipped:
+        print(f"latentveil anonymize: {len(skipped)} files failed:", file=sys.stderr)
+        for video_id, reason in skipped:
+            print(f"  {video_id}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_anonymize_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "anonymize",
+        help="videos in, anonymized clip features out, through an edge artifact",
+        description="Decode videos, encode their non-overlapping clips with the artifact's "
+        "encoder and anonymize each video's clips in windows with its adapter; write a feature "
+        "store marked with the adapter hash and backend. Resumable; a file that cannot be read "
+        "is reported and skipped, and the command then exits with code 1.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR")
+    parser.add_argument("--artifact", required=True, help="an artifact folder from `export`")
+    parser.add_argument("--out", required=True, help="the feature store (.h5) to write or extend")
+    parser.add_argument(
+        "--window", type=int, default=None, help="clips per anonymized window (artifact's)"
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="write the encoder's raw features, not anonymized"
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="encode the frames that decode from a truncated video instead of skipping it",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return _anonymize_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
     _add_world_parser,
@@ -422,6 +555,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_simulate_parser,
     _add_frontier_parser,
     _add_ablate_parser,
+    _add_export_parser,
+    _add_anonymize_parser,
 ]
 
 

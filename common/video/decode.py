@@ -55,7 +55,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,8 @@ class VideoInfo:
 
     `num_frames` counts decoded frames, not the header's claim; `fps` is the stream's average
     rate (0.0 when unknown, e.g. still images); `codec` is FFmpeg's codec name ("h264",
-    "mpeg4", "av1") or the image format ("png", "jpeg", "bmp").
+    "mpeg4", "av1") or the image format ("png", "jpeg", "bmp"). `damage` says why the file
+    looks truncated or corrupt (its frames are those that decode before that), None if clean.
     """
 
     num_frames: int
@@ -107,6 +108,7 @@ class VideoInfo:
     height: int
     width: int
     codec: str
+    damage: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -385,7 +387,7 @@ def _scan_video(name: str, uniq: np.ndarray | None) -> tuple[_Scan, np.ndarray]:
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         damage = _damage(container, stream, num, fps, corrupt, error)
         assert size is not None
-        info = VideoInfo(num, fps, size[0], size[1], codec)
+        info = VideoInfo(num, fps, size[0], size[1], codec, damage)
         scan = _Scan(
             info=info,
             is_image=False,
