@@ -21,8 +21,11 @@ result equals an uninterrupted run. Appending to a store made by another encoder
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import math
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -313,7 +316,8 @@ def _decode_ahead(
     The decoders (FFmpeg under decord and PyAV) release the GIL, so decoding the next videos
     overlaps with encoding the current batch. Results (or errors) come back through futures.
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         queue: deque[tuple[VideoItem, Future]] = deque()
         upcoming = iter(items)
         for item in upcoming:
@@ -322,6 +326,9 @@ def _decode_ahead(
                 yield queue.popleft()
         while queue:
             yield queue.popleft()
+    finally:
+        # On an error or Ctrl-C, drop the videos queued ahead instead of decoding them first.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _cut_clips(
@@ -440,63 +447,92 @@ def extract_features(
         duplicate = next(v for v in ids if ids.count(v) > 1)
         raise FeatureStoreError(f"video id '{duplicate}' appears twice in the input")
 
-    # What the existing store already holds (with an unchanged source file).
-    done: set[str] = set()
-    existing: list[str] = []
-    if out_path.exists():
-        stored, existing = _open_settings(out_path)
-        settings.check_same(stored, out_path)
-        with FeatureStore(out_path) as store:
-            for item in items:
-                if item.video_id in store and _source_unchanged(store, item):
-                    done.add(item.video_id)
-    todo = [item for item in items if item.video_id not in done]
-
-    # Encode the rest in fixed chunks, one shard file each; finished shards survive a kill.
     parts_dir = out_path.with_name(out_path.name + ".parts")
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    skipped: list[tuple[str, str]] = []
-    shards = []
-    with tqdm(
-        total=len(todo), desc=f"extract {out_path.name}", unit="video", disable=not progress
-    ) as bar:
-        for number, start in enumerate(range(0, len(todo), SHARD_VIDEOS)):
-            chunk = todo[start : start + SHARD_VIDEOS]
-            shard_path = parts_dir / f"part-{number:05d}-{_chunk_key(chunk)}.h5"
-            shards.append(shard_path)
-            if shard_path.exists() and _shard_usable(shard_path, settings):
-                with h5py.File(shard_path, "r") as shard:
-                    skipped.extend(
-                        tuple(pair) for pair in json.loads(shard.attrs.get("skipped", "[]"))
-                    )
-                bar.update(len(chunk))
-                continue
-            _write_shard(
-                shard_path,
-                chunk,
-                encoder,
-                settings,
-                config.batch_size,
-                on_error,
-                skipped,
-                bar.update,
-                transform,
-                allow_partial,
-            )
+    with _store_lock(out_path):
+        try:
+            # What the existing store already holds (with an unchanged source file).
+            done: set[str] = set()
+            existing: list[str] = []
+            if out_path.exists():
+                stored, existing = _open_settings(out_path)
+                settings.check_same(stored, out_path)
+                with FeatureStore(out_path) as store:
+                    for item in items:
+                        if item.video_id in store and _source_unchanged(store, item):
+                            done.add(item.video_id)
+            todo = [item for item in items if item.video_id not in done]
 
-    # Merge the old store's remaining videos and the shards into one file, renamed over the target.
-    replaced = {item.video_id for item in todo}
-    with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as merged:
-        merged.attrs.update(settings.as_attrs())
-        merged.create_group("videos")
-        if existing:
-            with h5py.File(out_path, "r") as old:
-                _copy_videos(old, merged, [v for v in existing if v not in replaced])
-        for shard_path in shards:
-            with h5py.File(shard_path, "r") as shard:
-                _copy_videos(shard, merged, sorted(shard["videos"]))
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return skipped
+            # Encode the rest in fixed chunks, one shard file each; finished shards survive a kill.
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            # A kill loses at most one shard: 64 videos, or a tenth of a small input.
+            shard_videos = min(SHARD_VIDEOS, max(4, math.ceil(len(todo) / 10)))
+            skipped: list[tuple[str, str]] = []
+            shards = []
+            with tqdm(
+                total=len(todo), desc=f"extract {out_path.name}", unit="video", disable=not progress
+            ) as bar:
+                for number, start in enumerate(range(0, len(todo), shard_videos)):
+                    chunk = todo[start : start + shard_videos]
+                    shard_path = parts_dir / f"part-{number:05d}-{_chunk_key(chunk)}.h5"
+                    shards.append(shard_path)
+                    if shard_path.exists() and _shard_usable(shard_path, settings):
+                        with h5py.File(shard_path, "r") as shard:
+                            skipped.extend(
+                                tuple(pair) for pair in json.loads(shard.attrs.get("skipped", "[]"))
+                            )
+                        bar.update(len(chunk))
+                        continue
+                    _write_shard(
+                        shard_path,
+                        chunk,
+                        encoder,
+                        settings,
+                        config.batch_size,
+                        on_error,
+                        skipped,
+                        bar.update,
+                        transform,
+                        allow_partial,
+                    )
+
+            # Merge the old store's remaining videos and the shards into one file, renamed over
+            # the target.
+            replaced = {item.video_id for item in todo}
+            with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as merged:
+                merged.attrs.update(settings.as_attrs())
+                merged.create_group("videos")
+                if existing:
+                    with h5py.File(out_path, "r") as old:
+                        _copy_videos(old, merged, [v for v in existing if v not in replaced])
+                for shard_path in shards:
+                    with h5py.File(shard_path, "r") as shard:
+                        _copy_videos(shard, merged, sorted(shard["videos"]))
+            shutil.rmtree(parts_dir, ignore_errors=True)
+            return skipped
+        finally:
+            if parts_dir.is_dir() and not any(parts_dir.iterdir()):
+                parts_dir.rmdir()  # nothing finished: leave no empty folder behind
+
+
+@contextlib.contextmanager
+def _store_lock(out_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a store while extracting into it: a second extraction into the
+    same store stops at once with a clear error instead of racing for its files."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out_path.with_name(f".{out_path.name}.lock")
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FeatureStoreError(
+                f"another extraction is writing {out_path} (it holds {lock_path}); wait for it "
+                "to finish, or write to another store"
+            ) from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _chunk_key(chunk: Sequence[VideoItem]) -> str:

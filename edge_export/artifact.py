@@ -427,7 +427,7 @@ class EdgeRuntime:
         backend = require_backend(self.backend, self.precision)
         self.specs = {name: _spec(name, part) for name, part in metadata["parts"].items()}
         self._parts = {
-            name: backend.load(self.folder, list(part["files"]), self.specs[name])
+            name: backend.load(self.folder, list(part["files"]), self.specs[name], self.precision)
             for name, part in metadata["parts"].items()
         }
 

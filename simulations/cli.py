@@ -13,16 +13,28 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from common.errors import LatentveilError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config FILE and repeated --set key=value, shared by every subcommand that runs."""
+# The embedded default the run commands use without --config (package data, so an installed
+# latentveil has it too).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, runs: bool = False) -> None:
+    """--config FILE and repeated --set key=value, shared by every subcommand that runs.
+
+    A command that runs the method (`runs`) defaults to the embedded default config,
+    simulations/configs/default.yaml; the others to the schema's defaults."""
     parser.add_argument(
-        "--config", default=None, help="YAML config file (default: built-in defaults)"
+        "--config",
+        default=str(DEFAULT_CONFIG) if runs else None,
+        help=f"YAML config file (default: {'the embedded default, ' if runs else ''}"
+        f"{'simulations/configs/default.yaml' if runs else 'the schema defaults'})",
     )
     parser.add_argument(
         "--set",
@@ -115,6 +127,7 @@ def _extract_command(args: argparse.Namespace) -> int:
     from common.config import load_config
     from common.encoders import create_encoder
     from common.features import extract_features, find_videos
+    from common.video import VideoError
 
     overrides = list(args.overrides)
     if args.encoder:
@@ -138,14 +151,21 @@ def _extract_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no videos or images found in {data}")
     encoder = create_encoder(config.encoder)
     print(f"encoding {len(items)} files with {encoder.encoder_id} into {args.out}")
-    skipped = extract_features(
-        items,
-        encoder,
-        args.out,
-        config.features,
-        progress=not args.quiet,
-        on_error="skip" if args.skip_bad else "raise",
-    )
+    try:
+        skipped = extract_features(
+            items,
+            encoder,
+            args.out,
+            config.features,
+            progress=not args.quiet,
+            on_error="skip" if args.skip_bad else "raise",
+            allow_partial=args.allow_partial,
+        )
+    except VideoError as error:
+        raise LatentveilError(
+            f"{error}. Finished shards are kept: run again with --skip-bad to leave such files "
+            "out (they are listed at the end)"
+        ) from error
     for video_id, reason in skipped:
         print(f"skipped {video_id}: {reason}", file=sys.stderr)
     print(f"feature store ready at {args.out} ({len(items) - len(skipped)} files)")
@@ -175,6 +195,11 @@ def _add_extract_parser(subparsers: argparse._SubParsersAction) -> Handler:
     )
     parser.add_argument(
         "--skip-bad", action="store_true", help="leave out undecodable videos instead of stopping"
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="encode the frames that decode from a truncated video instead of refusing it",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(parser)
@@ -273,7 +298,7 @@ def _add_leakage_parser(subparsers: argparse._SubParsersAction) -> Handler:
     )
     parser.add_argument("--out", required=True, help="folder for features and leakage.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(parser)
+    add_config_arguments(parser, runs=True)
     return _leakage_command
 
 
@@ -282,18 +307,30 @@ def _simulate_command(args: argparse.Namespace) -> int:
 
     from common.config import load_config
     from common.layout import RunLayout
-    from simulations.simulate import simulate
+    from simulations.simulate import check_run_folder, simulate
 
     out = Path(args.out)
-    if args.resume:
-        config_path = RunLayout(out).config
-        if not config_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {config_path} does not exist")
-        config = load_config(config_path, args.overrides)
+    layout = RunLayout(out)
+    # With --resume, a --config or --set that changes nothing is harmless; one that changes the
+    # run's config is refused (check_run_folder).
+    explicit = Path(args.config).resolve() != DEFAULT_CONFIG or bool(args.overrides)
+    config_given = (
+        (
+            explicit
+            and layout.config.is_file()
+            and load_config(args.config, args.overrides) != load_config(layout.config)
+        )
+        if args.resume
+        else explicit
+    )
+    state = check_run_folder(out, args.resume, args.overwrite, bool(config_given))
+    if state == "finished":
+        print(f"{out} is a finished run; its report is unchanged")
+        report = layout.report_json
     else:
-        config = load_config(args.config, args.overrides)
-    started = time.time()
-    report = simulate(config, out, resume=args.resume, progress=not args.quiet)
+        config = load_config(layout.config if args.resume else args.config, args.overrides)
+        started = time.time()
+        report = simulate(config, out, resume=args.resume, progress=not args.quiet)
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
     tasks = "".join(
@@ -306,7 +343,7 @@ def _simulate_command(args: argparse.Namespace) -> int:
         f"{anon['privacy_cmap']:.2f} ({anon['privacy_attacker']}; "
         f"{100 * summary['privacy_reduction_rel']:.1f}% lower; "
         f"chance {summary['privacy_chance_cmap']:.2f}){tasks}\n"
-        f"report: {report} ({time.time() - started:.0f} s)"
+        f"report: {report}" + (f" ({time.time() - started:.0f} s)" if state != "finished" else "")
     )
     return 0
 
@@ -324,10 +361,15 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last complete round",
+        help="continue the run in --out from its last complete round, with its own config",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a run folder that holds a run (its world and features are kept)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(parser)
+    add_config_arguments(parser, runs=True)
     return _simulate_command
 
 
@@ -336,10 +378,11 @@ def _prepare_command(args: argparse.Namespace) -> int:
 
     from common.config import load_config, save_config
     from common.layout import RunLayout
-    from simulations.simulate import prepare_run
+    from simulations.simulate import check_run_folder, prepare_run
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out)
+    check_run_folder(out, resume=False, overwrite=False, config_given=True)  # never over a run
     save_config(config, RunLayout(out).config)
     prepare_run(config, out, progress=not args.quiet)
     print(f"run folder ready at {out}: `flwr run . --run-config 'run-dir=\"{out}\"'` trains on it")
@@ -355,7 +398,7 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> Handler:
     )
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(parser)
+    add_config_arguments(parser, runs=True)
     return _prepare_command
 
 
@@ -408,7 +451,7 @@ def _add_ablate_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "--variants", default="", help="comma-separated subset of the variants (default all)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(parser)
+    add_config_arguments(parser, runs=True)
     return _ablate_command
 
 

@@ -250,6 +250,52 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
     return report
 
 
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool, config_given: bool) -> str:
+    """What `simulate` may do in `run_dir`: "new", "resume", or "finished" (nothing to do).
+
+    A folder that holds a run is never restarted silently: without --resume it takes
+    --overwrite (which removes that run's outputs and keeps its world and features, caches
+    checked against the settings that made them). A resumed run keeps its own config.yaml:
+    --config and --set cannot change a run half-way.
+    """
+    layout = RunLayout(run_dir)
+    if resume:
+        if overwrite:
+            raise SimulationError("--resume continues a run and --overwrite starts over: pick one")
+        if not layout.config.is_file():
+            raise FileNotFoundError(f"nothing to resume: {layout.config} does not exist")
+        if config_given:
+            raise SimulationError(
+                f"--resume continues {run_dir} with its own config.yaml; --config and --set "
+                "cannot change a run half-way (start a new run folder, or --overwrite this one)"
+            )
+        return "finished" if layout.report_json.is_file() else "resume"
+    outputs = [p for p in run_outputs(layout) if p.exists()]
+    if outputs and not overwrite:
+        what = "a finished run" if layout.report_json.exists() else "an unfinished run"
+        raise SimulationError(
+            f"{run_dir} already holds {what} ({outputs[0].name}); continue it with --resume, "
+            "start over with --overwrite, or choose another --out"
+        )
+    for path in outputs:
+        path.unlink()
+    return "new"
+
+
+def run_outputs(layout: RunLayout) -> list[Path]:
+    """What a run writes (removed by --overwrite); the world and the features stay."""
+    return [
+        layout.checkpoint,
+        layout.adapter,
+        layout.report_json,
+        layout.report_md,
+        layout.rounds_plot,
+        layout.frontier_plot,
+        layout.flower_log,
+        layout.flower_run_config,
+    ]
+
+
 def simulate(
     config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
 ) -> Path:

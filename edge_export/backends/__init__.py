@@ -50,8 +50,11 @@ class Backend:
         """Write the part's model file(s) into `folder`; return their names."""
         raise NotImplementedError
 
-    def load(self, folder: Path, files: list[str], spec: PartSpec) -> PartFunction:
-        """The part as a function of a float32 array of `spec`'s input shape."""
+    def load(
+        self, folder: Path, files: list[str], spec: PartSpec, precision: str = "fp32"
+    ) -> PartFunction:
+        """The part as a function of a float32 array of `spec`'s input shape, computed at
+        `precision` (the artifact's)."""
         raise NotImplementedError
 
 

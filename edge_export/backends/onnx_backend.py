@@ -56,7 +56,9 @@ class OnnxBackend(Backend):
         fp32.unlink()
         return [int8.name]
 
-    def load(self, folder: Path, files: list[str], spec: PartSpec) -> PartFunction:
+    def load(
+        self, folder: Path, files: list[str], spec: PartSpec, precision: str = "fp32"
+    ) -> PartFunction:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

@@ -113,7 +113,9 @@ class TensorRTBackend(Backend):
         trt.save(refitted, str(path), output_format="exported_program", inputs=[example])
         return files
 
-    def load(self, folder: Path, files: list[str], spec: PartSpec) -> PartFunction:
+    def load(
+        self, folder: Path, files: list[str], spec: PartSpec, precision: str = "fp32"
+    ) -> PartFunction:
         trt = _torch_tensorrt()
         module = trt.load(str(folder / files[0])).module()
 

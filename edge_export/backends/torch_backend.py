@@ -27,7 +27,9 @@ class TorchBackend(Backend):
         torch.export.save(program, folder / name)
         return [name]
 
-    def load(self, folder: Path, files: list[str], spec: PartSpec) -> PartFunction:
+    def load(
+        self, folder: Path, files: list[str], spec: PartSpec, precision: str = "fp32"
+    ) -> PartFunction:
         module = torch.export.load(folder / files[0]).module()
 
         def run(inputs: np.ndarray) -> np.ndarray:

@@ -196,12 +196,31 @@ def test_bad_video_raises_naming_it_or_is_skipped(tmp_path, videos, encoder):
     items = [*videos[:2], VideoItem("broken", bad)]
     with pytest.raises(VideoError, match="broken.mp4"):
         extract_features(items, encoder, tmp_path / "a.h5", CONFIG, progress=False)
+    assert not (tmp_path / "a.h5.parts").exists(), "no shard finished: no folder left behind"
     skipped = extract_features(
         items, encoder, tmp_path / "b.h5", CONFIG, progress=False, on_error="skip"
     )
     assert [vid for vid, _ in skipped] == ["broken"]
     with FeatureStore(tmp_path / "b.h5") as store:
         assert store.video_ids() == ["v0", "v1"]
+
+
+def test_a_second_extraction_into_the_same_store_is_refused_while_one_runs(
+    tmp_path, videos, encoder
+):
+    out = tmp_path / "feats.h5"
+    with features_module._store_lock(out):
+        with pytest.raises(FeatureStoreError, match="another extraction is writing"):
+            extract_features(videos, encoder, out, CONFIG, progress=False)
+    extract_features(videos[:1], encoder, out, CONFIG, progress=False)  # free again
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_files_that_differ_only_by_extension_keep_distinct_ids(tmp_path, videos):
+    folder = tmp_path / "videos"
+    (folder / "v0.mov").write_bytes((folder / "v0.mp4").read_bytes())
+    ids = [item.video_id for item in find_videos(folder)]
+    assert "v0.mov" in ids and "v0.mp4" in ids and "v1" in ids and "v0" not in ids
 
 
 def test_a_video_shorter_than_one_clip_is_named(tmp_path, encoder):

@@ -104,8 +104,8 @@ def test_int8_onnx_is_quantized_and_within_its_cosine_tolerance(tmp_path, encode
 
 def test_an_artifact_that_differs_from_eager_is_never_written(tmp_path, monkeypatch, encoder):
     class NoisyOnnx(OnnxBackend):
-        def load(self, folder, files, spec):
-            run = super().load(folder, files, spec)
+        def load(self, folder, files, spec, precision="fp32"):
+            run = super().load(folder, files, spec, precision)
             return lambda inputs: run(inputs) * 1.001  # 0.1% off: 10x the fp32 limit
 
     registry = backends.BACKENDS.copy()
@@ -199,3 +199,21 @@ def test_an_unknown_backend_or_precision_is_one_clear_error():
         require_backend("tflite")
     with pytest.raises(BackendUnavailable, match="offers precision fp32, int8, not fp16"):
         require_backend("onnx", "fp16")
+
+
+def test_openvino_bf16_is_within_the_reduced_precision_tolerance(tmp_path, encoder, adapter):
+    backend = backends.get_backend("openvino")
+    if backend.unavailable():
+        pytest.skip(backend.unavailable())
+    out = tmp_path / "bf16"
+    try:
+        export_artifact(EdgeSource(encoder, adapter, WINDOW), "openvino", out, "bf16")
+    except BackendUnavailable as error:  # a CPU without bfloat16 units
+        pytest.skip(str(error))
+    clips = parity_clips(encoder, 2, WINDOW, seed=6)
+    got, want = (
+        load_artifact(out)(clips).flatten(0, 1),
+        eager(encoder, adapter, clips).flatten(0, 1),
+    )
+    assert torch.nn.functional.cosine_similarity(got, want, dim=1).min() >= 0.999
+    assert (got - want).abs().max() > 1e-5  # computed in bfloat16, not float32

@@ -3,11 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from common.config import load_config, save_config
 from common.features import FeatureStore
-from simulations.cli import build_parser, main
+from common.layout import RunLayout
+from simulations.cli import DEFAULT_CONFIG, build_parser, main
+from simulations.simulate import SimulationError, check_run_folder
+from tests.paths import CONFIG_DIR
 
 
 def test_help_lists_only_working_subcommands(capsys):
@@ -22,6 +27,8 @@ def test_help_lists_only_working_subcommands(capsys):
         "simulate",
         "frontier",
         "ablate",
+        "export",
+        "anonymize",
     }
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -85,3 +92,51 @@ def test_world_then_extract_a_dataset(tmp_path, capsys):
     # Another encoder (another seed) on the same store is refused with a clear message.
     assert main([*args, "--set", "encoder.seed=5"]) == 2
     assert "holds features of encoder" in capsys.readouterr().err
+
+
+def test_the_run_commands_default_to_the_embedded_default_config():
+    parser, _ = build_parser()
+    for command in ("simulate", "prepare", "ablate", "leakage"):
+        args = parser.parse_args([command, "--out", "x"])
+        assert Path(args.config) == DEFAULT_CONFIG == CONFIG_DIR / "default.yaml"
+    assert parser.parse_args(["config"]).config is None  # the schema's defaults
+
+
+def fake_run(folder: Path, finished: bool) -> Path:
+    """A run folder's files as a run leaves them (contents do not matter here)."""
+    layout = RunLayout(folder)
+    (folder / "world").mkdir(parents=True)
+    (folder / "world" / "world.json").write_text("{}")
+    save_config(load_config(DEFAULT_CONFIG), layout.config)
+    layout.checkpoint.write_bytes(b"round 3")
+    if finished:
+        layout.report_json.write_text("{}")
+        layout.adapter.write_bytes(b"adapter")
+    return folder
+
+
+def test_a_run_folder_is_never_restarted_silently(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", finished=True)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["simulate", "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a finished run (checkpoint.npz)" in err and "--overwrite" in err
+    assert main(["prepare", "--out", str(run), "--quiet"]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    # a resumed run keeps its config: another one is refused, the same one is harmless
+    args = ["simulate", "--out", str(run), "--resume", "--set", "world.seed=1"]
+    assert main(args) == 2
+    assert "cannot change a run half-way" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert check_run_folder(run, resume=True, overwrite=False, config_given=False) == "finished"
+
+
+def test_overwrite_removes_the_old_run_and_keeps_world_and_features(tmp_path):
+    run = fake_run(tmp_path / "run", finished=False)
+    layout = RunLayout(run)
+    with pytest.raises(SimulationError, match="unfinished run"):
+        check_run_folder(run, resume=False, overwrite=False, config_given=False)
+    assert check_run_folder(run, resume=True, overwrite=False, config_given=False) == "resume"
+    assert check_run_folder(run, resume=False, overwrite=True, config_given=False) == "new"
+    assert not layout.checkpoint.exists()
+    assert (run / "world" / "world.json").is_file() and layout.config.is_file()

@@ -7,6 +7,7 @@ import pytest
 from common.config import load_config
 from common.evaluation import EvaluationSet, measure_privacy_and_utility
 from simulations.cli import main
+from tests.paths import CONFIG_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ REPORT_KEYS = {
 @pytest.fixture(scope="module")
 def federated_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("federated")
-    args = ["simulate", "--out", str(run), "--quiet"]
+    args = ["simulate", "--out", str(run), "--quiet", "--config", str(CONFIG_DIR / "tiny.yaml")]
     for override in TINY:
         args += ["--set", override]
     assert main(args) == 0
@@ -101,6 +102,7 @@ def test_the_privacy_budget_loss_rises_over_the_rounds(federated_run):
 def test_centralized_mode_trains_on_the_pooled_data(federated_run, tmp_path):
     # Same world and features (the world folder is reused), pooled training in this process.
     args = ["simulate", "--out", str(tmp_path), "--quiet", "--set", "federation.mode=centralized"]
+    args += ["--config", str(CONFIG_DIR / "tiny.yaml")]
     args += ["--set", f"world.dir={federated_run / 'world'}"]
     for override in TINY:
         args += ["--set", override]
