@@ -1,6 +1,6 @@
 """Edge benchmark: eager PyTorch against every edge backend and precision, side by side.
 
-    python benchmarks/edge.py --run RUN_DIR [--no-videomae] [--no-eval] [--no-camera]
+    python benchmarks/edge.py --run RUN_DIR [--parts default,camera,eval,videomae]
                               [--work DIR] [--out benchmarks/results/edge.json]
 
 For the run's encoder and shipped adapter (the default: tiny3d), and for a VideoMAE-B-sized
@@ -13,17 +13,19 @@ with a random adapter of its width:
   adapter), at batch 1 (one clip per call) and batch 8 (one window of 8 consecutive clips per
   call), eager and every artifact, in one process, one after the other.
 
-With the run's world (`--no-eval` skips it): the central evaluation (privacy cMAP, AR top-1,
-TAD mAP, AD AUC) on features made by the int8 ONNX artifact (encoder and adapter) against eager
-features, same world, same adapter, same attackers.
+With the run's world (part `eval`): the central evaluation (privacy cMAP, AR top-1,
+TAD mAP, AD AUC) on features made by a reduced-precision artifact (`--eval-artifact`, OpenVINO
+bf16 by default; its encoder and its adapter) against eager features, same world, same adapter,
+same attackers.
 
-With a 1-minute 768x432 camera video made from a shared real video (`--no-camera` skips it):
+With a 1-minute 768x432 camera video made from a shared real video (part `camera`):
 `anonymize`'s wall time against the video's duration.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,7 @@ from common.config import AnonymizerConfig, EncoderConfig, load_config
 from common.encoders import create_encoder
 from common.evaluation import CentralEvaluator, EvaluationSet
 from common.layout import RunLayout
+from common.video import clear_video_cache
 from edge_export.anonymize import anonymize_videos, collect_videos
 from edge_export.artifact import (
     EdgeRuntime,
@@ -166,8 +169,9 @@ class ArtifactAdapter(nn.Module):
         return self.runtime.anonymize(clip_features)
 
 
-def bench_evaluation(run: Path, work: Path) -> dict[str, Any]:
-    """The central evaluation on int8-artifact features against eager features."""
+def bench_evaluation(run: Path, work: Path, backend: str, precision: str) -> dict[str, Any]:
+    """The central evaluation on a reduced-precision artifact's features (its encoder and its
+    adapter) against eager features."""
     from simulations.world import load_world
     from simulations.worldfeatures import (
         build_evaluation_set,
@@ -179,14 +183,16 @@ def bench_evaluation(run: Path, work: Path) -> dict[str, Any]:
     layout = RunLayout(run)
     world = load_world(layout.world(config.world.dir))
     source = source_from_run(run)
-    out = work / "eval-int8"
+    key = f"{backend}_{precision}"
+    out = work / f"eval-{key}"
     shutil.rmtree(out, ignore_errors=True)
-    export_artifact(source, "onnx", out, "int8")
+    export_artifact(source, backend, out, precision)
     runtime = load_artifact(out)
 
     from common.features import extract_features
 
-    store = work / "central-int8.h5"
+    store = work / f"central-{key}.h5"
+    store.unlink(missing_ok=True)
     started = time.perf_counter()
     extract_features(
         world_items(world, central_evaluation_datasets(world)),
@@ -196,24 +202,24 @@ def bench_evaluation(run: Path, work: Path) -> dict[str, Any]:
         progress=False,
     )
     extract_seconds = time.perf_counter() - started
-    int8_set = build_evaluation_set(world, store)
+    artifact_set = build_evaluation_set(world, store)
     eager_set = EvaluationSet.load(layout.evaluation_set)
     adapter = adapter_from_run(run, source.encoder.dim)
 
-    results = {"int8_central_extraction_seconds": extract_seconds}
-    for key, evaluation_set, anonymizer in (
+    results: dict[str, Any] = {"artifact": key, "central_extraction_seconds": extract_seconds}
+    for name, evaluation_set, anonymizer in (
         ("eager", eager_set, adapter),
-        ("onnx_int8", int8_set, ArtifactAdapter(runtime)),
+        (key, artifact_set, ArtifactAdapter(runtime)),
     ):
         flat = CentralEvaluator(evaluation_set, config).evaluate(anonymizer).to_json()
-        results[key] = {
+        results[name] = {
             name: value
             for name, value in flat.items()
             if isinstance(value, float) and "val" not in name and "chance" not in name
         }
-        print(f"evaluation {key}: {results[key]}", flush=True)
+        print(f"evaluation {name}: {results[name]}", flush=True)
     results["difference"] = {
-        name: results["onnx_int8"][name] - results["eager"][name]
+        name: results[key][name] - results["eager"][name]
         for name in results["eager"]
         if isinstance(results["eager"][name], float)
     }
@@ -248,13 +254,14 @@ def bench_camera(run: Path, work: Path) -> dict[str, Any]:
     video = camera_video(work)
     results: dict[str, Any] = {"video": "decord__flipping_a_pancake.mkv scaled to 768x432, "
                                "looped to 60 s at 30 fps (1800 frames)"}  # fmt: skip
-    for key in ("onnx_fp32", "onnx_int8", "torch_fp32"):
+    for key in ("openvino_bf16", "openvino_fp32", "onnx_fp32", "torch_fp32"):
         folder = work / "default" / key
         if not folder.is_dir():
             continue
         runtime = load_artifact(folder)
         store = work / f"camera-{key}.h5"
         store.unlink(missing_ok=True)
+        clear_video_cache()  # every artifact pays the first full decode that counts the frames
         started = time.perf_counter()
         skipped = anonymize_videos(collect_videos([video]), runtime, store, progress=False)
         seconds = time.perf_counter() - started
@@ -268,33 +275,52 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a finished run folder (default config)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "latentveil-edge"))
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per measurement")
-    parser.add_argument("--no-videomae", action="store_true")
-    parser.add_argument("--no-eval", action="store_true")
-    parser.add_argument("--no-camera", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default="default,camera,eval,videomae",
+        help="what to measure (default all); with fewer, the other parts of an existing --out "
+        "are kept",
+    )
+    parser.add_argument(
+        "--eval-artifact", default="openvino:bf16", help="BACKEND:PRECISION evaluated centrally"
+    )
     parser.add_argument("--out", default=str(RESULTS_DIR / "edge.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
     run, work = Path(args.run), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    result: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "backends": {}}
-    result["git"] = subprocess.run(
+    parts = set(args.parts.split(","))
+    result: dict[str, Any] = {"backends": {}}
+    if parts != {"default", "camera", "eval", "videomae"} and Path(args.out).is_file():
+        result = {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k != "machine"}
+    commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    default, other = source_from_run(run), source_from_run(run)
-    other.adapter = random_adapter(default.encoder.dim, seed=3)
-    result["backends"]["default"] = bench_encoder(
-        "default", default, other, work, args.seconds, min_calls=20
-    )
-    if not args.no_videomae:
+    # which command and commit measured each part (an older file may hold plain strings)
+    for key in ("commands", "git"):
+        if not isinstance(result.get(key), dict):
+            result[key] = {}
+    for part in parts:
+        result["commands"][part] = " ".join(["python", *sys.argv])
+        result["git"][part] = commit
+    if "default" in parts:
+        default, other = source_from_run(run), source_from_run(run)
+        other.adapter = random_adapter(default.encoder.dim, seed=3)
+        result["backends"]["default"] = bench_encoder(
+            "default", default, other, work, args.seconds, min_calls=20
+        )
+    if "camera" in parts and REAL_VIDEOS.is_dir():
+        result["camera"] = bench_camera(run, work)
+    if "eval" in parts:
+        backend, precision = args.eval_artifact.split(":")
+        result["evaluation"] = bench_evaluation(run, work, backend, precision)
+    write_result(args.out, result)  # kept even if the long VideoMAE part is interrupted
+    if "videomae" in parts:
         source, other = videomae_source(work)
         result["backends"]["videomae_base"] = bench_encoder(
             "videomae", source, other, work, args.seconds, min_calls=3
         )
-    if not args.no_camera and REAL_VIDEOS.is_dir():
-        result["camera"] = bench_camera(run, work)
-    if not args.no_eval:
-        result["evaluation"] = bench_evaluation(run, work)
     print(f"written {write_result(args.out, result)}")
 
 

@@ -581,9 +581,22 @@ def swap_adapter(folder: str | Path, source: EdgeSource) -> dict[str, Any]:
         keep = [p for p in folder.iterdir() if p.name not in (*old_files, METADATA, REFERENCE)]
         for path in keep:
             _link_or_copy(path, staging / path.name)  # the encoder part, unchanged
-        new_part = _build_part(
-            backend, AdapterPart(source.adapter), spec, staging, metadata["precision"]
-        )
+        if hasattr(backend, "refit"):
+            # TensorRT: the new weights go into a copy of the built engine (no rebuild)
+            started_part = time.perf_counter()
+            for name in old_files:
+                shutil.copy2(folder / name, staging / name)
+            program = export_part(AdapterPart(source.adapter), spec)
+            files = backend.refit(staging, old_files, spec, program)
+            new_part = {
+                "files": {name: _sha256(staging / name) for name in files},
+                "export_seconds": time.perf_counter() - started_part,
+                **spec.as_json(),
+            }
+        else:
+            new_part = _build_part(
+                backend, AdapterPart(source.adapter), spec, staging, metadata["precision"]
+            )
         with np.load(folder / REFERENCE) as stored:
             reference = dict(stored)
         clips = parity_clips(source.encoder, *metadata["parity"]["input"]["shape"][:2], PARITY_SEED)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -378,14 +379,17 @@ def _prepare_command(args: argparse.Namespace) -> int:
 
     from common.config import load_config, save_config
     from common.layout import RunLayout
-    from simulations.simulate import check_run_folder, prepare_run
+    from simulations.simulate import check_run_folder, flwr_command, prepare_run
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=False, config_given=True)  # never over a run
     save_config(config, RunLayout(out).config)
     prepare_run(config, out, progress=not args.quiet)
-    print(f"run folder ready at {out}: `flwr run . --run-config 'run-dir=\"{out}\"'` trains on it")
+    print(
+        f"run folder ready at {out}; Flower's own command trains on it:\n"
+        + flwr_command(config, out)
+    )
     return 0
 
 
@@ -628,12 +632,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handlers[args.command](args)
-    except (LatentveilError, FileNotFoundError) as error:
-        print(f"latentveil {args.command}: error: {error}", file=sys.stderr)
+    except (LatentveilError, OSError) as error:
+        # OSError: a missing, unwritable or wrong kind of path (a file where a folder goes...)
+        print(f"latentveil {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"latentveil {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, or a mistake no check catches yet: still one line
+        if os.environ.get("LATENTVEIL_DEBUG"):
+            raise
+        print(
+            f"latentveil {args.command}: error: {type(error).__name__}: {_one_line(error)} "
+            "(LATENTVEIL_DEBUG=1 shows the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (an OSError with its path, as `str` gives it)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -176,31 +177,104 @@ def _flower_run_config(config: RunConfig, run_dir: Path, resume: bool) -> Path:
     return path
 
 
-def _superlink_pids(flwr_home: Path) -> list[int]:
-    """PIDs of Flower processes started with this run's FLWR_HOME (the local SuperLink)."""
+def _other_local_superlinks(flwr_home: Path) -> list[int]:
+    """PIDs of local SuperLinks on this machine that belong to another FLWR_HOME: another run.
+
+    `flwr run` starts its local SuperLink on fixed ports (127.0.0.1:39091/39093) and reuses any
+    healthy one it finds there, so a second simulation would join the first one's SuperLink.
+    """
+    ours = set(_run_processes(flwr_home))
     pids = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) in ours:
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes()
-            if b"flower-superlink" not in cmdline and b"flwr" not in cmdline:
-                continue
-            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"FLWR_HOME={flwr_home}".encode() in environ and int(proc.name) != os.getpid():
+        if any(part.endswith(b"flower-superlink") for part in cmdline[:2]) and (
+            b"--simulation" in cmdline
+        ):
             pids.append(int(proc.name))
     return pids
 
 
-def stop_local_superlink(flwr_home: Path) -> None:
-    """`flwr run` leaves the local SuperLink running in the background: stop it."""
-    for pid in _superlink_pids(flwr_home):
+def flower_failure(log_path: Path) -> str:
+    """The cause of a failed Flower run in one line: the last exception line of its log."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        text = line.strip()
+        head = text.split(":", 1)[0]
+        if ":" in text and head.split(".")[-1].endswith(("Error", "Exception", "Interrupt")):
+            return text
+    return ""
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run_processes(flwr_home: Path) -> list[int]:
+    """Every process started with this run's FLWR_HOME (flwr, the local SuperLink, its
+    SuperExec, flwr-simulation, Ray's workers), except this one."""
+    marker = f"FLWR_HOME={flwr_home}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def stop_run_processes(flwr_home: Path, grace: float = 5.0) -> None:
+    """Stop whatever this run started: SIGTERM, then SIGKILL after `grace` seconds."""
+    pids = _run_processes(flwr_home)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = [pid for pid in pids if _alive(pid)]
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie is dead, waiting for its parent
+
+
+def flwr_command(config: RunConfig, run_dir: Path) -> str:
+    """The complete shell command that runs a prepared run folder with `flwr run` (what
+    `latentveil simulate` runs, minus stopping the local SuperLink it leaves behind)."""
+    home = RunLayout(run_dir).flower_home.resolve()
+    run_config = f'run-dir="{Path(run_dir).resolve()}"'
+    federation = (
+        f"num-supernodes={config.world.sites} "
+        f"client-resources-num-cpus={config.federation.cpus_per_site:g}"
+    )
+    return (
+        f"  FLWR_HOME={shlex.quote(str(home))} FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 "
+        f"flwr run {shlex.quote(str(PROJECT_ROOT))} --stream "
+        f"--run-config {shlex.quote(run_config)} "
+        f"--federation-config {shlex.quote(federation)}\n"
+        "  (flwr run leaves its local SuperLink running afterwards; stop it by its pid, or use "
+        "`latentveil simulate`, which does)"
+    )
 
 
 def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False) -> Path:
@@ -212,6 +286,13 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
         )
     flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
     env = flower_environment(run_dir)
+    others = _other_local_superlinks(Path(env["FLWR_HOME"]))
+    if others:
+        raise SimulationError(
+            "another Flower simulation is running on this machine (local SuperLink, pid "
+            f"{', '.join(map(str, others))}); two runs would share it: wait for it to finish "
+            "or stop it"
+        )
     run_config = _flower_run_config(config, run_dir, resume)
     federation_config = (
         f"num-supernodes={config.world.sites} "
@@ -222,8 +303,14 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
     command = [flwr, "run", str(PROJECT_ROOT), "--stream", "--run-config", str(run_config),
                "--federation-config", federation_config]  # fmt: skip
     report = RunLayout(run_dir).report_json
-    before = report.stat().st_mtime_ns if report.exists() else None
+    if report.exists():
+        # (the command line refuses this earlier, or removes it with --overwrite)
+        raise SimulationError(f"{run_dir} already holds a finished run ({report.name})")
     log_path = RunLayout(run_dir).flower_log
+    process = None
+    # SIGTERM (a timeout around the command, a scheduler) must stop what this run started, as
+    # Ctrl-C does: turn it into an exception so that the cleanup below runs.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -241,11 +328,18 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
                     print(line.rstrip(), flush=True)
             process.wait()
     finally:
-        stop_local_superlink(Path(env["FLWR_HOME"]))
-    # `flwr run --stream` exits 0 even when the run failed: the report is the proof of success.
-    if process.returncode != 0 or not report.exists() or report.stat().st_mtime_ns == before:
+        signal.signal(signal.SIGTERM, previous)
+        if process is not None and process.poll() is None:
+            process.terminate()
+        stop_run_processes(Path(env["FLWR_HOME"]))
+    # `flwr run --stream` exits 0 even when the run failed: the report, which the ServerApp
+    # writes once at the very end (there was none before), is the proof of success.
+    if process.returncode != 0 or not report.exists():
+        cause = flower_failure(log_path)
         raise SimulationError(
-            f"the Flower run did not finish (exit code {process.returncode}); see {log_path}"
+            f"the Flower run did not finish (exit code {process.returncode})"
+            + (f": {cause}" if cause else "")
+            + f"; see {log_path}"
         )
     return report
 

@@ -171,3 +171,16 @@ def test_every_shared_real_video_gives_one_feature_per_complete_clip(artifact, t
         for item in items:
             expected = probe_video(item.path).num_frames // CLIP
             assert store.clip_features(item.video_id).shape == (expected, runtime.dim)
+
+
+def test_export_verify_on_the_command_line(artifact, tmp_path, capsys):
+    assert main(["export", "--verify", str(artifact)]) == 0
+    out = capsys.readouterr().out
+    assert "encoder: max abs difference" in out and "passes its parity check" in out
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    model = next(p for p in copy.iterdir() if p.name.startswith("encoder."))
+    model.write_bytes(model.read_bytes()[:100])
+    assert main(["export", "--verify", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "changed since export" in err and len(err.splitlines()) == 1

@@ -1,0 +1,88 @@
+"""What stands between a user and Flower's sharp edges: one-line causes, no shared SuperLink,
+a printed `flwr run` command that is complete."""
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from common.config import load_config
+from simulations.simulate import (
+    _alive,
+    _other_local_superlinks,
+    _run_processes,
+    flower_failure,
+    flwr_command,
+    stop_run_processes,
+)
+from tests.paths import CONFIG_DIR
+
+
+def test_the_cause_of_a_failed_flower_run_is_its_last_exception_line(tmp_path):
+    log = tmp_path / "flower.log"
+    log.write_text(
+        "INFO :      Starting Flower ServerApp\n"
+        "Traceback (most recent call last):\n"
+        '  File "server/app.py", line 10, in main\n'
+        "common.evaluation.EvaluationError: evaluation set not found: runs/x/evaluation_set.npz\n"
+        "ERROR :     ServerApp thread raised an exception\n"
+    )
+    assert flower_failure(log) == (
+        "common.evaluation.EvaluationError: evaluation set not found: runs/x/evaluation_set.npz"
+    )
+    log.write_text("INFO :      all fine\n")
+    assert flower_failure(log) == ""
+    assert flower_failure(tmp_path / "missing.log") == ""
+
+
+def test_another_runs_local_superlink_is_found(tmp_path):
+    fake = tmp_path / "flower-superlink"
+    fake.write_text("import time\ntime.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, str(fake), "--insecure", "--simulation"])
+    try:
+        deadline = time.monotonic() + 10
+        while process.pid not in _other_local_superlinks(tmp_path / "home"):
+            assert time.monotonic() < deadline, "the running SuperLink was not found"
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.pid not in _other_local_superlinks(tmp_path / "home")
+
+
+def test_the_printed_flwr_command_names_everything_flwr_needs(tmp_path):
+    config = load_config(CONFIG_DIR / "default.yaml")
+    command = flwr_command(config, tmp_path / "run").splitlines()[0]
+    words = shlex.split(command)
+    env = dict(word.split("=", 1) for word in words[:2])
+    assert env["FLWR_HOME"] == str((tmp_path / "run" / "flwr_home").resolve())
+    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
+    assert words[2:4] == ["flwr", "run"] and os.path.isfile(
+        os.path.join(words[4], "pyproject.toml")
+    )
+    assert words[words.index("--run-config") + 1] == f'run-dir="{(tmp_path / "run").resolve()}"'
+    federation = words[words.index("--federation-config") + 1]
+    assert federation == "num-supernodes=8 client-resources-num-cpus=1"
+
+
+def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path):
+    home = tmp_path / "flwr_home"
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    # a process that ignores SIGTERM and has a child of its own (as the SuperLink has Ray)
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 10
+    while len(_run_processes(home)) < 2:
+        assert time.monotonic() < deadline, "the child did not start"
+        time.sleep(0.1)
+    started = _run_processes(home)
+    stop_run_processes(home, grace=1.0)
+    parent.wait(timeout=5)
+    assert [pid for pid in started if _alive(pid)] == []
+    assert _run_processes(home) == []
