@@ -217,3 +217,26 @@ def test_openvino_bf16_is_within_the_reduced_precision_tolerance(tmp_path, encod
     )
     assert torch.nn.functional.cosine_similarity(got, want, dim=1).min() >= 0.999
     assert (got - want).abs().max() > 1e-5  # computed in bfloat16, not float32
+
+
+def test_the_default_encoder_and_adapter_export_and_match_eager_at_unseen_sizes(tmp_path):
+    """The shipped configuration itself: the built-in tiny3d (64x64, d = 256) and the default
+    AAM (3 layers, bottleneck 8, windows of 8), weights as if trained."""
+    from common.config import load_config
+    from common.encoders import create_encoder
+    from tests.edge_export.generated import trained_model
+    from tests.paths import CONFIG_DIR
+
+    config = load_config(CONFIG_DIR / "default.yaml")
+    encoder = create_encoder(config.encoder)
+    adapter = trained_model(config, seed=4).adapter
+    out = tmp_path / "default"
+    window = config.anonymizer.window
+    export_artifact(EdgeSource(encoder, adapter, window), "onnx", out)
+    runtime = load_artifact(out, encoder_id=encoder.encoder_id, adapter_hash=adapter_hash(adapter))
+    for batch, length in [(1, window), (4, 1), (2, 7)]:
+        clips = parity_clips(encoder, batch, length, seed=batch)
+        want = eager(encoder, adapter, clips)
+        torch.testing.assert_close(
+            runtime(clips), want, rtol=0, atol=1e-4 * max(1, want.abs().max())
+        )
