@@ -56,15 +56,17 @@ def _prepare(context: Context, split: str) -> tuple[RunConfig, str, SiteData]:
     tasks = tuple(config.tasks.seen)
     # The site encodes its videos (once) through the best edge backend it has, or the one its
     # node config names: --node-config 'encoder-backend="onnx"' (auto, eager, torch, onnx,
-    # openvino, tensorrt). The artifact is kept beside the store.
+    # openvino, tensorrt). The artifact is kept beside the store, one folder per store (sites
+    # that share a disk, as in `deploy-local`, never write into each other's).
     backend = str(context.node_config.get("encoder-backend", "auto"))
+    edge_dir = Path(store).with_name(f"{Path(store).stem}.edge")
     ensure_site_features(
         site_dir,
         store,
         config.encoder,
         config.features,
         tasks=tasks,
-        encoder_factory=lambda: site_encoder(config.encoder, backend, Path(store).parent / "edge"),
+        encoder_factory=lambda: site_encoder(config.encoder, backend, edge_dir),
     )
     data = _site_data(str(site_dir), str(store), tasks, split, str(Path(store).stat().st_mtime_ns))
     return config, site_id, data

@@ -38,7 +38,7 @@ from common.sitedata import ensure_site_features, load_site_data, pool_site_data
 from server.centralized import PooledTrainer
 from server.history import RoundRecord
 from server.rounds import finish_run, round_line, run_rounds
-from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
+from simulations.world import ACTIONS, ATTRIBUTES, World, generate_world, load_world
 from simulations.worldfeatures import prepare_evaluation_set
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +71,8 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
     )
     check_evaluation_set(EvaluationSet.load(evaluation_set), config)
 
-    sites = []
     for site_id in world.sites:
-        store = ensure_site_features(
+        ensure_site_features(
             world_root / site_id,
             layout.site_store(site_id),
             config.encoder,
@@ -81,6 +80,17 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
             progress,
             tasks=tuple(config.tasks.seen),
         )
+    write_sites(world, run_dir)
+    return world_root
+
+
+def write_sites(world: World, run_dir: Path) -> None:
+    """sites.json: each site's videos, action mix, attribute prevalence and (once made) the
+    size of its feature store."""
+    layout = RunLayout(run_dir)
+    sites = []
+    for site_id in world.sites:
+        store = layout.site_store(site_id)
         entries = world.manifest("ar", site_id)
         train = [e for e in entries if e["split"] == "train"]
         actions = Counter(e["labels"]["action_name"] for e in train)
@@ -89,7 +99,9 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
                 "site": site_id,
                 "train_videos": len(train),
                 "val_videos": len(entries) - len(train),
-                "feature_store_mb": round(store.stat().st_size / 1e6, 2),
+                "feature_store_mb": round(store.stat().st_size / 1e6, 2)
+                if store.is_file()
+                else None,
                 "action_mix": {name: actions.get(name, 0) for name in ACTIONS},
                 "attribute_prevalence": {
                     name: float(np.mean([e["attributes"][name] for e in train]))
@@ -98,7 +110,6 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
             }
         )
     atomic_write_text(layout.sites, json.dumps(sites, indent=1) + "\n")
-    return world_root
 
 
 def _with_absolute_paths(config: RunConfig, run_dir: Path) -> RunConfig:

@@ -89,5 +89,5 @@ def test_a_site_encodes_its_own_videos_with_the_backend_its_node_config_names(
     with FeatureStore(store) as features:
         assert features.settings.backend == ("torch" if backend == "eager" else backend)
         assert len(features) == 6 and features.clip_features("site_03_ar_00000").shape == (2, 16)
-    edge_folder = store.parent / "edge"
+    edge_folder = store.parent / "site_03.edge"
     assert edge_folder.is_dir() == (backend != "eager")

@@ -25,6 +25,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "leakage",
         "prepare",
         "simulate",
+        "deploy-local",
         "frontier",
         "ablate",
         "export",
@@ -96,7 +97,7 @@ def test_world_then_extract_a_dataset(tmp_path, capsys):
 
 def test_the_run_commands_default_to_the_embedded_default_config():
     parser, _ = build_parser()
-    for command in ("simulate", "prepare", "ablate", "leakage"):
+    for command in ("simulate", "prepare", "ablate", "leakage", "deploy-local"):
         args = parser.parse_args([command, "--out", "x"])
         assert Path(args.config) == DEFAULT_CONFIG == CONFIG_DIR / "default.yaml"
     assert parser.parse_args(["config"]).config is None  # the schema's defaults
