@@ -624,12 +624,43 @@ def _add_deploy_local_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--sites", type=int, default=None, help="sites (default: world.sites)")
     parser.add_argument(
-        "--insecure", action="store_true", help="no TLS and no SuperNode authentication"
+        "--insecure",
+        action="store_true",
+        help="no TLS and no SuperNode authentication (default: both, keys in OUT/deploy/certs)",
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(parser, runs=True)
     return _deploy_local_command
+
+
+def _certs_command(args: argparse.Namespace) -> int:
+    from simulations.certs import make_certificates
+
+    sites = [f"site_{i:02d}" for i in range(args.sites)]
+    certificates = make_certificates(args.out, args.hosts, sites)
+    print(
+        f"CA, SuperLink certificate for {', '.join(args.hosts)} and {args.sites} site key pairs "
+        f"in {certificates.folder}; register each site with `flwr supernode register "
+        f"{certificates.site_public_key('site_00')} CONNECTION`"
+    )
+    return 0
+
+
+def _add_certs_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "certs",
+        help="a CA, the SuperLink's TLS certificate and one key pair per site",
+        description="Make the keys and certificates of a secured deployment (see "
+        "docs/deployment.md): ca.crt/ca.key, superlink.crt/superlink.key with the hosts as "
+        "subject alternative names, and site_NN.key/site_NN.pub (OpenSSH EC P-384) per site.",
+    )
+    parser.add_argument("--out", required=True, help="the folder to write (must not hold keys)")
+    parser.add_argument(
+        "--hosts", nargs="+", required=True, help="names and addresses of the SuperLink"
+    )
+    parser.add_argument("--sites", type=int, required=True, help="how many site key pairs")
+    return _certs_command
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
@@ -641,6 +672,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_prepare_parser,
     _add_simulate_parser,
     _add_deploy_local_parser,
+    _add_certs_parser,
     _add_frontier_parser,
     _add_ablate_parser,
     _add_export_parser,

@@ -23,6 +23,7 @@ Logs: `deploy/superlink.log`, `deploy/<site>.log`, and `flower.log` for `flwr ru
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.evaluation import EvaluationSet, check_evaluation_set
 from common.layout import RunLayout
+from simulations.certs import Certificates, make_certificates, make_site_key
 from simulations.simulate import (
     PROJECT_ROOT,
     SimulationError,
@@ -83,16 +85,36 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
     raise SimulationError(f"the SuperLink did not listen on 127.0.0.1:{port}; see {log}")
 
 
-def write_connection(flwr_home: Path, port: int) -> Path:
+def write_connection(flwr_home: Path, port: int, certificates: Certificates | None = None) -> Path:
     """The named connection `flwr run` reads (flwr 1.41 takes the SuperLink address and any
     root certificate from $FLWR_HOME/config.toml, not from pyproject)."""
     path = flwr_home / "config.toml"
+    security = (
+        "insecure = true"
+        if certificates is None
+        else f"root-certificates = {json.dumps(str(certificates.ca_cert.resolve()))}"
+    )
     atomic_write_text(
         path,
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n',
+        f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{port}"\n{security}\n',
     )
     return path
+
+
+def register_site(certificates: Certificates, site_id: str, env: dict, deploy_dir: Path) -> None:
+    """`flwr supernode register` of a site's public key with the running SuperLink."""
+    flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
+    command = [flwr, "supernode", "register", str(certificates.site_public_key(site_id).resolve()),
+               CONNECTION, "--name", site_id]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    with open(deploy_dir / "register.log", "a") as log:
+        log.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}\n")
+    if result.returncode != 0:
+        raise SimulationError(
+            f"registering {site_id}'s key with the SuperLink failed (exit code "
+            f"{result.returncode}); see {deploy_dir / 'register.log'}"
+        )
 
 
 def prepare_deployment(config: RunConfig, run_dir: Path, progress: bool = True) -> list[str]:
@@ -122,15 +144,16 @@ def deploy_local(
     config: RunConfig,
     run_dir: str | Path,
     sites: int | None = None,
-    insecure: bool = True,
+    insecure: bool = False,
     progress: bool = True,
+    unregistered: int = 0,
 ) -> Path:
-    """Run the federation on a local SuperLink and one SuperNode per site; return report.json."""
-    if not insecure:
-        raise SimulationError(
-            "TLS with SuperNode authentication is not built yet: pass --insecure (local "
-            "processes on 127.0.0.1 only)"
-        )
+    """Run the federation on a local SuperLink and one SuperNode per site; return report.json.
+
+    By default the SuperLink serves TLS and admits only SuperNodes whose public key is
+    registered (`flwr supernode register`): keys and certificates are made in
+    `<run>/deploy/certs` (simulations.certs). `insecure` drops both. `unregistered` starts that
+    many extra SuperNodes whose keys were never registered (to show they are refused)."""
     run_dir = Path(run_dir)
     if sites is not None:
         config = replace(config, world=replace(config.world, sites=sites))
@@ -142,9 +165,24 @@ def deploy_local(
     layout.features.mkdir(exist_ok=True)
     env = flower_environment(run_dir)
     flwr_home = Path(env["FLWR_HOME"])
-    superlink_port, *node_ports = free_ports(1 + len(site_ids))
-    write_connection(flwr_home, superlink_port)
+    superlink_port, *node_ports = free_ports(1 + len(site_ids) + unregistered)
+    strangers = [f"unregistered_{i}" for i in range(unregistered)]
+    certificates = None
+    if not insecure:
+        certificates = Certificates(deploy_dir / "certs")
+        if not certificates.ca_cert.exists():
+            make_certificates(certificates.folder, ["127.0.0.1"], site_ids)
+        for stranger in strangers:
+            make_site_key(certificates, stranger)
+    write_connection(flwr_home, superlink_port, certificates)
     binaries = Path(sys.executable).parent
+    if insecure:
+        security = ["--insecure"]
+    else:
+        security = ["--ssl-ca-certfile", str(certificates.ca_cert.resolve()),
+                    "--ssl-certfile", str(certificates.superlink_cert.resolve()),
+                    "--ssl-keyfile", str(certificates.superlink_key.resolve()),
+                    "--enable-supernode-auth"]  # fmt: skip
 
     def start(command: list[str], log_name: str) -> tuple[subprocess.Popen, Path]:
         log = deploy_dir / log_name
@@ -161,20 +199,31 @@ def deploy_local(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         superlink, superlink_log = start(
-            [str(binaries / "flower-superlink"), "--insecure",
+            [str(binaries / "flower-superlink"), *security,
              "--database", str((deploy_dir / "superlink.db").resolve()),
              "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", str(superlink_port)],
             "superlink.log",
         )  # fmt: skip
         _wait_for_port(superlink_port, superlink, superlink_log)
-        for site_id, port in zip(site_ids, node_ports, strict=True):
+        if certificates is not None:
+            for site_id in site_ids:  # the strangers' keys are never registered
+                register_site(certificates, site_id, env, deploy_dir)
+        for site_id, port in zip(site_ids + strangers, node_ports, strict=True):
+            # a stranger claims to be the first site, with a store of its own
+            site_dir = world_root / (site_ids[0] if site_id in strangers else site_id)
             node_config = (
-                f'site-dir="{world_root / site_id}" '
-                f'feature-store="{layout.site_store(site_id).resolve()}"'
+                f'site-dir="{site_dir}" feature-store="{layout.site_store(site_id).resolve()}"'
             )
+            node_security = (
+                ["--insecure"]
+                if certificates is None
+                else ["--root-certificates", str(certificates.ca_cert.resolve()),
+                      "--auth-supernode-private-key",
+                      str(certificates.site_key(site_id).resolve())]
+            )  # fmt: skip
             start(
-                [str(binaries / "flower-supernode"), "--insecure",
+                [str(binaries / "flower-supernode"), *node_security,
                  "--superlink", f"127.0.0.1:{superlink_port}",
                  "--port", str(port), "--node-config", node_config],
                 f"{site_id}.log",

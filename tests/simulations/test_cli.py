@@ -26,6 +26,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "prepare",
         "simulate",
         "deploy-local",
+        "certs",
         "frontier",
         "ablate",
         "export",
