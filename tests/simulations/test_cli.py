@@ -53,7 +53,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert err.startswith("latentveil config: error: unknown config key 'train.lrr'")
     assert "Traceback" not in err
     assert main(["extract", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f.h5")]) == 2
-    assert "data folder not found" in capsys.readouterr().err
+    assert "no such video file or folder" in capsys.readouterr().err
 
 
 def test_an_unknown_strategy_stops_a_run_before_it_writes_anything(capsys, tmp_path):
