@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -432,14 +433,18 @@ def _coerce(value: Any, type_: Any, where: str) -> Any:
     if type_ is float:
         if isinstance(value, bool):
             raise ConfigError(f"'{where}' expects a number, got {value!r}")
+        number = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"'{where}' expects a number, got {value!r}")
+        if number is not None and math.isfinite(number):
+            return number
+        what = "a finite number" if number is not None else "a number"
+        raise ConfigError(f"'{where}' expects {what}, got {value!r}")
     if type_ is str:
         if isinstance(value, str):
             return value
@@ -506,7 +511,7 @@ def apply_overrides(
                 entry = node.setdefault(key, dict(getattr(node_cls(), key)))
                 if not isinstance(entry, dict):
                     raise ConfigError(f"'{_join(where, key)}' is not a mapping in this config")
-                parsed = yaml.safe_load(raw) if raw.strip() else ""
+                parsed = _override_value(override, raw)
                 if parsed is None:
                     entry.pop(keys[-1], None)
                 else:
@@ -520,10 +525,23 @@ def apply_overrides(
             elif not is_leaf:
                 raise ConfigError(f"'{_join(where, key)}' is not a section; cannot set '{dotted}'")
             else:
-                parsed = yaml.safe_load(raw) if raw.strip() else ""
+                parsed = _override_value(override, raw)
                 node[key] = raw if parsed is None and raw.strip() not in ("null", "~") else parsed
             where = _join(where, key)
     return data
+
+
+def _override_value(override: str, raw: str) -> Any:
+    """The YAML value of one `key=value` override ("" for an empty value)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            f"override '{override}': the value is not valid YAML ({yaml_problem(error)}); quote "
+            "the whole --set argument in the shell, e.g. --set 'tasks.seen={ar: 1.0}'"
+        ) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -531,14 +549,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give the YAML file itself")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text; is it a YAML file?") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {yaml_problem(error)}"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file {path} holds a {type(data).__name__}, not a mapping of sections "
+                "(encoder:, train:, federation:, ...)"
+            )
     data = apply_overrides(data, list(overrides or []))
     return from_dict(RunConfig, data)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, on one line with its line and column (its own message spans
+    several lines and quotes the text)."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from common.atomic import atomic_path
 from common.config import EncoderConfig
+from common.errors import LatentveilError
 from common.registry import Registry
 from common.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -47,6 +48,15 @@ TINY3D_POOLINGS = ("avg", "max", "avgmax", "attn")
 
 # ---------------------------------------------------------------------------------------------
 # The frozen wrapper
+
+
+class EncoderError(LatentveilError, ValueError):
+    """Encoder weights (encoder.path) that are missing their parts, unreadable, or do not fit
+    the encoder config; the message names the file."""
+
+
+class EncoderUnavailable(LatentveilError, ImportError):
+    """An encoder whose optional dependency is not installed; the message says how to."""
 
 
 class FrozenEncoder(nn.Module):
@@ -241,8 +251,9 @@ def list_encoders() -> list[str]:
 def create_encoder(config: EncoderConfig) -> FrozenEncoder:
     """Build the frozen encoder `config.name` describes (see the module docstring).
 
-    Raises ValueError for an unknown name, FileNotFoundError or ValueError for a bad
-    `config.path`, ImportError when an optional dependency is missing.
+    Raises ValueError for an unknown name, FileNotFoundError or EncoderError (a ValueError) for
+    a bad `config.path`, EncoderUnavailable (an ImportError) when an optional dependency is
+    missing; all but the first are LatentveilErrors, the command line's one-line errors.
     """
     return ENCODERS.get(config.name)(config)
 
@@ -251,14 +262,14 @@ def _existing_path(path: str | Path, expected: str, *, directory: bool = False) 
     """`path` as a Path if it exists as a file (or folder); otherwise a clear error."""
     if str(path) in ("", "builtin"):
         # "builtin" is the default of encoder.path and names tiny3d's shipped checkpoint only.
-        raise ValueError(f"encoder.path is not set (it is {str(path)!r}); expected {expected}")
+        raise EncoderError(f"encoder.path is not set (it is {str(path)!r}); expected {expected}")
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise FileNotFoundError(f"encoder weights not found: {resolved} (expected {expected})")
     if directory and not resolved.is_dir():
-        raise ValueError(f"{resolved} is a file; expected {expected}")
+        raise EncoderError(f"{resolved} is a file; expected {expected}")
     if not directory and not resolved.is_file():
-        raise ValueError(f"{resolved} is a folder; expected {expected}")
+        raise EncoderError(f"{resolved} is a folder; expected {expected}")
     return resolved
 
 
@@ -411,7 +422,7 @@ def load_tiny3d(
     """Load a checkpoint written by `save_tiny3d` (with `torch.load(weights_only=True)`).
 
     `dim`, `frame_size` and `clip_len`, when given, must equal the checkpoint's. Raises
-    FileNotFoundError for a missing file and ValueError naming the file for anything that is
+    FileNotFoundError for a missing file and EncoderError naming the file for anything that is
     not such a checkpoint or does not match.
     """
     expected = "a tiny3d checkpoint written by common.encoders.save_tiny3d"
@@ -420,11 +431,11 @@ def load_tiny3d(
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for foreign or corrupt files
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else repr(error)
-        raise ValueError(f"{path} is not {expected} (torch.load failed: {reason})") from error
+        raise EncoderError(f"{path} is not {expected} (torch.load failed: {reason})") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != TINY3D_FORMAT:
-        raise ValueError(f"{path} is not {expected} (no 'format': '{TINY3D_FORMAT}' entry)")
+        raise EncoderError(f"{path} is not {expected} (no 'format': '{TINY3D_FORMAT}' entry)")
     if checkpoint.get("version") != TINY3D_VERSION:
-        raise ValueError(
+        raise EncoderError(
             f"{path} is a tiny3d checkpoint of version {checkpoint.get('version')!r}; "
             f"this code reads version {TINY3D_VERSION}"
         )
@@ -432,7 +443,9 @@ def load_tiny3d(
     try:
         net = Tiny3DNet(**arch)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} has an invalid tiny3d 'arch' entry {arch!r}: {error}") from error
+        raise EncoderError(
+            f"{path} has an invalid tiny3d 'arch' entry {arch!r}: {error}"
+        ) from error
 
     requested = {"dim": dim, "frame_size": frame_size, "clip_len": clip_len}
     mismatches = [
@@ -441,18 +454,18 @@ def load_tiny3d(
         if value is not None and getattr(net, key) != int(value)
     ]
     if mismatches:
-        raise ValueError(
+        raise EncoderError(
             f"tiny3d checkpoint {path} does not match the encoder config: {'; '.join(mismatches)}."
             " Set encoder.dim / encoder.frame_size / encoder.clip_len to the checkpoint's values"
             " or use a checkpoint trained for this config."
         )
     state_dict = checkpoint.get("state_dict")
     if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} has no 'state_dict' mapping; expected {expected}")
+        raise EncoderError(f"{path} has no 'state_dict' mapping; expected {expected}")
     try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{path} has weights that do not fit its own arch: {error}") from error
+        raise EncoderError(f"{path} has weights that do not fit its own arch: {error}") from error
     return net.eval()
 
 
@@ -531,7 +544,7 @@ def build_videomae(config: EncoderConfig) -> FrozenEncoder:
     try:
         from transformers import VideoMAEModel
     except ImportError as error:
-        raise ImportError(
+        raise EncoderUnavailable(
             "the 'videomae' encoder needs Hugging Face transformers: pip install 'latentveil[hf]'"
         ) from error
     expected = "a local VideoMAE folder (config.json + weights) written by save_pretrained"
@@ -542,9 +555,9 @@ def build_videomae(config: EncoderConfig) -> FrozenEncoder:
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (json.JSONDecodeError, AttributeError) as error:
-        raise ValueError(f"{config_file} is not a valid Hugging Face config: {error}") from error
+        raise EncoderError(f"{config_file} is not a valid Hugging Face config: {error}") from error
     if model_type != "videomae":
-        raise ValueError(f"{folder} holds a '{model_type}' model; expected {expected}")
+        raise EncoderError(f"{folder} holds a '{model_type}' model; expected {expected}")
     try:
         model, info = VideoMAEModel.from_pretrained(
             folder, local_files_only=True, dtype=torch.float32, output_loading_info=True
@@ -555,11 +568,13 @@ def build_videomae(config: EncoderConfig) -> FrozenEncoder:
         # transformers would silently initialise these at random; a partly random encoder
         # gives meaningless features
         missing = sorted(info["missing_keys"])
-        raise ValueError(f"{folder} lacks VideoMAE weights {missing[:5]} ({len(missing)} missing)")
+        raise EncoderError(
+            f"{folder} lacks VideoMAE weights {missing[:5]} ({len(missing)} missing)"
+        )
 
     hf_config = model.config
     if config.clip_len != hf_config.num_frames:
-        raise ValueError(
+        raise EncoderError(
             f"VideoMAE in {folder} takes clips of {hf_config.num_frames} frames but "
             f"encoder.clip_len is {config.clip_len}; set encoder.clip_len={hf_config.num_frames}"
         )
@@ -599,7 +614,7 @@ def _load_user_module(path: Path) -> tuple[nn.Module, dict[str, Tensor], str]:
         try:
             program = torch.export.load(path)
         except Exception as error:
-            raise ValueError(
+            raise EncoderError(
                 f"{path} is a torch.export archive that fails to load: {error}"
             ) from error
         return program.module(), dict(program.constants), "torch.export"
@@ -607,10 +622,10 @@ def _load_user_module(path: Path) -> tuple[nn.Module, dict[str, Tensor], str]:
         try:
             return torch.jit.load(path, map_location="cpu"), {}, "torchscript"
         except Exception as error:
-            raise ValueError(
+            raise EncoderError(
                 f"{path} is a TorchScript archive that fails to load: {error}"
             ) from error
-    raise ValueError(
+    raise EncoderError(
         f"{path} is neither a TorchScript (torch.jit.save) nor a torch.export (torch.export.save)"
         " file; a module saved with plain torch.save cannot be loaded safely"
     )
@@ -633,23 +648,25 @@ def _probe_output_dim(module: nn.Module, path: Path, clip_len: int, frame_size: 
             batch_features = module(clips)  # (2, d)
             single_features = module(clips[:1])  # (1, d)
     except Exception as error:
-        raise ValueError(
+        raise EncoderError(
             f"module {path} failed on clips {shape} with N = 2 and N = 1 (export it with a "
             f"dynamic batch dimension and these frame counts and sizes): {error}"
         ) from error
     for features, n in ((batch_features, 2), (single_features, 1)):
         if not isinstance(features, Tensor) or features.ndim != 2 or features.shape[0] != n:
             got = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(f"module {path} must map clips {shape} to a tensor (N, d), got {got}")
+            raise EncoderError(
+                f"module {path} must map clips {shape} to a tensor (N, d), got {got}"
+            )
     changed = [n for n, b in module.named_buffers() if not torch.equal(b, buffers_before[n])]
     if changed:
-        raise ValueError(
+        raise EncoderError(
             f"module {path} updates its buffers {changed[:3]} when called (saved in training "
             "mode?); save it after model.eval()"
         )
     scale = max(1.0, float(batch_features.abs().max()))
     if not torch.allclose(single_features, batch_features[:1], rtol=1e-3, atol=1e-3 * scale):
-        raise ValueError(
+        raise EncoderError(
             f"module {path} encodes a clip differently depending on the other clips in its batch"
             " (BatchNorm in training mode?); save it after model.eval()"
         )
@@ -691,6 +708,8 @@ __all__ = [
     "ENCODERS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "EncoderError",
+    "EncoderUnavailable",
     "FrozenEncoder",
     "Tiny3DNet",
     "VideoMAEClipEmbedder",

@@ -7,3 +7,8 @@ traceback; library callers can catch them by this one type.
 
 class LatentveilError(Exception):
     """An error the user can fix; its message names the thing and what is wrong."""
+
+
+class PathError(LatentveilError):
+    """An output path that cannot be written as asked: a folder where a file goes (or a file
+    where a folder goes), or a folder without write permission."""

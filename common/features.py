@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.atomic import atomic_path, file_sha256
+from common.atomic import atomic_path, file_sha256, output_file
 from common.config import FeaturesConfig
 from common.errors import LatentveilError
 from common.video import (
@@ -347,8 +347,8 @@ def _cut_clips(
     info = probe_video(path)
     if info.damage and not allow_partial:
         raise VideoError(
-            f"{path}: {info.damage}; it looks truncated or damaged (allow partial videos to "
-            f"encode the {info.num_frames} frames that decode)"
+            f"{path}: {info.damage}; it looks truncated or damaged (allow partial videos, "
+            f"--allow-partial, to encode the {info.num_frames} frames that decode)"
         )
     source = {
         "source_size": path.stat().st_size,
@@ -361,7 +361,7 @@ def _cut_clips(
         return source, [static], [0], (0, 0, 1)
 
     starts = clip_starts(
-        info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step, path.name
+        info.num_frames, settings.clip_len, settings.clip_stride, settings.clip_step, str(path)
     )
     eval_starts = (
         eval_clip_starts(
@@ -430,7 +430,8 @@ def extract_features(
 
     Videos already in the store with the same source hash are not encoded again. With
     on_error="skip", a video that cannot be decoded is left out and reported; the returned list
-    holds (video_id, reason) of each skipped video. A truncated or damaged video (frames missing
+    holds (video_id, reason) of each skipped video. When every video to encode is skipped, the
+    store is left as it was (or not created). A truncated or damaged video (frames missing
     against its header, a decoding error, corrupt packets) counts as one that cannot be decoded
     unless `allow_partial`.
 
@@ -440,12 +441,21 @@ def extract_features(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    out_path = Path(out_path)
+    out_path = output_file(out_path)  # a folder or an unwritable place: said before encoding
     settings = store_settings(encoder, config, anonymized)
-    ids = [item.video_id for item in items]
-    if len(set(ids)) != len(ids):
-        duplicate = next(v for v in ids if ids.count(v) > 1)
-        raise FeatureStoreError(f"video id '{duplicate}' appears twice in the input")
+    first: dict[str, Path] = {}
+    for item in items:
+        if item.video_id in first:
+            both = (
+                f"{item.path} is named twice"
+                if first[item.video_id] == Path(item.path)
+                else f"{first[item.video_id]} and {item.path}"
+            )
+            raise FeatureStoreError(
+                f"video id '{item.video_id}' appears twice in the input ({both}); rename one of "
+                "them, or encode them into separate stores"
+            )
+        first[item.video_id] = Path(item.path)
 
     parts_dir = out_path.with_name(out_path.name + ".parts")
     with _store_lock(out_path):
@@ -494,6 +504,11 @@ def extract_features(
                         transform,
                         allow_partial,
                     )
+
+            if todo and len(skipped) == len(todo):
+                # Nothing could be encoded: the store stays as it was (or is not created).
+                shutil.rmtree(parts_dir, ignore_errors=True)
+                return skipped
 
             # Merge the old store's remaining videos and the shards into one file, renamed over
             # the target.
@@ -573,7 +588,7 @@ def find_videos(data_dir: str | Path) -> list[VideoItem]:
             )
         return [VideoItem(data_dir.stem, data_dir)]
     if not data_dir.is_dir():
-        raise FeatureStoreError(f"data folder not found: {data_dir}")
+        raise FeatureStoreError(f"no such video file or folder: {data_dir} (not found)")
     paths = sorted(
         p
         for p in data_dir.rglob("*")

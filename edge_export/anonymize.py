@@ -8,8 +8,8 @@ Its static clips (single frames tiled) are anonymized as sequences of one clip.
 
 The output is a feature store (resumable, atomic, one entry per video) whose attributes record
 the adapter hash and window (`anonymized`) and the backend; raw features are written only when
-asked (`raw=True`). A file that cannot be decoded, is truncated, or is shorter than one clip is
-skipped and reported, and the others are done.
+asked (`raw=True`). A file that cannot be decoded, is truncated, or is shorter than one clip (a
+still image among them) is skipped and reported, and the others are done.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from common.config import FeaturesConfig
 from common.features import FeatureStoreError, VideoItem, extract_features, find_videos
+from common.video import IMAGE_SUFFIXES
 from edge_export.artifact import EdgeArtifactError, EdgeRuntime
 
 
@@ -58,7 +59,7 @@ def anonymize_videos(
             f"artifact {runtime.folder} is encoder-only: it can write raw features (--raw) but "
             "not anonymized ones; export one from a run folder"
         )
-    window = window or runtime.window
+    window = runtime.window if window is None else window  # 0 is a mistake, not "default"
     if not 1 <= window <= runtime.window:
         raise EdgeArtifactError(
             f"--window {window} is outside the artifact's 1..{runtime.window} clips (its "
@@ -75,8 +76,17 @@ def anonymize_videos(
             return runtime.anonymize_video(features, window).numpy()  # (n, d)
         return runtime.anonymize(features[:, None, :]).numpy()[:, 0]  # each clip alone
 
-    return extract_features(
-        items,
+    # A still image is one frame, shorter than one clip: reported like a too-short video.
+    videos, skipped = [], []
+    for item in items:
+        if Path(item.path).suffix.lower() in IMAGE_SUFFIXES:
+            skipped.append((item.video_id, f"{item.path}: a still image has no clip to anonymize"))
+        else:
+            videos.append(item)
+    if not videos:
+        return skipped
+    return skipped + extract_features(
+        videos,
         runtime.clip_encoder(),
         out,
         config,

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,8 @@ def adapter_hash(adapter: nn.Module) -> str:
 def run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config of a run folder."""
     layout = RunLayout(Path(run_dir))
+    if not layout.root.is_dir():
+        raise EdgeArtifactError(f"run folder {run_dir} does not exist (or is not a folder)")
     if not layout.config.is_file():
         raise EdgeArtifactError(f"{run_dir} is not a run folder (no {layout.config.name})")
     return load_config(layout.config)
@@ -117,13 +120,24 @@ def adapter_from_run(run_dir: str | Path, dim: int) -> AnonymizingAdapter:
         )
     config = run_config(run_dir)
     model = build_model(dim, config)
-    with np.load(layout.adapter) as arrays:
-        try:
-            load_shareable(model, dict(arrays))
-        except ShareableStateError as error:
-            raise EdgeArtifactError(
-                f"{layout.adapter} does not fit the run's config (encoder dim {dim}): {error}"
-            ) from error
+    try:
+        archive = np.load(layout.adapter)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not named arrays")
+        with archive:
+            arrays = dict(archive)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        # Not an .npz archive: cut short, overwritten, a single np.save array, pickled data.
+        raise EdgeArtifactError(
+            f"{layout.adapter} is not a readable adapter archive ({type(error).__name__}: "
+            f"{error}); copy it again from the run that shipped it"
+        ) from error
+    try:
+        load_shareable(model, arrays)
+    except ShareableStateError as error:
+        raise EdgeArtifactError(
+            f"{layout.adapter} does not fit the run's config (encoder dim {dim}): {error}"
+        ) from error
     return model.adapter.eval()
 
 
@@ -240,8 +254,20 @@ def export_artifact(
     figures and nothing is left behind.
     """
     out = Path(out)
+    if max_batch < 1:
+        raise EdgeArtifactError(
+            f"the largest batch (--max-batch) must be at least 1, not {max_batch}"
+        )
+    if out.exists() and not out.is_dir():
+        raise EdgeArtifactError(f"{out} is a file, not an artifact folder; choose another --out")
     if out.exists() and not overwrite:
         raise EdgeArtifactError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.exists() and any(out.iterdir()) and not (out / METADATA).is_file():
+        # --overwrite replaces an artifact, never a folder of something else (a run, videos).
+        raise EdgeArtifactError(
+            f"{out} is not an edge artifact (no {METADATA}) and is not empty; --overwrite only "
+            "replaces an artifact: choose another --out"
+        )
     backend = require_backend(backend_name, precision)
     specs = part_specs(source.encoder, source.window, max_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,6 +365,10 @@ def _write_json(path: Path, value: Any) -> None:
 # Loading and running
 
 
+# What every artifact's metadata.json holds (read before any of it is used).
+_METADATA_KEYS = ("backend", "precision", "encoder", "parts", "parity")
+
+
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     """An artifact's metadata, checked to be one this code reads."""
     folder = Path(folder)
@@ -358,6 +388,12 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
         raise EdgeArtifactError(
             f"{folder} is an edge artifact of version {metadata.get('version')!r}; this code "
             f"reads version {VERSION}: export it again"
+        )
+    missing = [key for key in _METADATA_KEYS if not isinstance(metadata.get(key), dict | str)]
+    if missing:
+        raise EdgeArtifactError(
+            f"{path} lacks {', '.join(missing)}: the artifact is incomplete or was edited; "
+            "export it again"
         )
     return metadata
 

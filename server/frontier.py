@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path, atomic_write_text, output_folder
 from common.errors import LatentveilError
 from common.layout import RunLayout
 
@@ -24,6 +24,8 @@ class FrontierError(LatentveilError):
 def frontier_point(run_dir: str | Path) -> dict[str, Any]:
     """One setting's point: its name (the folder's), numbers and the selected round."""
     path = RunLayout(Path(run_dir)).report_json
+    if not Path(run_dir).is_dir():
+        raise FrontierError(f"run folder {run_dir} does not exist")
     if not path.is_file():
         raise FrontierError(f"{run_dir} has no report.json (run `latentveil simulate` there)")
     try:
@@ -45,7 +47,9 @@ def frontier_point(run_dir: str | Path) -> dict[str, Any]:
             "ar_val_top1": (report.get("selection") or {}).get("ar_val_top1"),
             "inversion_r2_attribute_directions": chosen.get("r2_attribute_directions"),
         }
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise FrontierError(f"{path} is not a latentveil report: it lacks {error}") from error
+    except (TypeError, ValueError) as error:
         raise FrontierError(f"{path} is not a latentveil report: {error}") from error
 
 
@@ -82,8 +86,7 @@ def write_frontier(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     if not run_dirs:
         raise FrontierError("give at least one run folder")
     points = [frontier_point(run) for run in run_dirs]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     atomic_write_text(out / "frontier.json", json.dumps(points, indent=2) + "\n")
     atomic_write_text(out / "frontier.md", frontier_markdown(points))
     _plot(points, out / "frontier.png")

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path, atomic_write_text, output_folder
 from common.config import RunConfig, apply_overrides, from_dict, to_dict
 from common.errors import LatentveilError
 from common.layout import RunLayout
-from simulations.simulate import prepare_run, simulate
+from simulations.simulate import check_runnable, prepare_run, simulate
 
 
 class AblationError(LatentveilError):
@@ -91,7 +91,11 @@ def run_ablation(
             f"{', '.join(v.name for v in VARIANTS)}"
         )
     if seen not in config.tasks.evaluated:
-        raise AblationError(f"--seen {seen!r} is not one of tasks.evaluated")
+        raise AblationError(
+            f"--seen {seen!r} is not one of tasks.evaluated ({', '.join(config.tasks.evaluated)})"
+        )
+    check_runnable(config)  # a typo in the strategy stops here, not after the preparation
+    output_folder(out)
     shared = RunLayout(out / "prepared")
     world_dir = shared.world(config.world.dir)
     everything = variant_config(config, VARIANTS[0], seen, world_dir)

@@ -2,28 +2,61 @@
 
 Every subcommand is a thin wrapper over a library function that tests call directly. Heavy
 modules are imported inside the handlers so that `latentveil --help` stays fast. Errors a user
-can cause (common.errors.LatentveilError and missing files) end in one line on stderr and exit
-code 2, not a traceback.
+can cause (common.errors.LatentveilError, a path the system refuses, a flag argparse refuses)
+end in one line on stderr, `latentveil COMMAND: error: ...`, and exit code 2; anything else is
+a bug and still ends in one line (exit code 1) unless LATENTVEIL_DEBUG=1 asks for the
+traceback. tests/simulations/test_mistakes.py holds the corpus of mistakes this is checked on.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from common.errors import LatentveilError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+class UsageError(LatentveilError):
+    """A command line argparse refuses: an unknown flag, a missing or malformed value."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes end in one line naming the flag, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def package_version() -> str:
+    """The installed latentveil's version (what `latentveil --version` prints)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latentveil")
+    except PackageNotFoundError:
+        return "unknown (not installed; run from a source tree)"
+
+
 # The embedded default the run commands use without --config (package data, so an installed
 # latentveil has it too).
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
+
+
+def path_argument(text: str) -> str:
+    """A path on the command line. An empty one (an unset shell variable) is refused instead of
+    being taken for the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+    return text
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, runs: bool = False) -> None:
@@ -34,6 +67,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, runs: bool = False) ->
     parser.add_argument(
         "--config",
         default=str(DEFAULT_CONFIG) if runs else None,
+        type=path_argument,
         help=f"YAML config file (default: {'the embedded default, ' if runs else ''}"
         f"{'simulations/configs/default.yaml' if runs else 'the schema defaults'})",
     )
@@ -55,8 +89,10 @@ def _config_command(args: argparse.Namespace) -> int:
     import yaml
 
     from common.config import load_config, save_config, to_dict
+    from simulations.simulate import check_runnable
 
     config = load_config(args.config, args.overrides)
+    check_runnable(config)  # what the schema cannot check (the strategy's name)
     if args.out:
         save_config(config, args.out)
         print(f"resolved config written to {args.out}")
@@ -74,7 +110,10 @@ def _add_config_parser(subparsers: argparse._SubParsersAction) -> Handler:
     )
     add_config_arguments(parser)
     parser.add_argument(
-        "--out", default=None, help="write the resolved config here instead of printing"
+        "--out",
+        default=None,
+        type=path_argument,
+        help="write the resolved config here instead of printing",
     )
     return _config_command
 
@@ -107,7 +146,9 @@ def _add_world_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "their own cameras and non-IID mixes, and a central evaluation world. Running it again "
         "keeps every file whose hash matches and renders only what is missing or damaged.",
     )
-    parser.add_argument("--out", required=True, help="folder of the world (created if missing)")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder of the world (created if missing)"
+    )
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument(
         "--sites", type=int, default=None, help="client sites (the preset's if unset)"
@@ -167,10 +208,21 @@ def _extract_command(args: argparse.Namespace) -> int:
             f"{error}. Finished shards are kept: run again with --skip-bad to leave such files "
             "out (they are listed at the end)"
         ) from error
+    _refuse_all_failed(skipped, len(items), args.out)
     for video_id, reason in skipped:
         print(f"skipped {video_id}: {reason}", file=sys.stderr)
     print(f"feature store ready at {args.out} ({len(items) - len(skipped)} files)")
     return 0
+
+
+def _refuse_all_failed(failed: list[tuple[str, str]], total: int, out: str) -> None:
+    """One error line when no file at all could be encoded (the store is left as it was)."""
+    if failed and len(failed) == total:
+        video_id, reason = failed[0]
+        others = f" (and {total - 1} more)" if total > 1 else ""
+        raise LatentveilError(
+            f"no file could be encoded, nothing was written to {out}: {video_id}: {reason}{others}"
+        )
 
 
 def _add_extract_parser(subparsers: argparse._SubParsersAction) -> Handler:
@@ -182,9 +234,17 @@ def _add_extract_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "video. Interrupted, it resumes; run on a store it only encodes what is new or changed.",
     )
     parser.add_argument(
-        "--data", required=True, help="a world folder (with world.json) or any folder of videos"
+        "--data",
+        required=True,
+        type=path_argument,
+        help="a world folder (with world.json) or any folder of videos",
     )
-    parser.add_argument("--out", required=True, help="the feature store (.h5) to create or extend")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=path_argument,
+        help="the feature store (.h5) to create or extend",
+    )
     parser.add_argument(
         "--encoder", default=None, help="encoder name (tiny3d, videomae, module); default: config's"
     )
@@ -238,9 +298,14 @@ def _add_pretrain_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "sites and the central world) if missing, train tiny3d on actions and private attributes, "
         "standardise its output and save the checkpoint with a JSON recipe beside it.",
     )
-    parser.add_argument("--world", required=True, help="folder of the pre-training world")
     parser.add_argument(
-        "--out", required=True, help="checkpoint to write (e.g. common/checkpoints/tiny3d.pt)"
+        "--world", required=True, type=path_argument, help="folder of the pre-training world"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=path_argument,
+        help="checkpoint to write (e.g. common/checkpoints/tiny3d.pt)",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="training epochs (recipe default if unset)"
@@ -297,7 +362,9 @@ def _add_leakage_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "probe (top-1) on RAW features, with "
         "model selection on val and numbers on test. Writes OUT/leakage.json.",
     )
-    parser.add_argument("--out", required=True, help="folder for features and leakage.json")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder for features and leakage.json"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(parser, runs=True)
     return _leakage_command
@@ -308,10 +375,15 @@ def _simulate_command(args: argparse.Namespace) -> int:
 
     from common.config import load_config
     from common.layout import RunLayout
-    from simulations.simulate import check_run_folder, simulate
+    from simulations.simulate import SimulationError, check_run_folder, check_runnable, simulate
 
     out = Path(args.out)
     layout = RunLayout(out)
+    # A new run's config is checked whole before --overwrite removes anything: a typo must not
+    # cost the run it was meant to replace.
+    config = None if args.resume else load_config(args.config, args.overrides)
+    if config is not None:
+        check_runnable(config)
     # With --resume, a --config or --set that changes nothing is harmless; one that changes the
     # run's config is refused (check_run_folder).
     explicit = Path(args.config).resolve() != DEFAULT_CONFIG or bool(args.overrides)
@@ -329,21 +401,31 @@ def _simulate_command(args: argparse.Namespace) -> int:
         print(f"{out} is a finished run; its report is unchanged")
         report = layout.report_json
     else:
-        config = load_config(layout.config if args.resume else args.config, args.overrides)
+        if config is None:
+            config = load_config(layout.config, args.overrides)
         started = time.time()
         report = simulate(config, out, resume=args.resume, progress=not args.quiet)
-    summary = json.loads(report.read_text())
-    base, anon = summary["baseline"], summary["anonymized"]
-    tasks = "".join(
-        f"; {task['title']} {base[task['metric']]:.2f} -> {anon[task['metric']]:.2f} "
-        f"(+- {anon[task['metric'] + '_se']:.2f})"
-        for task in summary["tasks"].values()
-    )
+    try:
+        summary = json.loads(report.read_text())
+        base, anon = summary["baseline"], summary["anonymized"]
+        tasks = "".join(
+            f"; {task['title']} {base[task['metric']]:.2f} -> {anon[task['metric']]:.2f} "
+            f"(+- {anon[task['metric'] + '_se']:.2f})"
+            for task in summary["tasks"].values()
+        )
+        privacy = (
+            f"privacy cMAP, worst attacker on video {base['privacy_cmap']:.2f} -> "
+            f"{anon['privacy_cmap']:.2f} ({anon['privacy_attacker']}; "
+            f"{100 * summary['privacy_reduction_rel']:.1f}% lower; "
+            f"chance {summary['privacy_chance_cmap']:.2f}){tasks}"
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SimulationError(
+            f"{report} is not a readable report ({type(error).__name__}: {error}); it was "
+            "changed or cut short: start the run over with --overwrite"
+        ) from error
     print(
-        f"privacy cMAP, worst attacker on video {base['privacy_cmap']:.2f} -> "
-        f"{anon['privacy_cmap']:.2f} ({anon['privacy_attacker']}; "
-        f"{100 * summary['privacy_reduction_rel']:.1f}% lower; "
-        f"chance {summary['privacy_chance_cmap']:.2f}){tasks}\n"
+        f"{privacy}\n"
         f"report: {report}" + (f" ({time.time() - started:.0f} s)" if state != "finished" else "")
     )
     return 0
@@ -358,7 +440,7 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "centralized, the same training on pooled data), evaluate centrally and write "
         "OUT/report.json, report.md and plots.",
     )
-    parser.add_argument("--out", required=True, help="the run folder")
+    parser.add_argument("--out", required=True, type=path_argument, help="the run folder")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -379,9 +461,10 @@ def _prepare_command(args: argparse.Namespace) -> int:
 
     from common.config import load_config, save_config
     from common.layout import RunLayout
-    from simulations.simulate import check_run_folder, flwr_command, prepare_run
+    from simulations.simulate import check_run_folder, check_runnable, flwr_command, prepare_run
 
     config = load_config(args.config, args.overrides)
+    check_runnable(config)  # `flwr run` would find an unknown strategy only after preparing
     out = Path(args.out)
     check_run_folder(out, resume=False, overwrite=False, config_given=True)  # never over a run
     save_config(config, RunLayout(out).config)
@@ -400,7 +483,7 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> Handler:
         description="Everything `simulate` does before training: generate the world if missing, "
         "extract the central evaluation set and each site's features, write sites.json.",
     )
-    parser.add_argument("--out", required=True, help="the run folder")
+    parser.add_argument("--out", required=True, type=path_argument, help="the run folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(parser, runs=True)
     return _prepare_command
@@ -422,8 +505,12 @@ def _add_frontier_parser(subparsers: argparse._SubParsersAction) -> Handler:
         description="Read each run folder's report.json and write a table, JSON and a plot of "
         "worst-case video cMAP against AR top-1 (the selected round of each run).",
     )
-    parser.add_argument("runs", nargs="+", help="run folders written by `latentveil simulate`")
-    parser.add_argument("--out", required=True, help="folder for frontier.md/.json/.png")
+    parser.add_argument(
+        "runs", nargs="+", type=path_argument, help="run folders written by `latentveil simulate`"
+    )
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder for frontier.md/.json/.png"
+    )
     return _frontier_command
 
 
@@ -447,7 +534,9 @@ def _add_ablate_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "no_budget, paper_weights) on the same world and features, and write OUT/ablation.md, "
         "ablation.json and ablation.png: each variant's privacy and every evaluated task.",
     )
-    parser.add_argument("--out", required=True, help="folder for the runs and the table")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder for the runs and the table"
+    )
     parser.add_argument(
         "--seen", default="ar", help="the task the one-task variants train (default ar)"
     )
@@ -482,6 +571,8 @@ def _export_command(args: argparse.Namespace) -> int:
         return 0
     if not args.run:
         raise LatentveilError("export needs --run RUN_DIR (or --verify ARTIFACT)")
+    if args.swap and args.encoder_only:
+        raise LatentveilError("--swap puts the run's adapter into an artifact: drop --encoder-only")
     source = source_from_run(args.run, with_adapter=not args.encoder_only)
     if args.swap:
         metadata = swap_adapter(args.swap, source)
@@ -519,12 +610,16 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "that check on this machine; --swap puts a run's adapter into an existing artifact "
         "without rebuilding its encoder part.",
     )
-    parser.add_argument("--run", default=None, help="the run folder to export from")
+    parser.add_argument(
+        "--run", default=None, type=path_argument, help="the run folder to export from"
+    )
     parser.add_argument(
         "--backend", default="onnx", help="torch, onnx (default), openvino or tensorrt"
     )
     parser.add_argument("--precision", default="fp32", help="fp32, int8 (onnx), fp16 (tensorrt)")
-    parser.add_argument("--out", default=None, help="the artifact folder to write")
+    parser.add_argument(
+        "--out", default=None, type=path_argument, help="the artifact folder to write"
+    )
     parser.add_argument(
         "--max-batch", type=int, default=64, help="largest batch of windows (default 64)"
     )
@@ -532,9 +627,19 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "--encoder-only", action="store_true", help="only the encoder part (what a site runs)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--verify", default=None, metavar="ARTIFACT", help="re-check an artifact")
     parser.add_argument(
-        "--swap", default=None, metavar="ARTIFACT", help="swap --run's adapter into ARTIFACT"
+        "--verify",
+        default=None,
+        type=path_argument,
+        metavar="ARTIFACT",
+        help="re-check an artifact",
+    )
+    parser.add_argument(
+        "--swap",
+        default=None,
+        type=path_argument,
+        metavar="ARTIFACT",
+        help="swap --run's adapter into ARTIFACT",
     )
     return _export_command
 
@@ -556,6 +661,7 @@ def _anonymize_command(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial,
         progress=not args.quiet,
     )
+    _refuse_all_failed(skipped, len(items), args.out)
     print(f"{args.out}: {len(items) - len(skipped)} of {len(items)} files written")
     if skipped:
         print(f"latentveil anonymize: {len(skipped)} files failed:", file=sys.stderr)
@@ -574,9 +680,16 @@ def _add_anonymize_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "store marked with the adapter hash and backend. Resumable; a file that cannot be read "
         "is reported and skipped, and the command then exits with code 1.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR")
-    parser.add_argument("--artifact", required=True, help="an artifact folder from `export`")
-    parser.add_argument("--out", required=True, help="the feature store (.h5) to write or extend")
+    parser.add_argument("inputs", nargs="+", type=path_argument, metavar="VIDEO_OR_DIR")
+    parser.add_argument(
+        "--artifact", required=True, type=path_argument, help="an artifact folder from `export`"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=path_argument,
+        help="the feature store (.h5) to write or extend",
+    )
     parser.add_argument(
         "--window", type=int, default=None, help="clips per anonymized window (artifact's)"
     )
@@ -682,10 +795,11 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The argument parser and a handler per subcommand name."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="latentveil",
         description="Federated latent anonymization for video (SPLAVU on Flower).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Handler] = {}
     for add in SUBCOMMANDS:
@@ -696,10 +810,54 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     return parser, handlers
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; an unknown flag is named with the closest one the command has,
+    or with the command it belongs to."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser if args.command is None else _subparser(parser, args.command)
+        flag = unknown[0].split("=", 1)[0]
+        close = difflib.get_close_matches(flag, _flags(command), n=1, cutoff=0.7)
+        owners = [
+            name
+            for name, other in _subparser(parser, None).items()
+            if other is not command and flag in _flags(other)
+        ]
+        hint = (
+            f"; did you mean {close[0]}?"
+            if close
+            else f"; {flag} is a flag of `latentveil {owners[0]}`"
+            if owners
+            else ""
+        )
+        raise UsageError(
+            f"unrecognized argument{'s' * (len(unknown) > 1)} {' '.join(unknown)}{hint} "
+            f"(see `{command.prog} --help`)"
+        )
+    return args
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
+    """The parser of subcommand `name` (all of them by name when `name` is None)."""
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices if name is None else subparsers.choices[name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `latentveil` command line; returns the process exit code."""
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except UsageError as error:
+        # The subcommand the line names, if any (argparse stops before it returns one).
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((f" {word}" for word in words if word in handlers), "")
+        print(f"latentveil{command}: error: {error}", file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.atomic import atomic_write_text
+from common.atomic import atomic_write_text, output_file
 from common.encoders import Tiny3DNet, save_tiny3d
+from common.errors import LatentveilError
 from common.metrics import class_mean_average_precision, top1_accuracy
 from common.video import (
     IMAGENET_MEAN,
@@ -41,7 +42,11 @@ from common.video import (
     read_frames,
     static_clip,
 )
-from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
+from simulations.world import ACTIONS, ATTRIBUTES, PRESETS, generate_world, load_world
+
+
+class PretrainError(LatentveilError):
+    """A pre-training recipe or output path that cannot work."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,21 @@ class PretrainConfig:
     weight_decay: float = 0.05
     seed: int = 0
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        # Checked here, not minutes later: a bad value would otherwise surface only after the
+        # pre-training world was generated and decoded.
+        minimums = {"epochs": 1, "batch_size": 1, "seed": 0, "world_seed": 0, "threads": 1}
+        # tiny3d halves the frame three times (64 px ends at 8 x 8)
+        minimums.update(frame_size=8, clip_len=1, dim=1)
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if not value >= minimum:
+                raise PretrainError(f"pre-training {name} must be at least {minimum}, not {value}")
+        if self.world_preset not in PRESETS:
+            raise PretrainError(
+                f"unknown world preset {self.world_preset!r}; choose one of {sorted(PRESETS)}"
+            )
 
 
 class PretrainModel(nn.Module):
@@ -188,6 +208,7 @@ def pretrain_encoder(
     JSON file beside it (`<out>.json`, with the checkpoint's SHA-256).
     """
     started = time.time()
+    out_path = output_file(out_path)  # a folder given as --out fails now, not after training
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -300,7 +321,6 @@ def pretrain_encoder(
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    out_path = Path(out_path)
     save_tiny3d(net, out_path, extra_meta=recipe)
     sha = hashlib.sha256(out_path.read_bytes()).hexdigest()
     summary = {

@@ -48,6 +48,15 @@ class SimulationError(LatentveilError):
     """A simulation that could not run or did not finish."""
 
 
+def check_runnable(config: RunConfig) -> None:
+    """What a run needs beyond the config schema, checked before it writes anything: a
+    federated run's strategy is registered (the schema cannot see server.strategies)."""
+    if config.federation.mode == "federated":
+        from server.strategies import STRATEGIES  # imports Flower: only for a federated run
+
+        STRATEGIES.get(config.federation.strategy)  # an unknown name lists the known ones
+
+
 def world_dir_of(config: RunConfig, run_dir: Path) -> Path:
     return RunLayout(run_dir).world(config.world.dir)
 
@@ -364,6 +373,8 @@ def check_run_folder(run_dir: Path, resume: bool, overwrite: bool, config_given:
     --config and --set cannot change a run half-way.
     """
     layout = RunLayout(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SimulationError(f"{run_dir} is a file, not a run folder; choose another --out")
     if resume:
         if overwrite:
             raise SimulationError("--resume continues a run and --overwrite starts over: pick one")
@@ -406,10 +417,7 @@ def simulate(
 ) -> Path:
     """The main job; returns the path of report.json."""
     run_dir = Path(run_dir)
-    if config.federation.mode == "federated":
-        from server.strategies import STRATEGIES  # imports Flower: only for a federated run
-
-        STRATEGIES.get(config.federation.strategy)  # an unknown name: one line, before any work
+    check_runnable(config)  # before any work
     save_config(config, RunLayout(run_dir).config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":

@@ -67,7 +67,7 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("federation.rounds=-1", r"'federation\.rounds' must be at least 1"),
         ("federation.rounds=0", r"'federation\.rounds' must be at least 1"),
         ("train.lr=-0.001", r"'train\.lr' must be greater than 0"),
-        ("train.lr=nan", r"'train\.lr' must be greater than 0"),
+        ("train.lr=nan", r"'train\.lr' expects a finite number"),
         ("federation.mode=banana", r"'federation\.mode' must be one of federated, centralized"),
         ("features.dtype=int8", r"'features\.dtype' must be one of float16, float32"),
         ("world.preset=huge", r"'world\.preset' must be one of tiny, default, large"),

@@ -55,7 +55,31 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert err.startswith("latentveil config: error: unknown config key 'train.lrr'")
     assert "Traceback" not in err
     assert main(["extract", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f.h5")]) == 2
-    assert "data folder not found" in capsys.readouterr().err
+    assert "no such video file or folder" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"latentveil {version('latentveil')}"
+
+
+def test_a_bug_still_ends_in_one_line_unless_debugging(capsys, monkeypatch):
+    def broken(config):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr("simulations.simulate.check_runnable", broken)
+    monkeypatch.delenv("LATENTVEIL_DEBUG", raising=False)
+    assert main(["config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("latentveil config: error: RuntimeError: a bug over two lines")
+    assert len(err.splitlines()) == 1 and "LATENTVEIL_DEBUG=1" in err
+    monkeypatch.setenv("LATENTVEIL_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["config"])
 
 
 def test_an_unknown_strategy_stops_a_run_before_it_writes_anything(capsys, tmp_path):
