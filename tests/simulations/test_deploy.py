@@ -5,8 +5,10 @@ import json
 import h5py
 import pytest
 
+from common.config import load_config
 from common.layout import RunLayout
 from simulations.cli import main
+from simulations.deploy import deploy_local
 from simulations.simulate import _run_processes
 from tests.paths import CONFIG_DIR
 
@@ -32,3 +34,19 @@ def test_a_local_deployment_runs_the_app_and_every_site_encodes_its_own_videos(t
         assert (run / "deploy" / f"{site}.log").is_file()
     assert (run / "deploy" / "superlink.db").is_file()
     assert _run_processes(layout.flower_home.resolve()) == []  # everything it started is gone
+
+
+def test_a_secured_deployment_refuses_a_supernode_whose_key_was_never_registered(tmp_path):
+    config = load_config(CONFIG_DIR / "tiny.yaml", ["evaluation.attackers=mlp,logistic"])
+    run = tmp_path / "run"
+    report = deploy_local(config, run, sites=3, progress=False, unregistered=1)  # TLS + auth
+    rounds = json.loads(report.read_text())["rounds"]
+    assert [r["sites_aggregated"] for r in rounds[1:]] == [3, 3]  # the three registered sites
+    certs = run / "deploy" / "certs"
+    assert {p.name for p in certs.iterdir()} >= {"ca.crt", "superlink.crt", "site_00.key"}
+    assert (certs / "site_00.key").stat().st_mode & 0o077 == 0  # private keys: owner only
+    stranger = (run / "deploy" / "unregistered_0.log").read_text()
+    assert "Failed to activate SuperNode" in stranger
+    assert not RunLayout(run).site_store("unregistered_0").exists()  # it never trained
+    registered = (run / "deploy" / "register.log").read_text()
+    assert registered.count("registered successfully") == 3
