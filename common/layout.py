@@ -84,6 +84,11 @@ class RunLayout:
         return self.root / "report.md"
 
     @property
+    def rounds_csv(self) -> Path:
+        """One row per round: losses, privacy and task metrics (test, val), sites, bytes, time."""
+        return self.root / "rounds.csv"
+
+    @property
     def rounds_plot(self) -> Path:
         """Privacy and each task's metric per evaluated round."""
         return self.root / "privacy_utility_rounds.png"

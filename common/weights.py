@@ -84,3 +84,13 @@ def load_shareable(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     assert not unexpected, unexpected  # guaranteed by check_shareable
     not_loaded = [name for name in missing if is_shareable(name)]
     assert not not_loaded, not_loaded
+
+
+def shareable_arrays_markdown(model: nn.Module) -> str:
+    """A markdown table of the arrays a site sends and a run ships (`adapter.npz`): name,
+    shape and dtype, and their count (docs/run_folder.md holds it for the default config)."""
+    rows = ["| array | shape | dtype |", "|---|---|---|"]
+    state = shareable_state(model)
+    rows += [f"| `{name}` | {tuple(a.shape)} | {a.dtype} |" for name, a in state.items()]
+    total = sum(a.size for a in state.values())
+    return "\n".join([*rows, "", f"{len(state)} arrays, {total} values."])

@@ -13,6 +13,8 @@ reported beside it. Percentages throughout; privacy cMAP lower is better.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,13 @@ def _relative_drop(before: float | None, after: float | None) -> float | None:
     return (before - after) / before
 
 
+DASH_NOTE = (
+    'A "–" is a number that does not exist: an attribute with no positive example in a split '
+    "has no average precision, a round that was not evaluated has no scores, an attacker that "
+    "was not run has no result."
+)
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -195,6 +204,18 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         return ""
     if selection["rule"] == "last":
         return f"Anonymized = the last round ({selection['round']})."
+    if selection["round"] == 0:
+        drops = ", ".join(
+            f"{name} {_fmt(float(drop), 1)}"
+            for name, drop in (selection.get("max_val_drop") or {}).items()
+        )
+        return (
+            "**Round 0 was selected: `adapter.npz` is the untrained starting adapter, and the "
+            "anonymized numbers are those of the features before any training.** No trained "
+            f"round kept every task's validation metric within its allowed drop ({drops} "
+            "points) with a lower validation privacy cMAP; see the rounds below, and consider "
+            "more rounds, other loss weights, or `--set evaluation.select=last`."
+        )
     tasks = report.get("tasks") or {}
     allowances = " and ".join(
         f"validation {tasks[name]['title'] if name in tasks else name} is at most "
@@ -291,6 +312,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += _attacker_lines(report)
+    lines += ["", DASH_NOTE]
     lines += ["", "## Per attribute, worst-case attacker on video (AP)", ""]
     anon_ap = anon.get("privacy_per_attribute_ap") or {}
     lines += _table(
@@ -442,8 +464,13 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
     layout = RunLayout(run_dir)
     written = []
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(rounds, cmap, "o-", color="tab:red", label="anonymized")
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(rounds, cmap, "o-", color="tab:red", label="anonymized (test)")
+    val_cmap = [r.get("privacy_val_cmap") for r in evaluated]
+    if all(v is not None for v in val_cmap):
+        left.plot(rounds, val_cmap, "o:", color="tab:red", alpha=0.5, label="anonymized (val)")
     left.axhline(report["privacy_chance_cmap"], color="gray", linestyle=":", label="chance")
     selected = (report.get("selection") or {}).get("round")
     if selected in rounds:
@@ -459,11 +486,25 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
         title="privacy: worst attacker on video",
     )
     left.legend()
-    for task in tasks:
-        right.plot(rounds, [r.get(task["metric"]) for r in evaluated], "o-", label=task["title"])
-    right.set(xlabel="round", ylabel="%", title="utility (test)")
+    base = report["baseline"]
+    for index, task in enumerate(tasks):
+        color = f"C{index}"
+        right.plot(rounds, [r.get(task["metric"]) for r in evaluated], "o-", color=color,
+                   label=f"{task['title']} (test)")  # fmt: skip
+        val = [r.get(task.get("val_metric", "")) for r in evaluated]
+        if all(v is not None for v in val):
+            right.plot(rounds, val, "o:", color=color, alpha=0.5, label=f"{task['title']} (val)")
+        raw, raw_se = base.get(task["metric"]), base.get(f"{task['metric']}_se")
+        if raw is not None:
+            # the raw features' test value, with its standard error as a band
+            right.axhline(raw, color=color, linewidth=0.8, linestyle="--")
+            if raw_se:
+                right.axhspan(raw - raw_se, raw + raw_se, color=color, alpha=0.12)
+    right.set(xlabel="round", ylabel="%", title="utility (dashed: raw features ± SE)")
     if tasks:
-        right.legend()
+        right.legend(fontsize="small")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     written.append(_save(fig, layout.rounds_plot))
     plt.close(fig)
@@ -503,10 +544,26 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def rounds_csv(report: dict[str, Any]) -> str:
+    """One row per round: its losses, privacy and task metrics (test and val; empty where the
+    round was not evaluated), sites, bytes and seconds; for spreadsheets and plotting tools."""
+    rows = report["rounds"]
+    nested = {k for r in rows for k, v in r.items() if isinstance(v, dict | list)}
+    # (nested values, e.g. each site's seconds, stay in report.json)
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in nested]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buffer.getvalue()
+
+
 def write_report(report: dict[str, Any], run_dir: str | Path) -> Path:
     """Write report.json, report.md and the plots into `run_dir`; returns report.json's path."""
     layout = RunLayout(Path(run_dir))
     atomic_write_text(layout.report_json, json.dumps(report, indent=2) + "\n")
     atomic_write_text(layout.report_md, report_markdown(report))
+    atomic_write_text(layout.rounds_csv, rounds_csv(report))
     write_plots(report, layout.root)
     return layout.report_json

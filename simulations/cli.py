@@ -776,10 +776,53 @@ def _add_certs_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _certs_command
 
 
+def _store_command(args: argparse.Namespace) -> int:
+    from common.features import FeatureStore, export_npy
+
+    with FeatureStore(args.store) as store:
+        settings = store.settings
+        ids = store.video_ids()
+        clips = [store.clip_features(v).shape[0] for v in ids]
+    print(f"{args.store}: {len(ids)} videos, {sum(clips)} clip features", end="")
+    print(f" ({min(clips)}-{max(clips)} per video)" if clips else "")
+    for name, value in settings.__dict__.items():
+        shown = value if value != "" else "(raw features)" if name == "anonymized" else '""'
+        print(f"  {name}: {shown}")
+    if args.list:
+        for video_id, count in zip(ids, clips, strict=True):
+            print(f"  {video_id}: {count} clips")
+    if args.export_npy:
+        written = export_npy(args.store, args.export_npy, args.kind)
+        print(f"wrote {written} files <video_id>.npy ({args.kind}) to {args.export_npy}")
+    return 0
+
+
+def _add_store_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "store",
+        help="inspect a feature store (settings, videos, clips) and export it as .npy files",
+        description="Print what a feature store written by `extract` or `anonymize` holds: the "
+        "encoder, clip settings, dtype, backend, whether the features are anonymized (and by "
+        "which adapter), and how many videos and clips; optionally export each video's "
+        "features as <video_id>.npy.",
+    )
+    parser.add_argument("store", help="the feature store (.h5)")
+    parser.add_argument("--list", action="store_true", help="one line per video")
+    parser.add_argument("--export-npy", default=None, metavar="DIR", help="write .npy files here")
+    parser.add_argument(
+        "--kind",
+        default="clip_features",
+        choices=["clip_features", "eval_clip_features", "static_features"],
+        help="which features --export-npy writes",
+    )
+    return _store_command
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_config_parser,
     _add_world_parser,
     _add_extract_parser,
+    _add_store_parser,
     _add_pretrain_parser,
     _add_leakage_parser,
     _add_prepare_parser,

@@ -25,3 +25,20 @@ def test_the_readme_run_folder_table_is_the_layouts():
         "README's run-folder table is stale: paste the output of "
         "`python -c 'from common.layout import RunLayout; print(RunLayout.markdown_table())'`"
     )
+
+
+def test_docs_run_folder_lists_the_layout_and_the_default_adapter_arrays():
+    from common.config import load_config
+    from common.model import build_model
+    from common.weights import shareable_arrays_markdown
+    from tests.paths import CONFIG_DIR
+
+    doc = (REPO_ROOT / "docs" / "run_folder.md").read_text()
+    config = load_config(CONFIG_DIR / "default.yaml")
+    for marker, expected in (
+        ("run-folder", RunLayout.markdown_table()),
+        ("adapter-arrays", shareable_arrays_markdown(build_model(config.encoder.dim, config))),
+    ):
+        start = doc.index(f"<!-- {marker}:start -->\n") + len(f"<!-- {marker}:start -->\n")
+        end = doc.index(f"\n<!-- {marker}:end -->")
+        assert doc[start:end] == expected, f"docs/run_folder.md's {marker} block is stale"

@@ -8,6 +8,8 @@ report is intended, regenerate the golden file with
 and read its diff before committing it.
 """
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -17,7 +19,7 @@ from common.config import load_config
 from common.evaluation import Evaluation, privacy_summary
 from common.tasks import TaskScore
 from server.history import History, RoundRecord
-from server.report import build_report, report_markdown
+from server.report import build_report, report_markdown, rounds_csv
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
 ATTRIBUTES = ("skin_tone", "gender")
@@ -108,3 +110,20 @@ def test_the_round_line_names_each_evaluated_task_and_the_rejected_updates():
     assert "privacy cMAP 58.00 (inversion) stills 61.00 AR top-1 97.00" in line
     assert "1 update(s) rejected" in line and line.endswith("6.0 s")
     assert round_line(RoundRecord(3, seconds=1.0)) == "round   3 | 1.0 s"
+
+
+def test_a_selected_round_zero_is_said_first_and_plainly():
+    data = report()
+    data["selection"] = {**data["selection"], "round": 0}
+    text = report_markdown(data)
+    assert "**Round 0 was selected: `adapter.npz` is the untrained starting adapter" in text
+    assert "(ar 2.0 points)" in text
+    assert "Round 0 was selected" not in report_markdown(report())
+
+
+def test_the_rounds_csv_has_a_row_per_round_and_blanks_where_nothing_was_measured():
+    rows = list(csv.DictReader(io.StringIO(rounds_csv(report()))))
+    assert [row["round"] for row in rows] == ["0", "1", "2"]
+    assert rows[0]["sites_aggregated"] == "" and rows[1]["sites_aggregated"] == "3"
+    assert float(rows[1]["privacy_cmap"]) == 55.0 and float(rows[1]["ar_val_top1"]) == 98.0
+    assert "sites_rejected" not in rows[0]  # a list: it stays in report.json

@@ -21,6 +21,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "config",
         "world",
         "extract",
+        "store",
         "pretrain-encoder",
         "leakage",
         "prepare",
@@ -166,3 +167,26 @@ def test_overwrite_removes_the_old_run_and_keeps_world_and_features(tmp_path):
     assert check_run_folder(run, resume=False, overwrite=True, config_given=False) == "new"
     assert not layout.checkpoint.exists()
     assert (run / "world" / "world.json").is_file() and layout.config.is_file()
+
+
+def test_store_shows_what_a_feature_store_holds_and_exports_it(tmp_path, capsys):
+    import numpy as np
+
+    from common.config import EncoderConfig, FeaturesConfig
+    from common.encoders import create_encoder
+    from common.features import VideoItem, extract_features
+    from tests.edge_export.generated import write_video
+
+    videos = [VideoItem(f"v{i}", write_video(tmp_path / f"v{i}.mp4", 16 * (i + 1), seed=i))
+              for i in range(2)]  # fmt: skip
+    encoder = create_encoder(EncoderConfig(path="", frame_size=32, dim=16))
+    store = tmp_path / "feats.h5"
+    extract_features(videos, encoder, store, FeaturesConfig(eval_clips=0), progress=False)
+    out = tmp_path / "npy"
+    assert main(["store", str(store), "--list", "--export-npy", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 videos, 3 clip features (1-2 per video)" in printed
+    assert f"encoder_id: {encoder.encoder_id}" in printed and "(raw features)" in printed
+    assert "  v1: 2 clips" in printed
+    assert np.load(out / "v1.npy").shape == (2, 16)
+    assert main(["store", str(tmp_path / "none.h5")]) == 2
