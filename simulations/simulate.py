@@ -219,6 +219,16 @@ def _other_local_superlinks(flwr_home: Path) -> list[int]:
     return pids
 
 
+def _refuse_a_shared_superlink(flwr_home: Path) -> None:
+    others = _other_local_superlinks(flwr_home)
+    if others:
+        raise SimulationError(
+            "another Flower simulation is running on this machine (local SuperLink, pid "
+            f"{', '.join(map(str, others))}); two runs would share it: wait for it to finish "
+            "or stop it"
+        )
+
+
 def flower_failure(log_path: Path) -> str:
     """The cause of a failed Flower run in one line: the last exception line of its log."""
     try:
@@ -253,9 +263,30 @@ def _run_processes(flwr_home: Path) -> list[int]:
     return pids
 
 
+def _with_descendants(pids: list[int]) -> list[int]:
+    """`pids` and every process below them (Ray starts agents with a cleaned environment, so
+    only their parentage ties them to the run)."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, queue = [], list(pids)
+    while queue:
+        pid = queue.pop()
+        if pid not in found and pid != os.getpid():
+            found.append(pid)
+            queue += children.get(pid, [])
+    return found
+
+
 def stop_run_processes(flwr_home: Path, grace: float = 5.0) -> None:
     """Stop whatever this run started: SIGTERM, then SIGKILL after `grace` seconds."""
-    pids = _run_processes(flwr_home)
+    pids = _with_descendants(_run_processes(flwr_home))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -306,13 +337,7 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
         )
     flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
     env = flower_environment(run_dir)
-    others = _other_local_superlinks(Path(env["FLWR_HOME"]))
-    if others:
-        raise SimulationError(
-            "another Flower simulation is running on this machine (local SuperLink, pid "
-            f"{', '.join(map(str, others))}); two runs would share it: wait for it to finish "
-            "or stop it"
-        )
+    _refuse_a_shared_superlink(Path(env["FLWR_HOME"]))
     run_config = _flower_run_config(config, run_dir, resume)
     federation_config = (
         f"num-supernodes={config.world.sites} "
@@ -418,6 +443,9 @@ def simulate(
     """The main job; returns the path of report.json."""
     run_dir = Path(run_dir)
     check_runnable(config)  # before any work
+    if config.federation.mode == "federated":
+        # another run's local SuperLink would be shared: refuse before any preparation
+        _refuse_a_shared_superlink(RunLayout(run_dir).flower_home.resolve())
     save_config(config, RunLayout(run_dir).config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":

@@ -12,6 +12,7 @@ from simulations.simulate import (
     _alive,
     _other_local_superlinks,
     _run_processes,
+    _with_descendants,
     flower_failure,
     flwr_command,
     stop_run_processes,
@@ -69,11 +70,13 @@ def test_the_printed_flwr_command_names_everything_flwr_needs(tmp_path):
 def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path):
     home = tmp_path / "flwr_home"
     env = {**os.environ, "FLWR_HOME": str(home)}
-    # a process that ignores SIGTERM and has a child of its own (as the SuperLink has Ray)
+    # a process that ignores SIGTERM and has a child of its own (as the SuperLink has Ray),
+    # and a grandchild started with a cleaned environment (as Ray starts its agents)
     script = (
         "import signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], env={})\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], env=env)
@@ -81,7 +84,8 @@ def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path)
     while len(_run_processes(home)) < 2:
         assert time.monotonic() < deadline, "the child did not start"
         time.sleep(0.1)
-    started = _run_processes(home)
+    started = _with_descendants(_run_processes(home))
+    assert len(started) == 3  # the one with a cleaned environment is found by its parent
     stop_run_processes(home, grace=1.0)
     parent.wait(timeout=5)
     assert [pid for pid in started if _alive(pid)] == []
