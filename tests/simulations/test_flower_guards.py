@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from common.config import load_config
 from simulations.simulate import (
     _alive,
@@ -89,4 +91,30 @@ def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path)
     stop_run_processes(home, grace=1.0)
     parent.wait(timeout=5)
     assert [pid for pid in started if _alive(pid)] == []
+    assert _run_processes(home) == []
+
+
+def _prepared_tiny_run(tmp_path, name):
+    from simulations.cli import main
+
+    run = tmp_path / name
+    args = ["prepare", "--config", str(CONFIG_DIR / "tiny.yaml"), "--out", str(run), "--quiet",
+            "--set", "evaluation.attackers=mlp,logistic"]  # fmt: skip
+    return run, main(args)
+
+
+@pytest.mark.integration
+def test_the_flwr_command_prepare_prints_runs_the_app_to_its_report(tmp_path, capsys):
+    run, code = _prepared_tiny_run(tmp_path, "run")
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    command = next(line for line in printed if "flwr run" in line).strip()
+    home = (run / "flwr_home").resolve()
+    try:
+        result = subprocess.run(command, shell=True, cwd=tmp_path, timeout=600,
+                                capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-2000:]
+        assert (run / "report.json").is_file()
+    finally:
+        stop_run_processes(home)  # the printed note says flwr run leaves its SuperLink
     assert _run_processes(home) == []
