@@ -35,7 +35,6 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
-from common.evaluation import EvaluationSet, check_evaluation_set
 from common.layout import RunLayout
 from simulations.certs import Certificates, make_certificates, make_site_key
 from simulations.simulate import (
@@ -45,12 +44,13 @@ from simulations.simulate import (
     _raise_interrupt,
     flower_environment,
     flower_failure,
+    prepare_central,
     stop_run_processes,
+    stream_flwr,
     world_dir_of,
     write_sites,
 )
-from simulations.world import generate_world, load_world
-from simulations.worldfeatures import prepare_evaluation_set
+from simulations.world import load_world
 
 CONNECTION = "deploy"
 # How long a started SuperLink may take to accept connections.
@@ -120,22 +120,9 @@ def register_site(certificates: Certificates, site_id: str, env: dict, deploy_di
 def prepare_deployment(config: RunConfig, run_dir: Path, progress: bool = True) -> list[str]:
     """World and central evaluation set in the run folder; the site ids. No site features:
     the sites make their own."""
-    layout = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, layout.config)
-    world_root = generate_world(
-        world_dir_of(config, run_dir),
-        preset=config.world.preset,
-        sites=config.world.sites,
-        seed=config.world.seed,
-        alpha=config.world.dirichlet_alpha,
-        progress=progress,
-    )
-    evaluation_set = prepare_evaluation_set(
-        world_root, run_dir, config.encoder, config.features, progress
-    )
-    check_evaluation_set(EvaluationSet.load(evaluation_set), config)
-    world = load_world(world_root)
+    save_config(config, RunLayout(run_dir).config)
+    world = prepare_central(config, run_dir, progress)
     write_sites(world, run_dir)  # (the stores' sizes are not known yet)
     return list(world.sites)
 
@@ -232,17 +219,7 @@ def deploy_local(
         flwr = shutil.which("flwr") or str(binaries / "flwr")
         command = [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream",
                    "--run-config", str(run_config)]  # fmt: skip
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            started.append(process)
-            for line in process.stdout:
-                log.write(line)
-                if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
-                    print(line.rstrip(), flush=True)
-            process.wait()
+        stream_flwr(command, env, log_path, started)  # the report is the proof of success
     finally:
         signal.signal(signal.SIGTERM, previous)
         for process in reversed(started):

@@ -61,10 +61,9 @@ def world_dir_of(config: RunConfig, run_dir: Path) -> Path:
     return RunLayout(run_dir).world(config.world.dir)
 
 
-def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
-    """World, central evaluation set, per-site feature stores and sites.json in `run_dir`."""
-    run_dir = Path(run_dir)
-    layout = RunLayout(run_dir)
+def prepare_central(config: RunConfig, run_dir: Path, progress: bool = True) -> World:
+    """The world (generated if missing) and the central evaluation set in `run_dir`: what every
+    run needs before its sites train, whoever extracts the sites' features."""
     run_dir.mkdir(parents=True, exist_ok=True)
     world_root = generate_world(
         world_dir_of(config, run_dir),
@@ -74,12 +73,19 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
         alpha=config.world.dirichlet_alpha,
         progress=progress,
     )
-    world = load_world(world_root)
     evaluation_set = prepare_evaluation_set(
         world_root, run_dir, config.encoder, config.features, progress
     )
     check_evaluation_set(EvaluationSet.load(evaluation_set), config)
+    return load_world(world_root)
 
+
+def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
+    """World, central evaluation set, per-site feature stores and sites.json in `run_dir`."""
+    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
+    world = prepare_central(config, run_dir, progress)
+    world_root = world_dir_of(config, run_dir)
     for site_id in world.sites:
         ensure_site_features(
             world_root / site_id,
@@ -328,6 +334,29 @@ def flwr_command(config: RunConfig, run_dir: Path) -> str:
     )
 
 
+def stream_flwr(
+    command: list[str], env: dict[str, str], log_path: Path, started: list[subprocess.Popen]
+) -> int:
+    """Run `flwr run ... --stream` into `log_path`, echoing our own round lines and errors (the
+    full Flower log is in the file); the process goes into `started` for the caller to stop.
+    Returns its exit code."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        for line in process.stdout:
+            log.write(line)
+            if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
+                print(line.rstrip(), flush=True)
+        return process.wait()
+
+
 def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False) -> Path:
     """Run the ServerApp and one ClientApp per site on Flower's Simulation Engine."""
     if not (PROJECT_ROOT / "pyproject.toml").is_file():
@@ -352,37 +381,24 @@ def run_flower_simulation(config: RunConfig, run_dir: Path, resume: bool = False
         # (the command line refuses this earlier, or removes it with --overwrite)
         raise SimulationError(f"{run_dir} already holds a finished run ({report.name})")
     log_path = RunLayout(run_dir).flower_log
-    process = None
+    started: list[subprocess.Popen] = []
     # SIGTERM (a timeout around the command, a scheduler) must stop what this run started, as
     # Ctrl-C does: turn it into an exception so that the cleanup below runs.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for line in process.stdout:
-                log.write(line)
-                # Show our own round lines and errors; the full Flower log is in flower.log.
-                if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
-                    print(line.rstrip(), flush=True)
-            process.wait()
+        returncode = stream_flwr(command, env, log_path, started)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if process is not None and process.poll() is None:
-            process.terminate()
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
         stop_run_processes(Path(env["FLWR_HOME"]))
     # `flwr run --stream` exits 0 even when the run failed: the report, which the ServerApp
     # writes once at the very end (there was none before), is the proof of success.
-    if process.returncode != 0 or not report.exists():
+    if returncode != 0 or not report.exists():
         cause = flower_failure(log_path)
         raise SimulationError(
-            f"the Flower run did not finish (exit code {process.returncode})"
+            f"the Flower run did not finish (exit code {returncode})"
             + (f": {cause}" if cause else "")
             + f"; see {log_path}"
         )
