@@ -3,6 +3,7 @@ a printed `flwr run` command that is complete."""
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -118,3 +119,35 @@ def test_the_flwr_command_prepare_prints_runs_the_app_to_its_report(tmp_path, ca
     finally:
         stop_run_processes(home)  # the printed note says flwr run leaves its SuperLink
     assert _run_processes(home) == []
+
+
+@pytest.mark.integration
+def test_sigterm_to_simulate_stops_every_process_of_the_run(tmp_path):
+    run = tmp_path / "run"
+    home = (run / "flwr_home").resolve()
+    command = [sys.executable, "-c", "import sys; from simulations.cli import main; "
+               "sys.exit(main(sys.argv[1:]))", "simulate", "--config",
+               str(CONFIG_DIR / "tiny.yaml"), "--out", str(run), "--quiet",
+               "--set", "evaluation.attackers=mlp,logistic",
+               "--set", "federation.rounds=30"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        log = run / "flower.log"
+        while not (log.is_file() and "round   1" in log.read_text(errors="replace")):
+            assert process.poll() is None, process.stdout.read()[-2000:]
+            assert time.monotonic() < deadline, "the run did not reach round 1"
+            time.sleep(0.5)
+        running = _run_processes(home)
+        assert running, "no process of the run was found while it trained"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stop_run_processes(home)
+    assert process.returncode != 0
+    assert "interrupted" in output
+    assert [pid for pid in _with_descendants(running) if _alive(pid)] == []
+    assert _run_processes(home) == []
+    assert not (run / "report.json").exists()
