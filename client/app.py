@@ -5,7 +5,7 @@ frozen encoder, run through the best edge backend the site has (`edge_export.sit
 local HDF5 store; every round it loads the received adapter and head
 arrays strictly, trains the configured local epochs with the three SPLAVU losses on the cached
 features, and replies with the shareable arrays only (AAM + task heads), its metrics and its
-site id.
+site id. The mods of client.mods audit, clip and compress what goes out.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from client.mods import MODS
 from common.config import RunConfig
 from common.model import AnonymizerModel, build_model
 from common.runconfig import run_config_from_context, site_paths
@@ -35,7 +36,8 @@ from common.training import evaluate_site, train_local
 from common.weights import load_shareable, shareable_state
 from edge_export.site import site_encoder
 
-app = ClientApp()
+# The wire audit, compression, DP clipping and planted faults wrap every message (client.mods).
+app = ClientApp(mods=MODS)
 
 
 @lru_cache(maxsize=4)
@@ -110,6 +112,8 @@ def train(msg: Message, context: Context) -> Message:
         {
             **{key: float(value) for key, value in metrics.items()},
             "num-examples": sum(len(task_data) for task_data in data.values()),
+            # the weight of differential privacy's uniform mean (server.strategies)
+            "unit-weight": 1.0,
             "seconds": time.perf_counter() - started,
         }
     )

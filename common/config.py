@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from common.atomic import atomic_write_text
+from common.compression import METHODS as COMPRESSION_METHODS
 from common.errors import LatentveilError
 
 
@@ -240,10 +241,37 @@ class FederationConfig:
     trimmed_beta: float = 0.2  # FedTrimmedAvg
     num_malicious: int = 0  # Krum
     cpus_per_site: float = 1.0
+    # Sites a round needs to go on (0 = every site): fewer lets a run carry on when sites drop
+    # out; a round never waits longer than round_timeout seconds for replies.
+    min_sites: int = 0
+    round_timeout: float = 1800.0
+    # Updates sent compressed (common.compression): none | fp16 | int8 | int8-channel.
+    compression: str = "none"
+    # Central differential privacy (Flower's client-side fixed clipping with its RDP
+    # accountant) when dp_noise_multiplier > 0; dp_max_epsilon > 0 stops the run before a round
+    # would spend more.
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+    dp_delta: float = 1.0e-5
+    dp_max_epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         # The strategy's name is checked against server.strategies when a run starts.
         _choice("federation.mode", self.mode, FEDERATION_MODES)
+        _at_least("federation.min_sites", self.min_sites, 0)
+        _positive("federation.round_timeout", self.round_timeout)
+        _choice("federation.compression", self.compression, COMPRESSION_METHODS)
+        _at_least("federation.dp_noise_multiplier", self.dp_noise_multiplier, 0)
+        _positive("federation.dp_clipping_norm", self.dp_clipping_norm)
+        if not 0 < self.dp_delta < 1:
+            raise ConfigError(f"'federation.dp_delta' must be in (0, 1), not {self.dp_delta!r}")
+        _at_least("federation.dp_max_epsilon", self.dp_max_epsilon, 0)
+        if self.dp_noise_multiplier > 0 and self.strategy not in ("fedavg", "fedprox"):
+            raise ConfigError(
+                "differential privacy (federation.dp_noise_multiplier > 0) is accounted for "
+                f"FedAvg's uniform mean only: federation.strategy fedavg or fedprox, not "
+                f"{self.strategy!r}"
+            )
         _at_least("federation.rounds", self.rounds, 1)
         if not 0 < self.fraction_train <= 1:
             raise ConfigError(
@@ -333,6 +361,13 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.federation.min_sites > self.world.sites:
+            raise ConfigError(
+                f"'federation.min_sites' ({self.federation.min_sites}) cannot exceed the "
+                f"number of sites, 'world.sites' ({self.world.sites})"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

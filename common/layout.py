@@ -110,6 +110,12 @@ class RunLayout:
         return self.root / "flower.log"
 
     @property
+    def wire_log(self) -> Path:
+        """The server's wire audit: every message sent and received, array by array (JSON
+        lines, common.wire); each site keeps its own beside its feature store."""
+        return self.root / "wire.jsonl"
+
+    @property
     def flower_home(self) -> Path:
         """The run's private FLWR_HOME (Flower's own state and the local SuperLink's)."""
         return self.root / "flwr_home"

@@ -7,7 +7,15 @@ aggregate_train) round by round through `FlowerTrainer`, which adds:
 - every reply is screened before aggregation: a site whose arrays have the wrong names, shapes
   or dtypes, or non-finite values (or whose reply is an error) is left out of that round with
   the reason logged and recorded in the report; the round goes on with the others;
-- replies are aggregated in site order, whatever order they arrive in.
+- replies are aggregated in site order, whatever order they arrive in;
+- compressed updates (common.compression) are decoded against the arrays the round sent, before
+  screening; with differential privacy every decoded update is clipped again to the clipping
+  norm, so no site (one that skips clipping, or whose quantisation overshoots) can exceed the
+  sensitivity the accountant assumes;
+- a site that does not answer within `federation.round_timeout`, or that Flower reports
+  unavailable, is recorded as dropped in that round; the round goes on with the others;
+- the server's half of the wire audit (common.wire): every message sent and every reply
+  received, array by array, and any array outside the shareable allow-list.
 
 The loop around a round (evaluation, selection, checkpoints) is server.rounds.run_rounds.
 """
@@ -16,20 +24,26 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import GaussianPrivacyEvent, Grid
+from flwr.serverapp.exception import PrivacyBudgetExhausted
+from flwr.supercore.differential_privacy import compute_clip_model_update
 
+from common import wire
+from common.compression import decode
 from common.config import RunConfig
 from common.evaluation import EvaluationSet
-from common.weights import ShareableStateError, check_shareable, state_nbytes
+from common.weights import ShareableStateError, check_shareable
 from server.checkpoints import ServerState
 from server.history import RoundRecord
-from server.rounds import RoundOutcome, run_rounds
+from server.rounds import RoundOutcome, RunStopped, run_rounds
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -55,6 +69,7 @@ def screen_replies(
         try:
             if reply.has_error():
                 raise ShareableStateError(f"the site replied with an error: {reply.error.reason}")
+            decode_reply(reply, expected)
             content = reply.content
             if list(content.array_records) != ["arrays"] or len(content.metric_records) != 1:
                 raise ShareableStateError(
@@ -78,29 +93,48 @@ def screen_replies(
             metric_keys = keys
         except (ShareableStateError, KeyError, TypeError, ValueError) as error:
             log.warning("round: update from node %s excluded: %s", node, error)
-            rejected.append({"node": node, "reason": str(error)})
+            rejected.append({"node": node, "site": site_of(reply), "reason": str(error)})
             continue
         accepted.append(reply)
     return accepted, rejected
 
 
-def _reply_bytes(reply: Message) -> int:
-    if reply.has_error():
-        return 0
-    return int(
-        sum(
-            a.numpy().nbytes
-            for record in reply.content.array_records.values()
-            for a in record.values()
-        )
-    )
+def decode_reply(reply: Message, sent: dict[str, np.ndarray]) -> None:
+    """Replace a compressed update (records `arrays` + `scales` + ConfigRecord `compression`)
+    by the arrays it encodes, in place; an uncompressed reply is left as it is."""
+    content = reply.content
+    if "compression" not in content.config_records:
+        return
+    method = str(content.config_records["compression"].get("method", ""))
+    payload = content.array_records.get("arrays")
+    if payload is None:
+        raise ShareableStateError("a compressed reply holds no ArrayRecord 'arrays'")
+    scales = content.array_records.get("scales", {})
+    decoded = decode(from_record(payload), {k: a.numpy() for k, a in scales.items()}, sent, method)
+    plain = RecordDict({"arrays": to_record(decoded)})
+    for name, record in content.metric_records.items():
+        plain[name] = record
+    for name, record in content.config_records.items():
+        if name != "compression":
+            plain[name] = record
+    reply.content = plain
 
 
 def site_of(reply: Message) -> str:
     """The site a reply comes from: the site id the ClientApp puts in its `site` ConfigRecord
     (Flower's node ids change from run to run), else its node id."""
-    site = reply.content.config_records.get("site", {}) if not reply.has_error() else {}
+    site = reply.content.config_records.get("site", {}) if reply.has_content() else {}
     return str(site.get("id", f"node-{reply.metadata.src_node_id}"))
+
+
+def _clip_update(reply: Message, sent: dict[str, np.ndarray], norm: float) -> None:
+    """Clip a (decoded) update's difference from `sent` to L2 norm `norm`, in place."""
+    arrays = from_record(reply.content.array_records["arrays"])
+    names = list(sent)
+    trained = [arrays[name].astype(np.float64) for name in names]
+    compute_clip_model_update(trained, [sent[n].astype(np.float64) for n in names], norm)
+    clipped = {n: t.astype(sent[n].dtype) for n, t in zip(names, trained, strict=True)}
+    reply.content["arrays"] = to_record(clipped)
 
 
 class FlowerTrainer:
@@ -108,11 +142,12 @@ class FlowerTrainer:
     screening, and the strategy's aggregate_train over the accepted replies in site order (so
     that the float sums, and the run, do not depend on which site answers first)."""
 
-    def __init__(self, grid: Grid, config: RunConfig, timeout: float = 3600.0) -> None:
+    def __init__(self, grid: Grid, config: RunConfig) -> None:
         self.grid = grid
         self.config = config
-        self.timeout = timeout
         self.strategy = create_strategy(config.federation, config.world.sites)
+        self.site_by_node: dict[int, str] = {}  # learnt from the sites' replies
+        self._waited = False
 
     def state(self) -> dict[str, np.ndarray]:
         return strategy_state(self.strategy)
@@ -120,20 +155,109 @@ class FlowerTrainer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         load_strategy_state(self.strategy, state)
 
+    def _wait_for_sites(self) -> None:
+        """Before the first round: every site, for up to round_timeout seconds (a round that
+        starts while sites are still connecting would leave them out); then the strategy
+        waits for min_sites."""
+        deadline = time.monotonic() + self.config.federation.round_timeout
+        while len(list(self.grid.get_node_ids())) < self.config.world.sites:
+            if time.monotonic() > deadline:
+                log.warning("not every site connected; going on with those that did")
+                return
+            time.sleep(0.5)
+
+    def can_continue(self) -> bool:
+        """False when another round would spend more than federation.dp_max_epsilon."""
+        accountant = getattr(self.strategy, "accountant", None)
+        if accountant is None or accountant.config.max_epsilon is None:
+            return True
+        event = GaussianPrivacyEvent(
+            noise_multiplier=self.strategy.noise_multiplier,
+            sample_size=self.strategy.num_sampled_clients,
+            population_size=accountant.config.population_size,
+        )
+        return not accountant.would_exceed(event)
+
+    def _site(self, node: int) -> str:
+        return self.site_by_node.get(node, f"node-{node}")
+
     def train_round(self, server_round: int, arrays: dict[str, np.ndarray]) -> RoundOutcome:
         """Replies are screened against the round's global `arrays` (names, shapes, dtypes)."""
-        train_config = ConfigRecord({"proximal-mu": self.config.federation.proximal_mu})
+        federation = self.config.federation
+        if not self._waited:
+            self._wait_for_sites()
+            self._waited = True
+        train_config = ConfigRecord({"proximal-mu": federation.proximal_mu})
         # Flower samples sites with `random` (fraction_train < 1): the same seed and round
         # sample the same share of the sites.
         random.seed(self.config.seed * 1_000_003 + server_round)
-        messages = list(
-            self.strategy.configure_train(server_round, to_record(arrays), train_config, self.grid)
+        try:
+            messages = list(
+                self.strategy.configure_train(
+                    server_round, to_record(arrays), train_config, self.grid
+                )
+            )
+        except PrivacyBudgetExhausted as error:
+            raise RunStopped(f"the privacy budget is spent: {error}") from None
+        run_id = int(self.grid.run.run_id)
+        sent = {int(m.metadata.dst_node_id): wire.describe(m.content) for m in messages}
+        sent_bytes = {node: wire.payload_bytes(arrays_down) for node, arrays_down in sent.items()}
+        wire_log: list[dict[str, Any]] = []
+        replies = list(
+            self.grid.send_and_receive(messages=messages, timeout=federation.round_timeout)
         )
-        replies = list(self.grid.send_and_receive(messages=messages, timeout=self.timeout))
-        accepted, rejected = screen_replies(replies, arrays)
+        by_node = {int(reply.metadata.src_node_id): reply for reply in replies}
+        sites: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        answered: list[Message] = []
+        for message in messages:
+            node = int(message.metadata.dst_node_id)
+            reply = by_node.get(node)
+            unavailable = (
+                reply is not None
+                and reply.has_error()
+                and reply.error.code == ErrorCode.NODE_UNAVAILABLE
+            )
+            if reply is None or unavailable:
+                reason = (
+                    f"no reply within federation.round_timeout ({federation.round_timeout:g} s)"
+                    if reply is None
+                    else f"Flower reports the node unavailable: {reply.error.reason}"
+                )
+                log.warning("round %d: %s dropped out: %s", server_round, self._site(node), reason)
+                dropped.append({"site": self._site(node), "node": node, "reason": reason})
+                sites.append(self._site_entry(node, sent_bytes[node], 0, "dropped"))
+                continue
+            if reply.has_content():
+                self.site_by_node[node] = site_of(reply)
+            arrays_up = wire.describe(reply.content) if reply.has_content() else []
+            outside = wire.outside_allowlist(arrays_up, allowed=arrays)
+            wire_log.append(
+                wire.entry(run_id, server_round, self._site(node), "up", "train", arrays_up,
+                           outside, reply.error.reason if reply.has_error() else None)
+            )  # fmt: skip
+            sites.append(
+                self._site_entry(node, sent_bytes[node], wire.payload_bytes(arrays_up), "")
+            )
+            answered.append(reply)
+        # what went down, under the site names the replies gave
+        wire_log[:0] = [
+            wire.entry(run_id, server_round, self._site(node), "down", "train", arrays_down)
+            for node, arrays_down in sent.items()
+        ]
+        accepted, rejected = screen_replies(answered, arrays)
         accepted.sort(key=lambda reply: (site_of(reply), int(reply.metadata.src_node_id)))
+        rejected_nodes = {entry["node"] for entry in rejected}
+        for entry in sites:
+            if not entry["status"]:
+                entry["status"] = "rejected" if entry["node"] in rejected_nodes else "aggregated"
+        dp = getattr(self.strategy, "accountant", None) is not None
+        if dp:
+            for reply in accepted:
+                _clip_update(reply, arrays, federation.dp_clipping_norm)
         new_arrays = arrays
         train_metrics: dict[str, float] = {}
+        note = ""
         if accepted:
             aggregated, metrics = self.strategy.aggregate_train(server_round, accepted)
             if aggregated is not None:
@@ -143,24 +267,43 @@ class FlowerTrainer:
                     k: v.astype(arrays[k].dtype) for k, v in from_record(aggregated).items()
                 }
                 check_shareable(arrays, new_arrays)
+            elif dp:
+                note = (
+                    f"differential privacy: {len(accepted)} of {len(messages)} sampled sites "
+                    "sent a usable update, so the round was not aggregated (no release, no "
+                    "epsilon spent)"
+                )
+                for entry in sites:
+                    if entry["status"] == "aggregated":
+                        entry["status"] = "not aggregated"
             train_metrics = {k: float(v) for k, v in (metrics or {}).items()}
         else:
-            log.warning(
-                "round %d: no usable update; the global arrays stay as they were", server_round
-            )
+            note = "no usable update; the global arrays stay as they were"
+        if note:
+            log.warning("round %d: %s", server_round, note)
+        spent = self.strategy.privacy_spent() if dp else None
         return RoundOutcome(
             arrays=new_arrays,
             train=train_metrics,
             sites_sampled=len(messages),
-            sites_aggregated=len(accepted),
+            sites_aggregated=0 if new_arrays is arrays else len(accepted),
             rejected=rejected,
-            bytes_down=state_nbytes(arrays) * len(messages),
-            bytes_up=int(sum(_reply_bytes(r) for r in replies)),
+            dropped=dropped,
+            bytes_down=int(sum(sent_bytes.values())),
+            bytes_up=int(sum(entry["bytes_up"] for entry in sites)),
             site_seconds=[
                 float(next(iter(r.content.metric_records.values())).get("seconds", 0.0))
                 for r in accepted
             ],
+            sites=sites,
+            wire=wire_log,
+            epsilon=None if spent is None else float(spent.epsilon),
+            note=note,
         )
+
+    def _site_entry(self, node: int, down: int, up: int, status: str) -> dict[str, Any]:
+        return {"site": self._site(node), "node": node, "bytes_down": down, "bytes_up": up,
+                "status": status}  # fmt: skip
 
 
 def run_federation(
@@ -170,9 +313,8 @@ def run_federation(
     evaluation_set: EvaluationSet,
     resume: bool = False,
     on_round: Callable[[RoundRecord], None] | None = None,
-    timeout: float = 3600.0,
 ) -> ServerState:
     """Run (or continue) `federation.rounds` federated rounds (server.rounds.run_rounds);
     returns the final state."""
-    trainer = FlowerTrainer(grid, config, timeout)
+    trainer = FlowerTrainer(grid, config)
     return run_rounds(config, run_dir, evaluation_set, trainer, resume, on_round)

@@ -31,6 +31,12 @@ class RoundRecord:
     evaluation: Evaluation | None = None
     evaluation_seconds: float | None = None
     seconds: float | None = None
+    # Sampled sites that did not answer: {"site", "node", "reason", "round"}.
+    sites_dropped: list[dict[str, Any]] = field(default_factory=list)
+    # Per sampled site: {"site", "node", "bytes_down", "bytes_up", "status"}.
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    epsilon: float | None = None  # differential privacy spent after this round
+    note: str = ""  # why the round changed nothing, when it did not
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -45,6 +51,10 @@ class RoundRecord:
             "site_seconds": self.site_seconds,
             "evaluation_seconds": self.evaluation_seconds,
             "seconds": self.seconds,
+            "sites_dropped": self.sites_dropped,
+            "sites": self.sites,
+            "epsilon": self.epsilon,
+            "note": self.note,
         }
         if self.evaluation is not None:
             out["evaluation"] = self.evaluation.to_json()
@@ -67,6 +77,7 @@ class History:
     rounds: list[RoundRecord] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     selected_round: int | None = None
+    stopped: str = ""  # why the run ended before its last round (its privacy budget)
 
     def evaluated(self) -> list[RoundRecord]:
         return [r for r in self.rounds if r.evaluation is not None]
@@ -87,6 +98,7 @@ class History:
             "rounds": [r.to_json() for r in self.rounds],
             "rejected": self.rejected,
             "selected_round": self.selected_round,
+            "stopped": self.stopped,
         }
 
     @classmethod
@@ -96,4 +108,5 @@ class History:
             rounds=[RoundRecord.from_json(r) for r in data["rounds"]],
             rejected=list(data.get("rejected", [])),
             selected_round=data.get("selected_round"),
+            stopped=str(data.get("stopped", "")),
         )

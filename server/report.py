@@ -101,6 +101,10 @@ def _round_entry(record: RoundRecord, tasks: list[Task]) -> dict[str, Any]:
         "evaluation_seconds": record.evaluation_seconds,
         "slowest_site_seconds": record.slowest_site_seconds,
         "site_seconds": record.site_seconds,
+        "sites_dropped": record.sites_dropped,
+        "sites": record.sites,
+        "epsilon": record.epsilon,
+        "note": record.note,
     }
 
 
@@ -110,8 +114,10 @@ def build_report(
     communication: dict[str, Any],
     sites: list[dict[str, Any]],
     wall_seconds: float | None = None,
+    wire: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """report.json content from a run's history (rounds with their evaluations)."""
+    """report.json content from a run's history (rounds with their evaluations) and, for a
+    federated run, its wire audit (common.wire.summarize)."""
     tasks = _evaluated_tasks(config)
     evaluated = history.evaluated()
     baseline = history.baseline.to_json()
@@ -162,10 +168,50 @@ def build_report(
         },
         "rounds": [_round_entry(r, tasks) for r in history.rounds],
         "rejected_updates": history.rejected,
+        "dropped_sites": [e for r in history.rounds for e in r.sites_dropped],
+        "stopped": history.stopped,
+        "differential_privacy": _dp_section(config, history),
+        "compression": _compression_section(config, history, communication),
+        "wire": wire,
         "communication": communication,
         "sites": sites,
         "wall_seconds": wall_seconds,
         "config": to_dict(config),
+    }
+
+
+def _dp_section(config: RunConfig, history: History) -> dict[str, Any] | None:
+    federation = config.federation
+    if federation.dp_noise_multiplier <= 0:
+        return None
+    spent = [r.epsilon for r in history.rounds if r.epsilon is not None]
+    return {
+        "mechanism": "Flower DifferentialPrivacyClientSideFixedClipping + fixedclipping_mod",
+        "accountant": "Flower RdpAccountant (client-level, add-or-remove-one, no amplification)",
+        "noise_multiplier": federation.dp_noise_multiplier,
+        "clipping_norm": federation.dp_clipping_norm,
+        "delta": federation.dp_delta,
+        "max_epsilon": federation.dp_max_epsilon or None,
+        "epsilon": spent[-1] if spent else 0.0,
+        "epsilon_per_round": [
+            {"round": r.round, "epsilon": r.epsilon} for r in history.rounds if r.round > 0
+        ],
+    }
+
+
+def _compression_section(
+    config: RunConfig, history: History, communication: dict[str, Any]
+) -> dict[str, Any] | None:
+    if config.federation.mode != "federated":
+        return None
+    ups = [e["bytes_up"] for r in history.rounds for e in r.sites if e.get("bytes_up")]
+    full = communication.get("wire_bytes_float32")
+    mean = sum(ups) / len(ups) if ups else None
+    return {
+        "method": config.federation.compression,
+        "mean_bytes_up_per_site_round": mean,
+        "float32_bytes_per_site_round": full,
+        "ratio_to_float32": mean / full if mean and full else None,
     }
 
 
@@ -371,6 +417,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             ["round", "node", "reason"],
             [[e.get("round"), e.get("node"), e.get("reason")] for e in report["rejected_updates"]],
         )
+    lines += _federation_lines(report)
     comm = report["communication"]
     lines += [
         "",
@@ -380,6 +427,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Frozen encoder parameters (never sent): {comm.get('encoder_params') or 0:,}. "
         f"Bytes per site per round, each way: {comm.get('bytes_per_client_per_round'):,}.",
     ]
+    lines += _wire_lines(report)
     if report["sites"]:
         keys = [k for k in report["sites"][0] if k not in ("action_mix", "attribute_prevalence")]
         rows = []
@@ -394,6 +442,97 @@ def report_markdown(report: dict[str, Any]) -> str:
     plots = RunLayout(Path(".")).rounds_plot.name, RunLayout(Path(".")).frontier_plot.name
     lines += ["", f"Plots: `{plots[0]}`, `{plots[1]}`.", ""]
     return "\n".join(lines)
+
+
+def _federation_lines(report: dict[str, Any]) -> list[str]:
+    """Dropped sites, an early stop, differential privacy: only when the run had them."""
+    lines: list[str] = []
+    if report.get("stopped"):
+        lines += ["", f"**The run stopped early: {report['stopped']}.**"]
+    if report.get("dropped_sites"):
+        lines += ["", "## Sites that dropped out", ""]
+        lines += _table(
+            ["round", "site", "reason"],
+            [[e.get("round"), e.get("site"), e.get("reason")] for e in report["dropped_sites"]],
+        )
+    notes = [[r["round"], r["note"]] for r in report["rounds"] if r.get("note")]
+    if notes:
+        lines += ["", "## Rounds that changed nothing", ""]
+        lines += _table(["round", "why"], notes)
+    dp = report.get("differential_privacy")
+    if dp:
+        lines += [
+            "",
+            "## Differential privacy (of the sites' updates)",
+            "",
+            f"{dp['mechanism']}; noise multiplier {dp['noise_multiplier']:g}, clipping norm "
+            f"{dp['clipping_norm']:g}. {dp['accountant']}: **epsilon {dp['epsilon']:.3f} at "
+            f"delta {dp['delta']:g}** after {len(dp['epsilon_per_round'])} round(s)"
+            + (f" (budget {dp['max_epsilon']:g})" if dp.get("max_epsilon") else "")
+            + ". It bounds what the aggregated weights reveal about any one site's data; it "
+            "is not the latent anonymization, whose privacy is the cMAP above.",
+            "",
+        ]
+        lines += _table(
+            ["round", "epsilon"],
+            [[e["round"], _fmt(e["epsilon"], 3)] for e in dp["epsilon_per_round"]],
+        )
+    return lines
+
+
+def _wire_lines(report: dict[str, Any]) -> list[str]:
+    wire = report.get("wire")
+    if not wire:
+        return []
+    compression = report.get("compression") or {}
+    ratio = compression.get("ratio_to_float32")
+    verdict = (
+        "**YES: an array outside the shareable allow-list left a site**"
+        if wire["outside_allowlist_left_a_site"]
+        else "no array outside the shareable allow-list left any site"
+    )
+    records = wire.get("site_records")
+    lines = [
+        "",
+        "## Wire audit",
+        "",
+        f"{verdict} (server record: {wire['server_messages']} messages, "
+        f"{wire['bytes_down'] / 1e6:.2f} MB down, {wire['bytes_up'] / 1e6:.2f} MB up"
+        + (
+            f"; the sites' own records: {records['messages']} messages from "
+            f"{len(records['sites'])} site(s), {len(records['refused'])} reply(ies) refused at "
+            "the site"
+            if records
+            else "; the sites' own records are not in the run folder"
+        )
+        + "). Updates sent "
+        + (
+            f"compressed ({compression.get('method')}, {ratio:.1%} of float32)."
+            if compression.get("method") not in (None, "none") and ratio
+            else "uncompressed."
+        ),
+    ]
+    if records and records["refused"]:
+        lines += ["", "Refused at the site (never sent):", ""]
+        lines += _table(
+            ["round", "site", "arrays"],
+            [[e["round"], e["site"], ", ".join(e["arrays"])] for e in records["refused"]],
+        )
+    if wire["per_site_round"]:
+        lines += ["", "Bytes per site and round:", ""]
+        lines += _table(
+            ["round", "site", "KB down", "KB up"],
+            [
+                [
+                    e["round"],
+                    e["site"],
+                    f"{e['bytes_down'] / 1e3:.1f}",
+                    f"{e['bytes_up'] / 1e3:.1f}",
+                ]
+                for e in wire["per_site_round"]
+            ],
+        )
+    return lines
 
 
 def _bias_lines(report: dict[str, Any]) -> list[str]:

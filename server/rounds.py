@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from flwr.app import Array
 
+from common import wire
 from common.aam import starts_as_identity
 from common.atomic import atomic_path
 from common.config import RunConfig
 from common.encoders import create_encoder
+from common.errors import LatentveilError
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
 from common.layout import RunLayout
 from common.model import AnonymizerModel, build_model
@@ -52,6 +55,17 @@ class RoundOutcome:
     bytes_down: int = 0
     bytes_up: int = 0
     site_seconds: list[float] = field(default_factory=list)  # each site's own compute
+    # Sampled sites that did not answer: {"site", "node", "reason"}.
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    # Per sampled site: {"site", "node", "bytes_down", "bytes_up", "status"}.
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    wire: list[dict[str, Any]] = field(default_factory=list)  # the server's wire record
+    epsilon: float | None = None  # differential privacy spent so far (None without DP)
+    note: str = ""  # why a round changed nothing, when it did not
+
+
+class RunStopped(LatentveilError):
+    """The run cannot go on (its privacy budget is spent); the rounds so far stand."""
 
 
 class RoundTrainer(Protocol):
@@ -115,10 +129,19 @@ def run_rounds(
             on_round(history.rounds[0])
 
     rounds = config.federation.rounds
+    layout = RunLayout(run_dir)
+    wire.keep_rounds(layout.wire_log, state.round)  # rounds after the checkpoint are redone
     for server_round in range(state.round + 1, rounds + 1):
         started = time.perf_counter()
-        outcome = trainer.train_round(server_round, state.arrays)
+        try:
+            outcome = trainer.train_round(server_round, state.arrays)
+        except RunStopped as stop:
+            log.warning("stopping before round %d: %s", server_round, stop)
+            state.history.stopped = f"stopped before round {server_round}: {stop}"
+            save_checkpoint(run_dir, state)
+            break
         check_shareable(initial, outcome.arrays)
+        wire.append(layout.wire_log, outcome.wire)
         rejected = [entry | {"round": server_round} for entry in outcome.rejected]
         record = RoundRecord(
             round=server_round,
@@ -130,8 +153,13 @@ def run_rounds(
             bytes_up=outcome.bytes_up,
             slowest_site_seconds=max(outcome.site_seconds, default=0.0),
             site_seconds=sum(outcome.site_seconds),
+            sites_dropped=[entry | {"round": server_round} for entry in outcome.dropped],
+            sites=outcome.sites,
+            epsilon=outcome.epsilon,
+            note=outcome.note,
         )
-        if server_round % config.evaluation.every == 0 or server_round == rounds:
+        last = server_round == rounds or _budget_ends_after(trainer)
+        if server_round % config.evaluation.every == 0 or last:
             evaluation_started = time.perf_counter()
             record.evaluation = evaluate_arrays(outcome.arrays, config, evaluator)
             record.evaluation_seconds = time.perf_counter() - evaluation_started
@@ -147,6 +175,13 @@ def run_rounds(
         if on_round:
             on_round(record)
     return state
+
+
+def _budget_ends_after(trainer: RoundTrainer) -> bool:
+    """True when the trainer cannot train another round (its privacy budget would be spent):
+    the round just trained is then the last and is evaluated."""
+    can_continue = getattr(trainer, "can_continue", None)
+    return can_continue is not None and not can_continue()
 
 
 def round_line(record: RoundRecord) -> str:
@@ -168,6 +203,10 @@ def round_line(record: RoundRecord) -> str:
         )
     if record.sites_rejected:
         parts.append(f"{len(record.sites_rejected)} update(s) rejected")
+    if record.sites_dropped:
+        parts.append(f"dropped: {', '.join(e['site'] for e in record.sites_dropped)}")
+    if record.epsilon is not None:
+        parts.append(f"epsilon {record.epsilon:.2f}")
     parts.append(f"{record.seconds or 0.0:.1f} s")
     return " | ".join(parts)
 
@@ -187,6 +226,11 @@ def communication_summary(config: RunConfig, arrays: dict[str, np.ndarray]) -> d
         "shared_params": int(sum(a.size for a in arrays.values())),
         "encoder_params": encoder_params,
         "bytes_per_client_per_round": state_nbytes(arrays),
+        # what the float32 arrays cost on the wire (Flower's serialised arrays, as the wire
+        # audit counts them): the reference of compressed updates
+        "wire_bytes_float32": int(
+            sum(len(Array(np.ascontiguousarray(a)).data) for a in arrays.values())
+        ),
     }
 
 
@@ -202,5 +246,20 @@ def finish_run(
     layout = RunLayout(Path(run_dir))
     save_adapter(arrays, layout.adapter)
     sites = json.loads(layout.sites.read_text()) if layout.sites.is_file() else []
-    report = build_report(config, history, communication_summary(config, arrays), sites, wall)
+    report = build_report(
+        config,
+        history,
+        communication_summary(config, arrays),
+        sites,
+        wall,
+        wire_summary(layout) if config.federation.mode == "federated" else None,
+    )
     return write_report(report, layout.root)
+
+
+def wire_summary(layout: RunLayout) -> dict[str, Any]:
+    """The wire audit of a run: the server's record and the sites' own records in the run
+    folder (`features/<site>.wire.jsonl`; a deployment's remote sites keep theirs)."""
+    records = sorted(layout.features.glob("*.wire.jsonl")) if layout.features.is_dir() else []
+    site_entries = [entry for path in records for entry in wire.read(path)]
+    return wire.summarize(wire.read(layout.wire_log), site_entries if records else None)

@@ -8,12 +8,15 @@ that `--resume` continues exactly where a run stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
     FedAdam,
     FedAvg,
     FedAvgM,
@@ -24,6 +27,7 @@ from flwr.serverapp.strategy import (
     Krum,
     Strategy,
 )
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from common.config import FederationConfig
 from common.errors import LatentveilError
@@ -41,20 +45,53 @@ register_strategy = STRATEGIES.register
 
 
 def create_strategy(config: FederationConfig, num_sites: int) -> Strategy:
-    """The Flower strategy named by `config.strategy`, sampling `fraction_train` of the sites.
+    """The Flower strategy named by `config.strategy`, sampling `fraction_train` of the sites
+    that are connected, as soon as `min_sites` of them are (0 = all).
 
-    Client-side evaluation is off (fraction_evaluate 0): evaluation is central.
+    Client-side evaluation is off (fraction_evaluate 0): evaluation is central. With
+    `dp_noise_multiplier` > 0 the strategy is wrapped in Flower's
+    DifferentialPrivacyClientSideFixedClipping with its RDP accountant (`dp_strategy`).
     """
     builder = STRATEGIES.get(config.strategy)
-    minimum = max(1, round(config.fraction_train * num_sites))
+    available = config.min_sites or num_sites
     common = {
         "fraction_train": config.fraction_train,
         "fraction_evaluate": 0.0,
-        "min_train_nodes": minimum,
+        "min_train_nodes": max(1, round(config.fraction_train * available)),
         "min_evaluate_nodes": 0,
-        "min_available_nodes": num_sites,
+        "min_available_nodes": available,
     }
+    if config.dp_noise_multiplier > 0:
+        # The accountant's sensitivity is that of a uniform mean of clipped updates: every
+        # site weighs the same (the sites send "unit-weight" = 1).
+        common["weighted_by_key"] = "unit-weight"
+        return dp_strategy(builder(config, common), config, num_sites)
     return builder(config, common)
+
+
+def dp_strategy(strategy: Strategy, config: FederationConfig, num_sites: int) -> Strategy:
+    """Flower's central DP with client-side fixed clipping around `strategy`, accounted by
+    Flower's RdpAccountant (client-level (epsilon, delta), no sampling amplification, the
+    population being the federation's sites). `num_sampled_clients` is set each round to the
+    number of sites sampled (server.federation)."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=config.dp_delta,
+            population_size=num_sites,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            max_epsilon=config.dp_max_epsilon or None,
+        )
+    )
+    return SampledDifferentialPrivacy(
+        strategy,
+        noise_multiplier=config.dp_noise_multiplier,
+        clipping_norm=config.dp_clipping_norm,
+        num_sampled_clients=num_sites,
+        accountant=accountant,
+    )
 
 
 @register_strategy("fedavg")
@@ -99,6 +136,22 @@ def _krum(config: FederationConfig, common: dict[str, Any]) -> Strategy:
     return Krum(**common, num_malicious_nodes=config.num_malicious)
 
 
+class SampledDifferentialPrivacy(DifferentialPrivacyClientSideFixedClipping):
+    """Flower's client-side fixed-clipping DP, with the noise of each round calibrated to the
+    number of sites that round samples (Flower fixes it once; sites that drop out before a
+    round would otherwise make every later round fail its sample-size check). The accountant
+    and the aggregation are Flower's: a round in which a sampled site sends no usable update
+    is not aggregated, so it releases nothing and spends no epsilon."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config[KEY_CLIPPING_NORM] = self.clipping_norm
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        self.num_sampled_clients = max(1, len(messages))
+        return self._prepare_accounting(server_round, messages)
+
+
 # ---------------------------------------------------------------------------------------------
 # Server-side optimiser state, flattened to named numpy arrays for checkpoints
 
@@ -106,13 +159,27 @@ def _krum(config: FederationConfig, common: dict[str, Any]) -> Strategy:
 STATE_ATTRIBUTES = ("current_arrays", "m_t", "v_t", "momentum_vector")
 
 
+ACCOUNTANT_KEY = "accountant/json/state"
+
+
+def _inner(strategy: Strategy) -> Strategy:
+    """The configured strategy inside a DP wrapper (or the strategy itself)."""
+    return getattr(strategy, "strategy", strategy)
+
+
 def strategy_state(strategy: Strategy) -> dict[str, np.ndarray]:
     """The strategy's round-to-round state as "<attribute>/<kind>/<key>" -> array.
 
     kind is "record" (an ArrayRecord, e.g. FedAvgM's current arrays), "dict" (FedAdam's
-    moments) or "list" (FedAvgM's momentum vector).
+    moments) or "list" (FedAvgM's momentum vector). A DP wrapper's accountant is one more
+    entry, its JSON state as bytes.
     """
     state: dict[str, np.ndarray] = {}
+    accountant = getattr(strategy, "accountant", None)
+    if accountant is not None:
+        text = json.dumps(accountant.state_dict())
+        state[ACCOUNTANT_KEY] = np.frombuffer(text.encode(), dtype=np.uint8).copy()
+    strategy = _inner(strategy)
     for attribute in STATE_ATTRIBUTES:
         value = getattr(strategy, attribute, None)
         if value is None:
@@ -132,6 +199,23 @@ def strategy_state(strategy: Strategy) -> dict[str, np.ndarray]:
 
 def load_strategy_state(strategy: Strategy, state: dict[str, np.ndarray]) -> None:
     """Put state written by `strategy_state` back into a freshly built strategy."""
+    state = dict(state)
+    accountant_state = state.pop(ACCOUNTANT_KEY, None)
+    accountant = getattr(strategy, "accountant", None)
+    if (accountant_state is None) != (accountant is None):
+        raise StrategyError(
+            "the checkpoint was made "
+            + ("without" if accountant_state is None else "with")
+            + " differential privacy and this run is configured "
+            + ("with" if accountant is not None else "without")
+            + " it: resume with the run's own settings"
+        )
+    if accountant is not None:
+        try:
+            accountant.load_state_dict(json.loads(bytes(accountant_state).decode()))
+        except ValueError as error:
+            raise StrategyError(f"the checkpoint's accountant does not fit: {error}") from None
+    strategy = _inner(strategy)
     grouped: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for name, array in state.items():
         attribute, kind, key = name.split("/", 2)

@@ -450,6 +450,7 @@ def run_outputs(layout: RunLayout) -> list[Path]:
         layout.frontier_plot,
         layout.flower_log,
         layout.flower_run_config,
+        layout.wire_log,
     ]
 
 

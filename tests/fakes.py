@@ -8,6 +8,7 @@ real ones. The Simulation Engine itself is exercised by the integration tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ D = 16  # feature width of the generated features
 
 class LoopbackGrid(Grid):
     """Delivers every message to a Python function of its destination node, in this process,
-    in the order given by `order` (default: node order)."""
+    in the order given by `order` (default: node order); a function returning None is a site
+    that never answers."""
 
     def __init__(
         self,
@@ -36,6 +38,7 @@ class LoopbackGrid(Grid):
     ) -> None:
         self.sites = sites
         self.order = order
+        self._run = SimpleNamespace(run_id=0)
 
     def set_run(self, run) -> None:
         self._run = run
@@ -59,7 +62,9 @@ class LoopbackGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
+        # a site function that returns None does not answer (it dropped out)
         replies = {m.metadata.dst_node_id: self.sites[m.metadata.dst_node_id](m) for m in messages}
+        replies = {node: reply for node, reply in replies.items() if reply is not None}
         order = self.order or sorted(replies)
         return [replies[node] for node in order if node in replies]
 
