@@ -245,6 +245,8 @@ class FlowerTrainer:
             wire.entry(run_id, server_round, self._site(node), "down", "train", arrays_down)
             for node, arrays_down in sent.items()
         ]
+        wire_log.sort(key=lambda e: (e["direction"] != "down", e["site"]))
+        sites.sort(key=lambda e: e["site"])
         accepted, rejected = screen_replies(answered, arrays)
         accepted.sort(key=lambda reply: (site_of(reply), int(reply.metadata.src_node_id)))
         rejected_nodes = {entry["node"] for entry in rejected}

@@ -174,7 +174,12 @@ class Site:
             {
                 "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
                 "metrics": MetricRecord(
-                    {**metrics, "num-examples": len(self.data["ar"]), "seconds": 0.1}
+                    {
+                        **metrics,
+                        "num-examples": len(self.data["ar"]),
+                        "unit-weight": 1.0,
+                        "seconds": 0.1,
+                    }
                 ),
                 "site": ConfigRecord({"id": f"site_{self.node:02d}"}),
             }
