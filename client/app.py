@@ -124,6 +124,22 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """The server's call before round 1: encode this site's videos now (once), so that no
+    round's timeout has to cover it; reply with the site id."""
+    started = time.perf_counter()
+    _, site_id, data = _prepare(context, "train")
+    metrics = MetricRecord(
+        {
+            "num-examples": sum(len(t) for t in data.values()),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    content = RecordDict({"metrics": metrics, "site": ConfigRecord({"id": site_id})})
+    return Message(content, reply_to=msg)
+
+
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Utility on the site's validation split: each seen task's metric of the received adapter

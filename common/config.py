@@ -245,6 +245,9 @@ class FederationConfig:
     # out; a round never waits longer than round_timeout seconds for replies.
     min_sites: int = 0
     round_timeout: float = 1800.0
+    # Before round 1, how long the server waits for the sites to connect and to encode their
+    # videos (each site encodes its own, once).
+    prepare_timeout: float = 3600.0
     # Updates sent compressed (common.compression): none | fp16 | int8 | int8-channel.
     compression: str = "none"
     # Central differential privacy (Flower's client-side fixed clipping with its RDP
@@ -260,6 +263,7 @@ class FederationConfig:
         _choice("federation.mode", self.mode, FEDERATION_MODES)
         _at_least("federation.min_sites", self.min_sites, 0)
         _positive("federation.round_timeout", self.round_timeout)
+        _positive("federation.prepare_timeout", self.prepare_timeout)
         _choice("federation.compression", self.compression, COMPRESSION_METHODS)
         _at_least("federation.dp_noise_multiplier", self.dp_noise_multiplier, 0)
         _positive("federation.dp_clipping_norm", self.dp_clipping_norm)

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -300,6 +299,9 @@ def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     if labels.size == 0 or labels.min() == labels.max():
         kind = "no frames" if labels.size == 0 else "only normal or only anomalous frames"
         raise ValueError(f"frame AUC needs normal and anomalous frames; these labels have {kind}")
+    # (imported here: a site's ClientApp process, started for every message, never needs it)
+    from sklearn.metrics import roc_auc_score
+
     return 100.0 * float(roc_auc_score(labels.astype(np.int64), scores))
 
 

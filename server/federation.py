@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import GaussianPrivacyEvent, Grid
 from flwr.serverapp.exception import PrivacyBudgetExhausted
@@ -155,16 +155,36 @@ class FlowerTrainer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         load_strategy_state(self.strategy, state)
 
-    def _wait_for_sites(self) -> None:
-        """Before the first round: every site, for up to round_timeout seconds (a round that
-        starts while sites are still connecting would leave them out); then the strategy
-        waits for min_sites."""
-        deadline = time.monotonic() + self.config.federation.round_timeout
-        while len(list(self.grid.get_node_ids())) < self.config.world.sites:
+    def _prepare_sites(self) -> None:
+        """Before the first round (of this process): wait for every site to connect, for up to
+        `federation.prepare_timeout` seconds (a round that starts while sites are still
+        connecting would leave them out; then the strategy waits for min_sites), and have the
+        connected sites encode their videos (a query message), so that no round's timeout has
+        to cover it. Their replies name them: even a site that drops out in round 1 is known
+        by its site id."""
+        timeout = self.config.federation.prepare_timeout
+        deadline = time.monotonic() + timeout
+        while len(nodes := list(self.grid.get_node_ids())) < self.config.world.sites:
             if time.monotonic() > deadline:
                 log.warning("not every site connected; going on with those that did")
-                return
+                break
             time.sleep(0.5)
+        messages = [
+            Message(
+                RecordDict({"config": ConfigRecord({"server-round": 0})}),
+                dst_node_id=node,
+                message_type=MessageType.QUERY,
+            )
+            for node in nodes
+        ]
+        replies = list(self.grid.send_and_receive(messages=messages, timeout=timeout))
+        for reply in replies:
+            node = int(reply.metadata.src_node_id)
+            if reply.has_error():
+                log.warning("node %s could not prepare: %s", node, reply.error.reason)
+            else:
+                self.site_by_node[node] = site_of(reply)
+        log.info("%d of %d sites prepared", len(self.site_by_node), len(nodes))
 
     def can_continue(self) -> bool:
         """False when another round would spend more than federation.dp_max_epsilon."""
@@ -185,7 +205,7 @@ class FlowerTrainer:
         """Replies are screened against the round's global `arrays` (names, shapes, dtypes)."""
         federation = self.config.federation
         if not self._waited:
-            self._wait_for_sites()
+            self._prepare_sites()
             self._waited = True
         train_config = ConfigRecord({"proximal-mu": federation.proximal_mu})
         # Flower samples sites with `random` (fraction_train < 1): the same seed and round
@@ -247,7 +267,17 @@ class FlowerTrainer:
         ]
         wire_log.sort(key=lambda e: (e["direction"] != "down", e["site"]))
         sites.sort(key=lambda e: e["site"])
+        # A site that came back as a new node (an unauthenticated SuperNode gets a new id)
+        # while its old node is not yet marked offline: the old node's silence is not a
+        # dropout of the site.
+        answered_sites = {site_of(r) for r in answered if r.has_content()}
+        for entry in sites:
+            if entry["status"] == "dropped" and entry["site"] in answered_sites:
+                entry["status"] = "replaced by a new node"
+        dropped = [e for e in dropped if e["site"] not in answered_sites]
         accepted, rejected = screen_replies(answered, arrays)
+        for entry in rejected:
+            entry["site"] = self._site(entry["node"])
         accepted.sort(key=lambda reply: (site_of(reply), int(reply.metadata.src_node_id)))
         rejected_nodes = {entry["node"] for entry in rejected}
         for entry in sites:

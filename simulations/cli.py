@@ -707,14 +707,38 @@ def _add_anonymize_parser(subparsers: argparse._SubParsersAction) -> Handler:
 
 def _deploy_local_command(args: argparse.Namespace) -> int:
     from common.config import load_config
-    from simulations.deploy import deploy_local
-    from simulations.simulate import check_run_folder
+    from common.layout import RunLayout
+    from simulations.deploy import SiteEvent, deploy_local
+    from simulations.simulate import SimulationError, check_run_folder
 
     out = Path(args.out)
-    check_run_folder(out, resume=False, overwrite=args.overwrite, config_given=True)
-    config = load_config(args.config, args.overrides)
+    layout = RunLayout(out)
+    config = None if args.resume else load_config(args.config, args.overrides)
+    explicit = Path(args.config).resolve() != DEFAULT_CONFIG or bool(args.overrides)
+    state = check_run_folder(
+        out, args.resume, args.overwrite, bool(explicit) if not args.resume else False
+    )
+    if state == "finished":
+        print(f"{out} is a finished run; its report is unchanged")
+        return 0
+    if config is None:
+        config = load_config(layout.config)
+        if args.sites is not None and args.sites != config.world.sites:
+            raise SimulationError(
+                f"--resume continues {out} with its {config.world.sites} sites, not --sites "
+                f"{args.sites}"
+            )
     started = time.time()
-    report = deploy_local(config, out, args.sites, args.insecure, progress=not args.quiet)
+    report = deploy_local(
+        config,
+        out,
+        args.sites,
+        args.insecure,
+        progress=not args.quiet,
+        kill=tuple(SiteEvent.parse(text) for text in args.kill_site),
+        rejoin=tuple(SiteEvent.parse(text) for text in args.rejoin_site),
+        resume=args.resume,
+    )
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
     print(
@@ -740,6 +764,25 @@ def _add_deploy_local_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "--insecure",
         action="store_true",
         help="no TLS and no SuperNode authentication (default: both, keys in OUT/deploy/certs)",
+    )
+    parser.add_argument(
+        "--kill-site",
+        action="append",
+        default=[],
+        metavar="SITE@ROUND",
+        help="SIGKILL that site's SuperNode as round ROUND begins (a dropout drill; repeatable)",
+    )
+    parser.add_argument(
+        "--rejoin-site",
+        action="append",
+        default=[],
+        metavar="SITE@ROUND",
+        help="start a killed site's SuperNode again as round ROUND begins (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out's run from its last complete round (after a server stop)",
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -24,13 +24,16 @@ Logs: `deploy/superlink.log`, `deploy/<site>.log`, and `flower.log` for `flwr ru
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.atomic import atomic_write_text
@@ -127,6 +130,29 @@ def prepare_deployment(config: RunConfig, run_dir: Path, progress: bool = True) 
     return list(world.sites)
 
 
+@dataclass(frozen=True)
+class SiteEvent:
+    """`--kill-site SITE@ROUND` / `--rejoin-site SITE@ROUND`: act on a site's SuperNode when
+    round ROUND begins (when the line of round ROUND-1 is printed)."""
+
+    site: str
+    round: int
+
+    @classmethod
+    def parse(cls, text: str) -> SiteEvent:
+        site, _, number = text.partition("@")
+        if not site or not number.isdigit() or int(number) < 1:
+            raise SimulationError(f"expected SITE@ROUND (e.g. site_01@2), not {text!r}")
+        return cls(site, int(number))
+
+
+ROUND_LINE = re.compile(r"^\s*round\s+(\d+) \|")
+
+
+class ServerStopped(SimulationError):
+    """deploy-local stopped its server after a round, as asked (`stop_after_round`)."""
+
+
 def deploy_local(
     config: RunConfig,
     run_dir: str | Path,
@@ -134,18 +160,37 @@ def deploy_local(
     insecure: bool = False,
     progress: bool = True,
     unregistered: int = 0,
+    kill: tuple[SiteEvent, ...] = (),
+    rejoin: tuple[SiteEvent, ...] = (),
+    faults: dict[str, str] | None = None,
+    stop_after_round: int | None = None,
+    resume: bool = False,
 ) -> Path:
     """Run the federation on a local SuperLink and one SuperNode per site; return report.json.
 
     By default the SuperLink serves TLS and admits only SuperNodes whose public key is
     registered (`flwr supernode register`): keys and certificates are made in
     `<run>/deploy/certs` (simulations.certs). `insecure` drops both. `unregistered` starts that
-    many extra SuperNodes whose keys were never registered (to show they are refused)."""
+    many extra SuperNodes whose keys were never registered (to show they are refused).
+
+    Faults, for tests and drills: `kill` SIGKILLs a site's SuperNode (and its ClientApp) when a
+    round begins, `rejoin` brings it back from when a round begins (restarting it until the
+    SuperLink lets it in: about a minute after the kill with authentication), `faults` gives sites a
+    node-config `fault` (client.mods.fault_mod), and `stop_after_round` stops the SuperLink,
+    the ServerApp and every SuperNode once that round is complete (raising ServerStopped), as
+    a server crash would; `resume` then continues the run from its checkpoint.
+    """
     run_dir = Path(run_dir)
     if sites is not None:
         config = replace(config, world=replace(config.world, sites=sites))
     layout = RunLayout(run_dir)
     site_ids = prepare_deployment(config, run_dir, progress)
+    for event in (*kill, *rejoin):
+        if event.site not in site_ids:
+            raise SimulationError(
+                f"--kill-site/--rejoin-site name {event.site!r}, which is not one of the sites "
+                f"({', '.join(site_ids)})"
+            )
     world_root = world_dir_of(config, run_dir).resolve()
     deploy_dir = run_dir / "deploy"
     deploy_dir.mkdir(exist_ok=True)
@@ -171,65 +216,104 @@ def deploy_local(
                     "--ssl-keyfile", str(certificates.superlink_key.resolve()),
                     "--enable-supernode-auth"]  # fmt: skip
 
-    def start(command: list[str], log_name: str) -> tuple[subprocess.Popen, Path]:
-        log = deploy_dir / log_name
-        with open(log, "w") as handle:
+    def start(command: list[str], log_name: str, mode: str = "w") -> subprocess.Popen:
+        with open(deploy_dir / log_name, mode) as handle:
+            # its own process group: a killed site takes its ClientApp processes with it
             process = subprocess.Popen(
-                command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=run_dir
-            )
+                command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=run_dir,
+                start_new_session=True,
+            )  # fmt: skip
         started.append(process)
-        return process, log
+        return process
+
+    nodes: dict[str, subprocess.Popen] = {}
+    ports = dict(zip(site_ids + strangers, node_ports, strict=True))
+
+    def start_site(site_id: str, mode: str = "w") -> None:
+        # a stranger claims to be the first site, with a store of its own
+        site_dir = world_root / (site_ids[0] if site_id in strangers else site_id)
+        node_config = (
+            f'site-dir="{site_dir}" feature-store="{layout.site_store(site_id).resolve()}"'
+        )
+        if (faults or {}).get(site_id):
+            node_config += f' fault="{faults[site_id]}"'
+        node_security = (
+            ["--insecure"]
+            if certificates is None
+            else ["--root-certificates", str(certificates.ca_cert.resolve()),
+                  "--auth-supernode-private-key", str(certificates.site_key(site_id).resolve())]
+        )  # fmt: skip
+        nodes[site_id] = start(
+            [str(binaries / "flower-supernode"), *node_security,
+             "--superlink", f"127.0.0.1:{superlink_port}",
+             "--port", str(ports[site_id]), "--node-config", node_config],
+            f"{site_id}.log", mode,
+        )  # fmt: skip
+
+    def on_line(line: str) -> None:
+        match = ROUND_LINE.match(line)
+        if not match:
+            return
+        done = int(match.group(1))
+        if stop_after_round is not None and done >= stop_after_round:
+            raise ServerStopped(f"the server was stopped after round {done}, as asked")
+        for event in kill:
+            if event.round == done + 1 and nodes[event.site].poll() is None:
+                print(f"killing {event.site} (SIGKILL) as round {done + 1} begins", flush=True)
+                _kill_group(nodes[event.site], signal.SIGKILL)
+        for event in rejoin:
+            if event.round == done + 1 and event.site not in returning:
+                print(f"{event.site} comes back as round {done + 1} begins", flush=True)
+                returning.add(event.site)
+                threading.Thread(target=keep_up, args=(event.site,), daemon=True).start()
+
+    def keep_up(site_id: str) -> None:
+        # An authenticated site's node stays "online" at the SuperLink until it misses two
+        # heartbeats (about 60 s): until then a restarted SuperNode cannot activate and exits.
+        # Start it again every few seconds, as a service manager would, until it stays up.
+        while not finished.is_set():
+            if nodes[site_id].poll() is not None:
+                start_site(site_id, mode="a")
+            finished.wait(3.0)
+
+    returning: set[str] = set()
+    finished = threading.Event()
 
     started: list[subprocess.Popen] = []
     report = layout.report_json
     log_path = layout.flower_log
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        superlink, superlink_log = start(
+        superlink = start(
             [str(binaries / "flower-superlink"), *security,
              "--database", str((deploy_dir / "superlink.db").resolve()),
              "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", str(superlink_port)],
-            "superlink.log",
+            "superlink.log", "a" if resume else "w",
         )  # fmt: skip
-        _wait_for_port(superlink_port, superlink, superlink_log)
+        _wait_for_port(superlink_port, superlink, deploy_dir / "superlink.log")
         if certificates is not None:
             for site_id in site_ids:  # the strangers' keys are never registered
                 register_site(certificates, site_id, env, deploy_dir)
-        for site_id, port in zip(site_ids + strangers, node_ports, strict=True):
-            # a stranger claims to be the first site, with a store of its own
-            site_dir = world_root / (site_ids[0] if site_id in strangers else site_id)
-            node_config = (
-                f'site-dir="{site_dir}" feature-store="{layout.site_store(site_id).resolve()}"'
-            )
-            node_security = (
-                ["--insecure"]
-                if certificates is None
-                else ["--root-certificates", str(certificates.ca_cert.resolve()),
-                      "--auth-supernode-private-key",
-                      str(certificates.site_key(site_id).resolve())]
-            )  # fmt: skip
-            start(
-                [str(binaries / "flower-supernode"), *node_security,
-                 "--superlink", f"127.0.0.1:{superlink_port}",
-                 "--port", str(port), "--node-config", node_config],
-                f"{site_id}.log",
-            )  # fmt: skip
-        run_config = _flower_run_config(config, run_dir, resume=False).resolve()
+        for site_id in site_ids + strangers:
+            start_site(site_id, "a" if resume else "w")
+        run_config = _flower_run_config(config, run_dir, resume=resume).resolve()
         flwr = shutil.which("flwr") or str(binaries / "flwr")
         command = [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream",
                    "--run-config", str(run_config)]  # fmt: skip
-        stream_flwr(command, env, log_path, started)  # the report is the proof of success
+        stream_flwr(command, env, log_path, started, on_line)  # the report is the proof
     finally:
+        finished.set()
         signal.signal(signal.SIGTERM, previous)
         for process in reversed(started):
             if process.poll() is None:
-                process.terminate()
+                _kill_group(process, signal.SIGTERM)
         for process in started:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _kill_group(process, signal.SIGKILL)
+                process.wait()
         stop_run_processes(flwr_home)  # what they started (SuperExec, ClientApp processes)
     write_sites(load_world(world_root), run_dir)  # now with the sites' store sizes
     if not report.exists():
@@ -239,3 +323,11 @@ def deploy_local(
             + f"; see {log_path} and {deploy_dir}/*.log"
         )  # fmt: skip
     return report
+
+
+def _kill_group(process: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to a process started in its own session and to everything in its group."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

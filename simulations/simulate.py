@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -335,11 +336,15 @@ def flwr_command(config: RunConfig, run_dir: Path) -> str:
 
 
 def stream_flwr(
-    command: list[str], env: dict[str, str], log_path: Path, started: list[subprocess.Popen]
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    started: list[subprocess.Popen],
+    on_line: Callable[[str], None] | None = None,
 ) -> int:
     """Run `flwr run ... --stream` into `log_path`, echoing our own round lines and errors (the
     full Flower log is in the file); the process goes into `started` for the caller to stop.
-    Returns its exit code."""
+    `on_line` sees every line (deploy-local acts on round lines). Returns its exit code."""
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command,
@@ -354,6 +359,9 @@ def stream_flwr(
             log.write(line)
             if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
                 print(line.rstrip(), flush=True)
+            if on_line is not None:
+                log.flush()
+                on_line(line)
         return process.wait()
 
 

@@ -156,6 +156,9 @@ class Site:
         self.data = site_data(node)
 
     def __call__(self, message: Message) -> Message:
+        if message.metadata.message_type == "query":  # the server's call before round 1
+            site = ConfigRecord({"id": f"site_{self.node:02d}"})
+            return Message(RecordDict({"site": site}), reply_to=message)
         server_round = int(message.content.config_records["config"]["server-round"])
         if server_round == self.fail_round:
             raise KeyboardInterrupt("the server was stopped")

@@ -33,6 +33,8 @@ class Leaky:
 
     def __call__(self, message):
         reply = self.site(message)
+        if message.metadata.message_type == "query":
+            return reply
         reply.content.array_records["arrays"]["encoder.conv.weight"] = Array(np.ones(3, np.float32))
         return reply
 
@@ -44,6 +46,8 @@ class Compressing:
         self.site, self.method = site, method
 
     def __call__(self, message):
+        if message.metadata.message_type == "query":
+            return self.site(message)
         received = {k: a.numpy() for k, a in message.content.array_records["arrays"].items()}
         reply = self.site(message)
         trained = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
@@ -137,7 +141,8 @@ def test_a_corrupt_compressed_update_is_rejected_with_its_reason(tmp_path):
 
     def corrupt(message):
         reply = Compressing(Site(2, config), "int8")(message)
-        del reply.content["scales"]
+        if message.metadata.message_type != "query":
+            del reply.content["scales"]
         return reply
 
     sites = {1: Site(1, config), 2: corrupt, 3: Site(3, config)}
