@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from common.errors import LatentveilError
+
+if TYPE_CHECKING:  # torch is imported where a model is handled: the wire audit needs none
+    from torch import nn
 
 # Module prefixes whose state may leave a site. Everything else (encoder, attacker) stays.
 SHAREABLE_PREFIXES: tuple[str, ...] = ("adapter.", "heads.")
@@ -77,6 +79,8 @@ def check_shareable(expected: Mapping[str, np.ndarray], arrays: Mapping[str, np.
 
 def load_shareable(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     """Load `arrays` into the allow-listed state of `model`, strictly (see check_shareable)."""
+    import torch
+
     expected = shareable_state(model)
     check_shareable(expected, arrays)
     tensors = {name: torch.from_numpy(np.array(arrays[name], copy=True)) for name in expected}

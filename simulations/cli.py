@@ -738,6 +738,7 @@ def _deploy_local_command(args: argparse.Namespace) -> int:
         kill=tuple(SiteEvent.parse(text) for text in args.kill_site),
         rejoin=tuple(SiteEvent.parse(text) for text in args.rejoin_site),
         resume=args.resume,
+        superlink_db=args.superlink_db,
     )
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
@@ -783,6 +784,12 @@ def _add_deploy_local_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "--resume",
         action="store_true",
         help="continue --out's run from its last complete round (after a server stop)",
+    )
+    parser.add_argument(
+        "--superlink-db",
+        action="store_true",
+        help="keep the SuperLink's state in OUT/deploy/superlink.db (default: in memory; "
+        "see docs/deployment.md for why)",
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -9,8 +9,8 @@ hosts:
 1. the run folder is prepared as `simulate` prepares it (world, central evaluation set), except
    that no site's features are extracted here: each site encodes its own videos, through its
    edge encoder, on its first round (client.app);
-2. a SuperLink starts with its state in the run folder (`deploy/superlink.db`, so registrations
-   and runs survive a restart) and runtime dependency installation disabled;
+2. a SuperLink starts (its state in memory, or with `superlink_db` in `deploy/superlink.db`)
+   with runtime dependency installation disabled;
 3. one SuperNode per site, each on its own port, names its site folder and feature store in its
    node config (sites are known by that, never by Flower's node id);
 4. `flwr run` sends the app to the SuperLink through a named connection (`deploy`) in the run's
@@ -165,6 +165,7 @@ def deploy_local(
     faults: dict[str, str] | None = None,
     stop_after_round: int | None = None,
     resume: bool = False,
+    superlink_db: bool = False,
 ) -> Path:
     """Run the federation on a local SuperLink and one SuperNode per site; return report.json.
 
@@ -179,6 +180,13 @@ def deploy_local(
     node-config `fault` (client.mods.fault_mod), and `stop_after_round` stops the SuperLink,
     the ServerApp and every SuperNode once that round is complete (raising ServerStopped), as
     a server crash would; `resume` then continues the run from its checkpoint.
+
+    The SuperLink keeps its state in memory unless `superlink_db` (then in
+    `deploy/superlink.db`): with 8 sites pushing their updates at once on this 2-core machine,
+    Flower 1.41's SQLite state failed pushes with "database is locked" (its busy timeout is
+    5 s) and the SuperNodes do not retry them. Nothing here needs the SuperLink's state across
+    a restart: the keys are registered at every start and a resume starts from the run's own
+    checkpoint.
     """
     run_dir = Path(run_dir)
     if sites is not None:
@@ -284,9 +292,9 @@ def deploy_local(
     log_path = layout.flower_log
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        database = ["--database", str((deploy_dir / "superlink.db").resolve())]
         superlink = start(
-            [str(binaries / "flower-superlink"), *security,
-             "--database", str((deploy_dir / "superlink.db").resolve()),
+            [str(binaries / "flower-superlink"), *security, *(database if superlink_db else []),
              "--disable-runtime-dependency-installation",
              "--host", "127.0.0.1", "--port", str(superlink_port)],
             "superlink.log", "a" if resume else "w",

@@ -56,7 +56,8 @@ def make_context(site, store, config) -> Context:
     return Context(
         run_id=1,
         node_id=7,
-        node_config={"site-dir": str(site), "feature-store": str(store)},
+        # in this process (client.worker has its own tests)
+        node_config={"site-dir": str(site), "feature-store": str(store), "site-worker": False},
         state=RecordDict(),
         run_config={"config-yaml": config_as_yaml(config)},
     )
@@ -132,3 +133,17 @@ def test_evaluate_reports_validation_top1_of_the_received_head(tmp_path):
     data = site_tensors(load_site_data(site, store, ["ar"], "val"))
     expected = evaluate_site(check, data, CONFIG.anonymizer.window)["ar_top1"]
     assert metrics["ar_top1"] == pytest.approx(expected)
+
+
+def test_the_prepare_query_names_the_site_and_sends_no_arrays(tmp_path):
+    from client.app import query
+
+    site, store = make_site(tmp_path)
+    message = Message(
+        RecordDict({"config": ConfigRecord({"server-round": 0})}), dst_node_id=7,
+        message_type="query",
+    )  # fmt: skip
+    reply = query(message, make_context(site, store, CONFIG))
+    assert dict(reply.content.config_records["site"]) == {"id": "site_07"}
+    assert not reply.content.array_records
+    assert reply.content.metric_records["metrics"]["num-examples"] == 10

@@ -24,7 +24,12 @@ def _setup(tmp_path, extra=(), node_config=None):
     context = Context(
         run_id=5,
         node_id=7,
-        node_config={"site-dir": str(site), "feature-store": str(store), **(node_config or {})},
+        node_config={
+            "site-dir": str(site),
+            "feature-store": str(store),
+            "site-worker": False,
+            **(node_config or {}),
+        },
         state=RecordDict(),
         run_config={"config-yaml": config_as_yaml(config)},
     )

@@ -73,6 +73,7 @@ def test_a_site_encodes_its_own_videos_with_the_backend_its_node_config_names(
             "site-dir": str(site),
             "feature-store": str(store),
             "encoder-backend": backend,
+            "site-worker": False,  # in this process (client.worker has its own tests)
         },
         state=RecordDict(),
         run_config={"config-yaml": config_as_yaml(config)},
