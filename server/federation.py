@@ -240,7 +240,8 @@ class FlowerTrainer:
             )
             if reply is None or unavailable:
                 reason = (
-                    f"no reply within federation.round_timeout ({federation.round_timeout:g} s)"
+                    f"sent no reply in this round (federation.round_timeout "
+                    f"{federation.round_timeout:g} s)"
                     if reply is None
                     else f"Flower reports the node unavailable: {reply.error.reason}"
                 )

@@ -101,3 +101,28 @@ def test_a_wrong_key_is_refused(tmp_path):
         pid = _worker_pid(store)
         if pid:
             os.kill(pid, 9)
+
+
+def test_site_workers_of_one_machine_compute_at_most_slots_at_a_time(tmp_path, monkeypatch):
+    import threading
+
+    from client.worker import cpu_slot
+
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def site():
+        with cpu_slot(2):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.2)
+            with lock:
+                running[0] -= 1
+
+    threads = [threading.Thread(target=site) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2

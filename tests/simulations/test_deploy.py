@@ -31,7 +31,7 @@ def world(tmp_path_factory):
 def test_a_secured_deployment_survives_a_dropout_a_planted_array_and_a_stranger(tmp_path, world):
     config = load_config(
         CONFIG_DIR / "tiny.yaml",
-        [*QUICK, f"world.dir={world}", "federation.round_timeout=10", "federation.min_sites=1"],
+        [*QUICK, f"world.dir={world}", "federation.round_timeout=20", "federation.min_sites=1"],
     )  # fmt: skip
     run = tmp_path / "run"
     report = deploy_local(
@@ -45,7 +45,7 @@ def test_a_secured_deployment_survives_a_dropout_a_planted_array_and_a_stranger(
     assert status[1] == {"site_00": "aggregated", "site_01": "dropped", "site_02": "rejected"}
     assert (data["dropped_sites"][0]["site"], data["dropped_sites"][0]["round"]) == ("site_01", 2)
     assert "round_timeout" in data["dropped_sites"][0]["reason"]
-    assert rounds[2]["seconds"] < 10 + 30  # the round did not wait for the dead site beyond it
+    assert rounds[2]["seconds"] < 20 + 30  # the round did not wait for the dead site beyond it
     # the planted array never left site_02: refused by its own audit, reported by the server
     assert all("encoder.planted" in r["sites_rejected"][0]["reason"] for r in rounds[1:])
     assert data["wire"]["outside_allowlist_left_a_site"] is False
@@ -111,9 +111,13 @@ def test_compressed_updates_keep_every_metric_within_half_a_point(simulated):
     reports = {
         m: json.loads(RunLayout(run).report_json.read_text()) for m, run in simulated.items()
     }
-    for key, value in reports["none"]["anonymized"].items():
+    # the last round's metrics (the selected round of this tiny run may be round 0, which no
+    # update touched)
+    last = {method: report["last_evaluated"] for method, report in reports.items()}
+    assert last["none"]["round"] == last["int8"]["round"] == 2
+    for key, value in last["none"].items():
         if isinstance(value, float) and not key.endswith("_se"):
-            assert abs(reports["int8"]["anonymized"][key] - value) <= 0.5, key
+            assert abs(last["int8"][key] - value) <= 0.5, key
     assert reports["int8"]["compression"]["ratio_to_float32"] <= 0.25
     assert reports["none"]["compression"]["ratio_to_float32"] == pytest.approx(1.0)
     for report in reports.values():
