@@ -54,10 +54,12 @@ def test_the_report_holds_the_contract(federated_run):
     for r in report["rounds"][1:]:
         assert r["sites_aggregated"] == 3 and r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert r["seconds"] > 0
-    assert (
-        report["communication"]["bytes_per_client_per_round"]
-        == report["rounds"][1]["bytes_up"] // 3
-    )
+    # bytes on the wire: each site's uncompressed update is the float32 arrays as Flower
+    # serialises them (payload plus a header per array)
+    communication = report["communication"]
+    assert communication["wire_bytes_float32"] == report["rounds"][1]["bytes_up"] // 3
+    assert 0 < communication["bytes_per_client_per_round"] < communication["wire_bytes_float32"]
+    assert report["wire"]["outside_allowlist_left_a_site"] is False
     assert [s["site"] for s in report["sites"]] == ["site_00", "site_01", "site_02"]
     # Every attacker of the suite, on both protocols, raw and anonymized; the headline is the
     # worst case on video.
