@@ -9,6 +9,7 @@ apps read `<run-dir>/config.yaml`, which `latentveil prepare` wrote.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ def run_config_from_context(run_config: Mapping[str, Any]) -> RunConfig:
         if not prepared.is_file():
             return RunConfig()
         text = prepared.read_text()
+    return _parse(text)
+
+
+@lru_cache(maxsize=8)
+def _parse(text: str) -> RunConfig:
+    # Every mod and handler of a site's message reads the config: parsed once per process
+    # (RunConfig is frozen, so one instance can serve them all).
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

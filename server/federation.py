@@ -245,7 +245,6 @@ class FlowerTrainer:
                     if reply is None
                     else f"Flower reports the node unavailable: {reply.error.reason}"
                 )
-                log.warning("round %d: %s dropped out: %s", server_round, self._site(node), reason)
                 dropped.append({"site": self._site(node), "node": node, "reason": reason})
                 sites.append(self._site_entry(node, sent_bytes[node], 0, "dropped"))
                 continue
@@ -262,7 +261,7 @@ class FlowerTrainer:
             )
             answered.append(reply)
         # what went down, under the site names the replies gave
-        wire_log[:0] = [
+        wire_log += [
             wire.entry(run_id, server_round, self._site(node), "down", "train", arrays_down)
             for node, arrays_down in sent.items()
         ]
@@ -276,6 +275,10 @@ class FlowerTrainer:
             if entry["status"] == "dropped" and entry["site"] in answered_sites:
                 entry["status"] = "replaced by a new node"
         dropped = [e for e in dropped if e["site"] not in answered_sites]
+        for entry in dropped:
+            log.warning(
+                "round %d: %s dropped out: %s", server_round, entry["site"], entry["reason"]
+            )
         accepted, rejected = screen_replies(answered, arrays)
         for entry in rejected:
             entry["site"] = self._site(entry["node"])

@@ -52,12 +52,18 @@ def make_site(root, n_train: int = 10, n_val: int = 4):
     return site, store
 
 
-def make_context(site, store, config) -> Context:
+def make_context(site, store, config, run_id: int = 1, **node_config) -> Context:
+    """The site's Flower context; by default it runs in this process (client.worker has its
+    own tests); `node_config` adds or overrides node-config keys."""
     return Context(
-        run_id=1,
+        run_id=run_id,
         node_id=7,
-        # in this process (client.worker has its own tests)
-        node_config={"site-dir": str(site), "feature-store": str(store), "site-worker": False},
+        node_config={
+            "site-dir": str(site),
+            "feature-store": str(store),
+            "site-worker": False,
+            **node_config,
+        },
         state=RecordDict(),
         run_config={"config-yaml": config_as_yaml(config)},
     )

@@ -2,7 +2,7 @@
 its refusal of arrays outside the allow-list, compression, differential-privacy clipping."""
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.app import ConfigRecord
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.app import app, train
@@ -10,10 +10,9 @@ from client.mods import audit_path
 from common import wire
 from common.config import load_config
 from common.model import build_model
-from common.runconfig import config_as_yaml
 from common.weights import shareable_state
 from server.federation import decode_reply
-from tests.client.test_client_app import D, make_site, round_message
+from tests.client.test_client_app import D, make_context, make_site, round_message
 
 BASE = ["train.batch_size=4", "train.epochs=2", "train.lr=1e-3"]
 
@@ -21,18 +20,7 @@ BASE = ["train.batch_size=4", "train.epochs=2", "train.lr=1e-3"]
 def _setup(tmp_path, extra=(), node_config=None):
     config = load_config(None, [*BASE, *extra])
     site, store = make_site(tmp_path)
-    context = Context(
-        run_id=5,
-        node_id=7,
-        node_config={
-            "site-dir": str(site),
-            "feature-store": str(store),
-            "site-worker": False,
-            **(node_config or {}),
-        },
-        state=RecordDict(),
-        run_config={"config-yaml": config_as_yaml(config)},
-    )
+    context = make_context(site, store, config, run_id=5, **(node_config or {}))
     arrays = shareable_state(build_model(D, config, seed=0))
     return config, store, context, arrays
 

@@ -8,28 +8,18 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import Context
 
 from client.app import train
 from client.worker import WorkerError, _address, _identity, _key_file, _try_connect
 from common.model import build_model
-from common.runconfig import config_as_yaml
 from common.weights import shareable_state
-from tests.client.test_client_app import CONFIG, D, make_site, round_message
+from tests.client.test_client_app import CONFIG, D, make_context, make_site, round_message
 
 
 def _context(site, store, worker: bool, idle: float = 20.0) -> Context:
-    return Context(
-        run_id=11,
-        node_id=7,
-        node_config={
-            "site-dir": str(site),
-            "feature-store": str(store),
-            "site-worker": worker,
-            "site-worker-idle": idle,
-        },
-        state=RecordDict(),
-        run_config={"config-yaml": config_as_yaml(CONFIG)},
+    return make_context(
+        site, store, CONFIG, run_id=11, **{"site-worker": worker, "site-worker-idle": idle}
     )
 
 
