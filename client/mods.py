@@ -51,7 +51,7 @@ def _round(msg: Message) -> int:
 
 
 def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    config = run_config_from_context(context.run_config)
+    config = run_config_from_context(context.run_config, check_names=False)
     site, _, store = site_paths(context.node_config, context.run_config, config)
     received = wire.describe(msg.content) if msg.has_content() else []
     server_round, kind = _round(msg), _kind(msg)
@@ -78,7 +78,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
     reply = call_next(msg, context)
     if _kind(msg) != "train" or not reply.has_content():
         return reply
-    method = run_config_from_context(context.run_config).federation.compression
+    method = run_config_from_context(context.run_config, check_names=False).federation.compression
     if method == "none":
         return reply
     received = msg.content.array_records.get("arrays")
@@ -100,7 +100,12 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
 def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     if _kind(msg) != "train":
         return call_next(msg, context)
-    if run_config_from_context(context.run_config).federation.dp_noise_multiplier <= 0:
+    if (
+        run_config_from_context(
+            context.run_config, check_names=False
+        ).federation.dp_noise_multiplier
+        <= 0
+    ):
         return call_next(msg, context)
     # Flower's mod: refuses (error reply) unless the server sent a clipping norm
     return fixedclipping_mod(msg, context, call_next)

@@ -83,8 +83,9 @@ def _deserialize(data: bytes) -> RecordDict:
 
 def call(kind: str, content: RecordDict, context: Context) -> RecordDict:
     """Run handler `kind` (client.site.HANDLERS) on `content` in the site's worker, starting the
-    worker if it is not running; returns the reply content."""
-    config = run_config_from_context(context.run_config)
+    worker if it is not running; returns the reply content. Runs in Flower's ClientApp
+    process, which must not import torch (common.runconfig)."""
+    config = run_config_from_context(context.run_config, check_names=False)
     _, _, store = site_paths(context.node_config, context.run_config, config)
     store = Path(store)
     store.parent.mkdir(parents=True, exist_ok=True)

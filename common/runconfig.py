@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from common.config import ConfigError, RunConfig, from_dict, to_dict
+from common.config import ConfigError, RunConfig, from_dict, registry_names_unchecked, to_dict
 from common.errors import LatentveilError
 from common.layout import RunLayout
 
@@ -33,27 +33,36 @@ class RunSettingsError(LatentveilError):
     """A Flower run or node config that does not name what the apps need."""
 
 
-def run_config_from_context(run_config: Mapping[str, Any]) -> RunConfig:
+def run_config_from_context(
+    run_config: Mapping[str, Any], *, check_names: bool = True
+) -> RunConfig:
     """The RunConfig carried in `config-yaml`; when that is empty, the run folder's
-    config.yaml (written by `latentveil prepare`), else the defaults."""
+    config.yaml (written by `latentveil prepare`), else the defaults.
+
+    `check_names=False` skips checking encoder and task names against their registries
+    (common.config.registry_names_unchecked): for the site's mods, which must not import torch.
+    """
     text = str(run_config.get("config-yaml", ""))
     if not text.strip():
         prepared = RunLayout(run_dir(run_config)).config
         if not prepared.is_file():
             return RunConfig()
         text = prepared.read_text()
-    return _parse(text)
+    return _parse(text, check_names)
 
 
 @lru_cache(maxsize=8)
-def _parse(text: str) -> RunConfig:
+def _parse(text: str, check_names: bool) -> RunConfig:
     # Every mod and handler of a site's message reads the config: parsed once per process
     # (RunConfig is frozen, so one instance can serve them all).
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"run config 'config-yaml' is not valid YAML: {error}") from error
-    return from_dict(RunConfig, data)
+    if check_names:
+        return from_dict(RunConfig, data)
+    with registry_names_unchecked():
+        return from_dict(RunConfig, data)
 
 
 def config_as_yaml(config: RunConfig) -> str:

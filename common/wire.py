@@ -5,19 +5,22 @@ it sends (client.mods.audit_mod, in `<store>.wire.jsonl` beside its feature stor
 to send any array outside the shareable allow-list (common.weights); the server records every
 message it sends and every reply it receives (`RUN_DIR/wire.jsonl`). One JSON line per message:
 
-    {"run": flower run id, "round": r, "site": id, "direction": "down" | "up",
+    {"time": unix seconds, "run": flower run id, "round": r, "site": id, "direction": "down" | "up",
      "kind": "train" | "evaluate", "bytes": payload bytes,
      "arrays": [[record, name, dtype, shape, bytes], ...],
      "outside_allowlist": [names], "refused": reason or null}
 
 Bytes are the serialised array payloads Flower puts on the wire (`Array.data`), so a
-compressed update counts what it really costs.
+compressed update counts what it really costs. The time is when that end saw the message: a
+site's "down" when its mods received it and "up" when the reply left them; the server's "down"
+when it sent the round's messages and "up" when it had the round's replies.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -63,8 +66,10 @@ def entry(
     arrays: list[list[Any]],
     outside: list[str] | None = None,
     refused: str | None = None,
+    at: float | None = None,
 ) -> dict[str, Any]:
     return {
+        "time": round(time.time() if at is None else at, 3),
         "run": int(run),
         "round": int(server_round),
         "site": site,

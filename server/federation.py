@@ -223,6 +223,7 @@ class FlowerTrainer:
         sent = {int(m.metadata.dst_node_id): wire.describe(m.content) for m in messages}
         sent_bytes = {node: wire.payload_bytes(arrays_down) for node, arrays_down in sent.items()}
         wire_log: list[dict[str, Any]] = []
+        sent_at = time.time()
         replies = list(
             self.grid.send_and_receive(messages=messages, timeout=federation.round_timeout)
         )
@@ -262,7 +263,9 @@ class FlowerTrainer:
             answered.append(reply)
         # what went down, under the site names the replies gave
         wire_log += [
-            wire.entry(run_id, server_round, self._site(node), "down", "train", arrays_down)
+            wire.entry(
+                run_id, server_round, self._site(node), "down", "train", arrays_down, at=sent_at
+            )
             for node, arrays_down in sent.items()
         ]
         wire_log.sort(key=lambda e: (e["direction"] != "down", e["site"]))

@@ -1,19 +1,28 @@
 """The mods around the ClientApp (client.mods), run through the real app: the wire audit and
 its refusal of arrays outside the allow-list, compression, differential-privacy clipping."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 from flwr.app import ConfigRecord
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.app import app, train
 from client.mods import audit_path
+from client.worker import _identity
 from common import wire
 from common.config import load_config
 from common.model import build_model
+from common.runconfig import config_as_yaml
 from common.weights import shareable_state
 from server.federation import decode_reply
 from tests.client.test_client_app import D, make_context, make_site, round_message
 
+ROOT = Path(__file__).resolve().parents[2]
 BASE = ["train.batch_size=4", "train.epochs=2", "train.lr=1e-3"]
 
 
@@ -87,3 +96,63 @@ def test_with_differential_privacy_the_update_is_clipped_to_the_servers_norm(tmp
     # a server that does not send the clipping norm gets an error, never an unclipped update
     refused = app(round_message(None, arrays), context)
     assert refused.has_error() and not refused.has_content()
+
+
+def test_a_deployed_sites_clientapp_process_never_imports_torch(tmp_path):
+    # Flower starts a new ClientApp process for every message of a deployment; importing torch
+    # there cost 3.5 s of CPU a message. The process runs the mods and hands the message to the
+    # site's worker (client.worker), and both read the run's config, which names the encoder and
+    # tasks: neither may check those names against the torch-importing registries.
+    site, store = make_site(tmp_path)
+    config = load_config(None, [*BASE, "federation.compression=int8"])
+    (tmp_path / "config.yaml").write_text(config_as_yaml(config))
+    np.savez(tmp_path / "sent.npz", **shareable_state(build_model(D, config, seed=0)))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        import numpy as np
+        from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+        from flwr.supercore.task_identity import TaskIdentity
+        from client.app import app
+
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 5, 7, 1
+        root = Path({str(tmp_path)!r})
+        context = Context(
+            run_id=5, node_id=7, state=RecordDict(),
+            node_config={{"site-dir": {str(site)!r}, "feature-store": {str(store)!r},
+                          "site-worker-idle": 5.0}},
+            run_config={{"config-yaml": (root / "config.yaml").read_text()}},
+        )
+        sent = np.load(root / "sent.npz")
+        content = RecordDict({{
+            "arrays": ArrayRecord({{k: Array(sent[k]) for k in sent.files}}),
+            "config": ConfigRecord({{"server-round": 1}}),
+        }})
+        reply = app(Message(content, dst_node_id=7, message_type="train"), context)
+        assert not reply.has_error(), reply.error
+        assert len(reply.content.array_records["arrays"]) == len(sent.files)
+        print("torch imported:", "torch" in sys.modules)
+        """
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT
+        )
+        assert done.returncode == 0, done.stderr
+        assert "torch imported: False" in done.stdout
+        assert audit_path(store).is_file()  # the mods ran
+    finally:
+        _kill_workers(store)
+
+
+def _kill_workers(store) -> None:
+    identity = _identity(store, 5).encode()
+    for proc in os.listdir("/proc"):
+        if proc.isdigit():
+            try:
+                cmdline = open(f"/proc/{proc}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"client.worker" in cmdline and identity in cmdline:
+                os.kill(int(proc), 9)

@@ -11,6 +11,7 @@ from common.config import (
     RunConfig,
     apply_overrides,
     load_config,
+    registry_names_unchecked,
     save_config,
     to_dict,
 )
@@ -93,6 +94,19 @@ def test_values_that_cannot_work_are_refused_when_the_config_loads(override, mes
     # the Flower subprocess.
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIG_DIR / "default.yaml", [override])
+
+
+def test_names_go_unchecked_only_inside_registry_names_unchecked():
+    # A deployed site's mods read the server-checked config without importing the registries
+    # (common.runconfig); everywhere else an unknown encoder or task is refused as it loads.
+    overrides = ["encoder.name=resnet", "tasks.seen={ar: 1.0, juggling: 1.0}"]
+    with registry_names_unchecked():
+        config = load_config(None, overrides)
+    assert config.encoder.name == "resnet" and "juggling" in config.tasks.seen
+    with pytest.raises(ConfigError, match="unknown encoder 'resnet'"):
+        load_config(None, overrides)
+    with pytest.raises(ConfigError, match="unknown task 'juggling'"):
+        load_config(None, overrides[1:])
 
 
 def test_the_world_presets_the_config_accepts_are_the_worlds_presets():
