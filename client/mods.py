@@ -1,5 +1,7 @@
 """What wraps a site's ClientApp, outermost first (client.app):
 
+0. `packing_mod` unpacks a message the server packed into one array (common.packing) and packs
+   the reply the same way, so that every mod inside it sees the named arrays;
 1. `audit_mod` records every message in and every reply out (common.wire) and refuses to send a
    reply holding any array outside the shareable allow-list: the reply becomes an error that
    names the array, so nothing else leaves the site;
@@ -31,6 +33,7 @@ from flwr.common.constant import ErrorCode
 
 from common import wire
 from common.compression import encode
+from common.packing import is_packed, pack, unpack
 from common.runconfig import run_config_from_context, site_paths
 
 FAULTS = ("extra-array",)
@@ -120,4 +123,14 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     return reply
 
 
-MODS = [audit_mod, compression_mod, dp_clipping_mod, fault_mod]
+def packing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    packed = msg.has_content() and is_packed(msg.content)
+    if packed:
+        msg.content = unpack(msg.content)
+    reply = call_next(msg, context)
+    if packed and reply.has_content():
+        reply.content = pack(reply.content)
+    return reply
+
+
+MODS = [packing_mod, audit_mod, compression_mod, dp_clipping_mod, fault_mod]

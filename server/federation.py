@@ -40,6 +40,7 @@ from common import wire
 from common.compression import decode
 from common.config import RunConfig
 from common.evaluation import EvaluationSet
+from common.packing import PackingError, pack, unpack
 from common.weights import ShareableStateError, check_shareable
 from server.checkpoints import ServerState
 from server.history import RoundRecord
@@ -99,9 +100,21 @@ def screen_replies(
     return accepted, rejected
 
 
+def _unpack_reply(reply: Message) -> None:
+    """A packed reply's named arrays, in place, for the wire audit to see; one that does not
+    unpack stays packed, and screening rejects it with the reason (decode_reply)."""
+    if reply.has_content():
+        try:
+            reply.content = unpack(reply.content)
+        except PackingError:
+            pass
+
+
 def decode_reply(reply: Message, sent: dict[str, np.ndarray]) -> None:
-    """Replace a compressed update (records `arrays` + `scales` + ConfigRecord `compression`)
-    by the arrays it encodes, in place; an uncompressed reply is left as it is."""
+    """Replace a packed (common.packing) or compressed update (records `arrays` + `scales` +
+    ConfigRecord `compression`) by the arrays it holds, in place; a plain reply is left as it
+    is."""
+    reply.content = unpack(reply.content)
     content = reply.content
     if "compression" not in content.config_records:
         return
@@ -223,10 +236,14 @@ class FlowerTrainer:
         sent = {int(m.metadata.dst_node_id): wire.describe(m.content) for m in messages}
         sent_bytes = {node: wire.payload_bytes(arrays_down) for node, arrays_down in sent.items()}
         wire_log: list[dict[str, Any]] = []
+        for message in messages:  # one array per message on the wire (common.packing)
+            message.content = pack(message.content)
         sent_at = time.time()
         replies = list(
             self.grid.send_and_receive(messages=messages, timeout=federation.round_timeout)
         )
+        for reply in replies:
+            _unpack_reply(reply)
         by_node = {int(reply.metadata.src_node_id): reply for reply in replies}
         sites: list[dict[str, Any]] = []
         dropped: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from client.mods import packing_mod
 from common.attackers import Split
 from common.config import RunConfig, load_config
 from common.evaluation import Evaluation, EvaluationSet, TaskVideos, VideoSplit
@@ -59,11 +60,23 @@ class LoopbackGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         raise NotImplementedError
 
+    def _at_site(self, message: Message) -> Message | None:
+        site = self.sites[message.metadata.dst_node_id]
+        answered: list[Message | None] = []
+
+        def call_next(msg: Message, context) -> Message:
+            answered.append(site(msg))
+            return answered[-1] if answered[-1] is not None else Message(RecordDict(), reply_to=msg)
+
+        reply = packing_mod(message, None, call_next)
+        return reply if answered[-1] is not None else None
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
-        # a site function that returns None does not answer (it dropped out)
-        replies = {m.metadata.dst_node_id: self.sites[m.metadata.dst_node_id](m) for m in messages}
+        # a site function that returns None does not answer (it dropped out); it sees the
+        # message through the site's outermost mod, as a ClientApp does (packing)
+        replies = {m.metadata.dst_node_id: self._at_site(m) for m in messages}
         replies = {node: reply for node, reply in replies.items() if reply is not None}
         order = self.order or sorted(replies)
         return [replies[node] for node in order if node in replies]

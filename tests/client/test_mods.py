@@ -17,6 +17,7 @@ from client.worker import _identity
 from common import wire
 from common.config import load_config
 from common.model import build_model
+from common.packing import PACKED, is_packed, pack, unpack
 from common.runconfig import config_as_yaml
 from common.weights import shareable_state
 from server.federation import decode_reply
@@ -48,6 +49,21 @@ def test_every_message_is_recorded_at_the_site_with_its_arrays_and_bytes(tmp_pat
     assert [a[1] for a in down["arrays"]] == list(arrays)
     assert up["bytes"] == sum(len(a.data) for a in reply.content.array_records["arrays"].values())
     assert up["outside_allowlist"] == [] and up["refused"] is None
+
+
+def test_a_packed_message_gets_a_packed_reply_and_the_mods_see_named_arrays(tmp_path):
+    _, store, context, arrays = _setup(tmp_path)
+    plain = app(round_message(None, arrays), context)
+    message = round_message(None, arrays)
+    message.content = pack(message.content)
+    reply = app(message, context)
+    assert is_packed(reply.content)
+    assert list(reply.content.array_records["arrays"]) == [PACKED]
+    unpacked = unpack(reply.content).array_records["arrays"]
+    assert list(unpacked) == list(arrays)
+    assert all(unpacked[k].data == plain.content.array_records["arrays"][k].data for k in arrays)
+    down, up = wire.read(audit_path(store))[-2:]  # the audit saw the named arrays
+    assert [a[1] for a in down["arrays"]] == [a[1] for a in up["arrays"]] == list(arrays)
 
 
 def test_a_site_that_tries_to_send_an_extra_array_is_refused_before_it_leaves(tmp_path):

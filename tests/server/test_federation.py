@@ -1,5 +1,7 @@
 """Tests for the server round loop: screening replies, aggregation, checkpoints, resume."""
 
+import json
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message
@@ -8,6 +10,7 @@ from flwr.app.error import Error
 from common.config import RunConfig
 from common.evaluation import measure_privacy_and_utility
 from common.model import build_model
+from common.packing import INDEX, pack
 from common.weights import shareable_state
 from server.checkpoints import load_checkpoint
 from server.federation import run_federation, screen_replies, site_of
@@ -40,6 +43,16 @@ def _reply_with_extra_record() -> Message:
     return reply
 
 
+def _packed_reply(tamper: bool) -> Message:
+    reply = train_reply(EXPECTED, 9)
+    reply.content = pack(reply.content)
+    if tamper:  # the index claims one byte more than the packed array holds
+        index = json.loads(reply.content.config_records[INDEX]["index"])
+        index["arrays"][-1][5] += 1
+        reply.content[INDEX] = ConfigRecord({"index": json.dumps(index)})
+    return reply
+
+
 REJECTIONS = {
     "wrong shape": (lambda: train_reply(_with(**{NAME: np.zeros((3, 3), np.float32)}), 9),
                     ["has shape", NAME]),
@@ -57,7 +70,16 @@ REJECTIONS = {
     "zero num-examples": (lambda: train_reply(EXPECTED, 9, {"num-examples": 0}), ["num-examples"]),
     "error reply": (_error_reply, ["site crashed"]),
     "unknown record": (_reply_with_extra_record, ["debug"]),
+    "malformed packing": (lambda: _packed_reply(tamper=True), ["lies outside its bytes"]),
 }  # fmt: skip
+
+
+def test_a_packed_reply_is_screened_as_the_arrays_it_holds():
+    accepted, rejected = screen_replies([_packed_reply(tamper=False)], EXPECTED)
+    assert not rejected and len(accepted) == 1
+    arrays = accepted[0].content.array_records["arrays"]
+    assert list(arrays) == list(EXPECTED)
+    assert all(np.array_equal(arrays[k].numpy(), v) for k, v in EXPECTED.items())
 
 
 @pytest.mark.parametrize("cause", list(REJECTIONS))
