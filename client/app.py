@@ -9,7 +9,9 @@ shareable arrays only. Where it runs:
 - in the site's long-lived worker (client.worker) in a deployment, where Flower starts a new
   ClientApp process for every message: this process then imports neither torch nor the site's
   data, and the worker keeps both between rounds. Node config `site-worker=false` runs in this
-  process instead.
+  process instead;
+- in the site's executor (client.executor), one long-lived process that runs the SuperNode's
+  tasks itself (`flower-supernode --isolation process`), which `deploy-local` uses.
 
 The mods of client.mods (wire audit, compression, DP clipping) wrap every message here, in the
 process that talks to Flower.
@@ -26,8 +28,20 @@ from client.mods import MODS
 app = ClientApp(mods=MODS)
 
 
+_IN_PROCESS = [False]
+
+
+def keep_in_process() -> None:
+    """Run every message in this process from now on: client.executor, already the site's
+    long-lived process, calls it."""
+    _IN_PROCESS[0] = True
+
+
 def uses_worker(context: Context) -> bool:
-    """A deployed site (node config `site-dir`) uses its worker unless `site-worker=false`."""
+    """A deployed site (node config `site-dir`) uses its worker unless `site-worker=false` or
+    this process is the site's executor (client.executor)."""
+    if _IN_PROCESS[0]:
+        return False
     value = context.node_config.get("site-worker")
     if value is None:
         return "site-dir" in context.node_config

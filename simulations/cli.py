@@ -739,6 +739,7 @@ def _deploy_local_command(args: argparse.Namespace) -> int:
         rejoin=tuple(SiteEvent.parse(text) for text in args.rejoin_site),
         resume=args.resume,
         superlink_db=args.superlink_db,
+        isolation=args.isolation,
     )
     summary = json.loads(report.read_text())
     base, anon = summary["baseline"], summary["anonymized"]
@@ -790,6 +791,14 @@ def _add_deploy_local_parser(subparsers: argparse._SubParsersAction) -> Handler:
         action="store_true",
         help="keep the SuperLink's state in OUT/deploy/superlink.db (default: in memory; "
         "see docs/deployment.md for why)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=("process", "subprocess"),  # simulations.deploy.ISOLATIONS
+        default="process",
+        help="how a site runs its messages: 'process' (default), one long-lived executor per "
+        "SuperNode (client.executor, `flower-supernode --isolation process`); 'subprocess', "
+        "Flower's default, a new ClientApp process per message handing it to the site's worker",
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -149,6 +149,9 @@ class SiteEvent:
 ROUND_LINE = re.compile(r"^\s*round\s+(\d+) \|")
 
 
+ISOLATIONS = ("process", "subprocess")
+
+
 class ServerStopped(SimulationError):
     """deploy-local stopped its server after a round, as asked (`stop_after_round`)."""
 
@@ -166,6 +169,7 @@ def deploy_local(
     stop_after_round: int | None = None,
     resume: bool = False,
     superlink_db: bool = False,
+    isolation: str = "process",
 ) -> Path:
     """Run the federation on a local SuperLink and one SuperNode per site; return report.json.
 
@@ -181,6 +185,11 @@ def deploy_local(
     the ServerApp and every SuperNode once that round is complete (raising ServerStopped), as
     a server crash would; `resume` then continues the run from its checkpoint.
 
+    `isolation` is how a site runs its ClientApp: "process" (default) starts each SuperNode
+    with `--isolation process` beside the site's executor (client.executor), one long-lived
+    process that runs every message; "subprocess" is Flower's default, a new ClientApp process
+    per message that hands the work to the site's worker (client.worker).
+
     The SuperLink keeps its state in memory unless `superlink_db` (then in
     `deploy/superlink.db`): with 8 sites pushing their updates at once on this 2-core machine,
     Flower 1.41's SQLite state failed pushes with "database is locked" (its busy timeout is
@@ -188,6 +197,10 @@ def deploy_local(
     a restart: the keys are registered at every start and a resume starts from the run's own
     checkpoint.
     """
+    if isolation not in ISOLATIONS:
+        raise SimulationError(
+            f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}"
+        )
     run_dir = Path(run_dir)
     if sites is not None:
         config = replace(config, world=replace(config.world, sites=sites))
@@ -224,17 +237,30 @@ def deploy_local(
                     "--ssl-keyfile", str(certificates.superlink_key.resolve()),
                     "--enable-supernode-auth"]  # fmt: skip
 
-    def start(command: list[str], log_name: str, mode: str = "w") -> subprocess.Popen:
+    def start(
+        command: list[str],
+        log_name: str,
+        mode: str = "w",
+        env_extra: dict[str, str] | None = None,
+    ) -> subprocess.Popen:
         with open(deploy_dir / log_name, mode) as handle:
             # its own process group: a killed site takes its ClientApp processes with it
             process = subprocess.Popen(
-                command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=run_dir,
-                start_new_session=True,
+                command, env={**env, **(env_extra or {})}, stdout=handle,
+                stderr=subprocess.STDOUT, cwd=run_dir, start_new_session=True,
             )  # fmt: skip
         started.append(process)
         return process
 
+    # `federation.cpus_per_site` threads for a site's numeric libraries, as the Simulation
+    # Engine gives each site (client.worker sets the same for its workers)
+    threads = {
+        variable: str(max(1, config.federation.cpus_per_site))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+
     nodes: dict[str, subprocess.Popen] = {}
+    executors: dict[str, subprocess.Popen] = {}
     ports = dict(zip(site_ids + strangers, node_ports, strict=True))
 
     def start_site(site_id: str, mode: str = "w") -> None:
@@ -251,12 +277,21 @@ def deploy_local(
             else ["--root-certificates", str(certificates.ca_cert.resolve()),
                   "--auth-supernode-private-key", str(certificates.site_key(site_id).resolve())]
         )  # fmt: skip
+        isolated = ["--isolation", "process"] if isolation == "process" else []
         nodes[site_id] = start(
-            [str(binaries / "flower-supernode"), *node_security,
+            [str(binaries / "flower-supernode"), *node_security, *isolated,
              "--superlink", f"127.0.0.1:{superlink_port}",
              "--port", str(ports[site_id]), "--node-config", node_config],
             f"{site_id}.log", mode,
         )  # fmt: skip
+        if isolation == "process":
+            # the site's executor; it also exits on its own when its SuperNode is gone
+            executors[site_id] = start(
+                [sys.executable, "-m", "client.executor",
+                 "--runtime-api-address", f"127.0.0.1:{ports[site_id]}",
+                 "--parent", str(nodes[site_id].pid)],
+                f"{site_id}.executor.log", mode, env_extra=threads,
+            )  # fmt: skip
 
     def on_line(line: str) -> None:
         match = ROUND_LINE.match(line)
@@ -269,6 +304,8 @@ def deploy_local(
             if event.round == done + 1 and nodes[event.site].poll() is None:
                 print(f"killing {event.site} (SIGKILL) as round {done + 1} begins", flush=True)
                 _kill_group(nodes[event.site], signal.SIGKILL)
+                if event.site in executors:
+                    _kill_group(executors[event.site], signal.SIGKILL)
         for event in rejoin:
             if event.round == done + 1 and event.site not in returning:
                 print(f"{event.site} comes back as round {done + 1} begins", flush=True)

@@ -85,14 +85,21 @@ def test_a_stopped_server_resumes_to_the_uninterrupted_runs_adapter_bit_for_bit(
     RunLayout(run).features.mkdir(parents=True)
     for site in ("site_00", "site_01", "site_02"):
         shutil.copy(RunLayout(straight).site_store(site), RunLayout(run).site_store(site))
+    # round 1 with Flower's default isolation (a ClientApp process per message, handing it to
+    # the site's worker), round 2 with the sites' executors (deploy-local's default)
     with pytest.raises(ServerStopped):
-        deploy_local(config, run, insecure=True, progress=False, stop_after_round=1)
+        deploy_local(
+            config, run, insecure=True, progress=False, stop_after_round=1,
+            isolation="subprocess",
+        )  # fmt: skip
+    assert "Start `flwr-clientapp` process" in (run / "deploy" / "site_00.log").read_text()
     assert not RunLayout(run).report_json.exists()
     assert _run_processes(RunLayout(run).flower_home.resolve()) == []
     args = ["deploy-local", "--out", str(run), "--insecure", "--resume", "--quiet"]
     assert main(args) == 0
     resumed = json.loads(RunLayout(run).report_json.read_text())
     assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
+    assert "completed" in (run / "deploy" / "site_00.executor.log").read_text()
     with np.load(RunLayout(run).checkpoint) as a, np.load(RunLayout(straight).checkpoint) as b:
         names = [k for k in a.files if k.startswith("arrays/")]
         assert names and all(np.array_equal(a[k], b[k]) for k in names)
