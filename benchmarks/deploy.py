@@ -1,7 +1,8 @@
 """Deployed vs simulated round time: the same sites, the same config, the same features.
 
     python benchmarks/deploy.py [--config simulations/configs/default.yaml] [--rounds 3]
-        [--set key=value ...] [--out benchmarks/results/deploy.json]
+        [--set key=value ...] [--isolation process|subprocess]
+        [--out benchmarks/results/deploy.json]
 
 Runs the config twice on this machine: `latentveil simulate` (Flower's Simulation Engine on
 Ray) and `deploy-local --insecure` (a real SuperLink and one SuperNode per site, gRPC over
@@ -59,6 +60,12 @@ def main() -> None:
         "evaluation_set.npz, features/*.h5) to start from (they are checked as caches)",
     )
     parser.add_argument("--out", default=str(RESULTS_DIR / "deploy.json"))
+    parser.add_argument(
+        "--isolation",
+        choices=("process", "subprocess"),
+        default="process",
+        help="how the deployed sites run their messages (simulations.deploy.deploy_local)",
+    )
     args = parser.parse_args()
     overrides = [
         f"federation.rounds={args.rounds}",
@@ -87,7 +94,9 @@ def main() -> None:
         shutil.copy(store, layout.features / store.name)
     started = time.time()
     deployed = json.loads(
-        deploy_local(config, deployed_dir, insecure=True, progress=False).read_text()
+        deploy_local(
+            config, deployed_dir, insecure=True, progress=False, isolation=args.isolation
+        ).read_text()
     )
     deployed_wall = time.time() - started
 
@@ -98,6 +107,7 @@ def main() -> None:
         "config": args.config,
         "overrides": overrides,
         "sites": config.world.sites,
+        "isolation": args.isolation,
         "rounds": args.rounds,
         "simulated": rows["simulated"] | {"wall_seconds": simulated_wall},
         "deployed": rows["deployed"] | {"wall_seconds": deployed_wall},
