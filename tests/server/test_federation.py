@@ -1,17 +1,20 @@
 """Tests for the server round loop: screening replies, aggregation, checkpoints, resume."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message
 from flwr.app.error import Error
+from flwr.superlink.grid.http_grid import HttpGrid
 
 from common.config import RunConfig
 from common.evaluation import measure_privacy_and_utility
 from common.model import build_model
 from common.packing import INDEX, pack
 from common.weights import shareable_state
+from server import federation
 from server.checkpoints import load_checkpoint
 from server.federation import run_federation, screen_replies, site_of
 from tests.fakes import (
@@ -215,3 +218,38 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
         run_federation(
             LoopbackGrid({1: Site(1, config)}), config, tmp_path, evaluation_set(), resume=True
         )
+
+
+class _DeployedGrid(HttpGrid):
+    """Flower's deployment Grid with the SuperLink replaced: replies become ready at pulls."""
+
+    def __init__(self, ready_at: dict[str, int]) -> None:  # no SuperLink connection
+        self.ready_at, self.pulls = ready_at, 0
+
+    def push_messages(self, messages):
+        return [f"m{k}" for k, _ in enumerate(messages)]
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        return [
+            SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i))
+            for i in message_ids
+            if self.ready_at[i] == self.pulls
+        ]
+
+
+def test_a_deployed_round_collects_replies_as_they_come_and_stops_at_its_timeout(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(federation.time, "sleep", slept.append)
+    messages = [train_request(node) for node in (1, 2, 3)]
+    ids = ["m0", "m1", "m2"]
+    grid = _DeployedGrid({ids[0]: 1, ids[1]: 3, ids[2]: 3})
+    replies = federation.send_and_receive(grid, messages, timeout=60)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == sorted(ids)
+    assert grid.pulls == 3 and slept == [federation.REPLY_POLL_SECONDS] * 2  # none after
+    # a site that never answers: the round ends at its timeout with the others' replies
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(federation.time, "monotonic", lambda: next(clock))
+    grid = _DeployedGrid({ids[0]: 1, ids[1]: 2, ids[2]: 10**6})
+    replies = federation.send_and_receive(grid, messages, timeout=35)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == sorted(ids[:2])
