@@ -264,7 +264,17 @@ class FlowerTrainer:
         replies = send_and_receive(self.grid, messages, federation.round_timeout)
         for reply in replies:
             _unpack_reply(reply)
-        by_node = {int(reply.metadata.src_node_id): reply for reply in replies}
+        # A reply's node is its message's destination: a reply Flower makes for a site that
+        # went offline (NODE_UNAVAILABLE) comes from the SuperLink's node id, not the site's.
+        node_of = {
+            m.metadata.message_id: int(m.metadata.dst_node_id)
+            for m in messages
+            if m.metadata.message_id
+        }
+        by_node = {
+            node_of.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id)): reply
+            for reply in replies
+        }
         sites: list[dict[str, Any]] = []
         dropped: list[dict[str, Any]] = []
         answered: list[Message] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
+from uuid import uuid4
 
 import numpy as np
 import torch
@@ -75,7 +76,10 @@ class LoopbackGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
         # a site function that returns None does not answer (it dropped out); it sees the
-        # message through the site's outermost mod, as a ClientApp does (packing)
+        # message through the site's outermost mod, as a ClientApp does (packing); every
+        # message gets its id, as Flower's Grids give them
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = uuid4().hex
         replies = {m.metadata.dst_node_id: self._at_site(m) for m in messages}
         replies = {node: reply for node, reply in replies.items() if reply is not None}
         order = self.order or sorted(replies)

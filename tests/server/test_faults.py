@@ -4,7 +4,9 @@ accountant across rounds, a spent budget and a resume."""
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app.error import Error
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
 from common import wire
 from common.compression import encode
@@ -23,6 +25,24 @@ class Flaky:
     def __call__(self, message):
         server_round = int(message.content.config_records["config"]["server-round"])
         return None if server_round in self.absent else self.site(message)
+
+
+class Offline:
+    """A site whose SuperNode Flower marked offline in the given rounds: the SuperLink answers
+    for it with a NODE_UNAVAILABLE error, from its own node id."""
+
+    def __init__(self, site, offline_rounds):
+        self.site, self.offline = site, set(offline_rounds)
+
+    def __call__(self, message):
+        if message.metadata.message_type == "query":
+            return self.site(message)
+        server_round = int(message.content.config_records["config"]["server-round"])
+        if server_round not in self.offline:
+            return self.site(message)
+        reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, "node offline"), reply_to=message)
+        reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+        return reply
 
 
 class Leaky:
@@ -75,6 +95,18 @@ def test_a_site_that_drops_out_is_reported_and_rejoins_at_the_next_round(tmp_pat
     data = json.loads(report.read_text())
     assert [(e["site"], e["round"]) for e in data["dropped_sites"]] == [("site_02", 2)]
     assert "## Sites that dropped out" in (tmp_path / "report.md").read_text()
+
+
+def test_a_site_flower_reports_offline_is_dropped_with_flowers_reason(tmp_path):
+    # Measured in a deployment: the SuperLink's NODE_UNAVAILABLE reply carries its own node id,
+    # and was reported as the site's silence until the round timeout.
+    config = small_config(rounds=2, extra=["federation.min_sites=2"])
+    sites = {1: Site(1, config), 2: Offline(Site(2, config), {2}), 3: Site(3, config)}
+    state = run_federation(LoopbackGrid(sites), config, tmp_path, evaluation_set())
+    dropped = state.history.rounds[2].sites_dropped
+    assert [(e["site"], e["round"]) for e in dropped] == [("site_02", 2)]
+    assert "Flower reports the node unavailable: node offline" in dropped[0]["reason"]
+    assert state.history.rounds[2].sites_aggregated == 2
 
 
 def test_an_array_outside_the_allowlist_is_refused_by_the_server_and_reported(tmp_path):
