@@ -156,9 +156,9 @@ def serve(
     from flwr.supercore.constant import TaskType
 
     import client.site  # noqa: F401 - torch and the site code, loaded once, before any task
+    from client.worker import _alive, default_slots
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-    slots = slots or max(1, (os.cpu_count() or 1) // max(1, threads))
+    slots = slots or default_slots()
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:
@@ -172,13 +172,9 @@ def serve(
         def watch() -> None:
             while not stop.is_set():
                 time.sleep(0.5)
-                try:
-                    os.kill(parent, 0)
-                except ProcessLookupError:
+                if not _alive(parent):
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
-                except PermissionError:
-                    pass
 
         threading.Thread(target=watch, daemon=True).start()
     tasks = _client(address, root_certificates)

@@ -33,10 +33,17 @@ from flwr.common.constant import ErrorCode
 
 from common import wire
 from common.compression import encode
+from common.config import RunConfig
 from common.packing import is_packed, pack, unpack
 from common.runconfig import run_config_from_context, site_paths
 
 FAULTS = ("extra-array",)
+
+
+def _run_config(context: Context) -> RunConfig:
+    # unchecked names: this is Flower's ClientApp process, which must not import torch
+    # (common.runconfig); the names were checked where the run started
+    return run_config_from_context(context.run_config, check_names=False)
 
 
 def audit_path(store: Path) -> Path:
@@ -54,7 +61,7 @@ def _round(msg: Message) -> int:
 
 
 def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    config = run_config_from_context(context.run_config, check_names=False)
+    config = _run_config(context)
     site, _, store = site_paths(context.node_config, context.run_config, config)
     received = wire.describe(msg.content) if msg.has_content() else []
     server_round, kind = _round(msg), _kind(msg)
@@ -81,7 +88,7 @@ def compression_mod(msg: Message, context: Context, call_next: ClientAppCallable
     reply = call_next(msg, context)
     if _kind(msg) != "train" or not reply.has_content():
         return reply
-    method = run_config_from_context(context.run_config, check_names=False).federation.compression
+    method = _run_config(context).federation.compression
     if method == "none":
         return reply
     received = msg.content.array_records.get("arrays")

@@ -151,12 +151,8 @@ def _spawn(
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(secrets.token_bytes(32))
     env = dict(os.environ)
-    # `federation.cpus_per_site` threads for every numeric library, as the Simulation Engine
-    # gives each site (Ray sets OMP_NUM_THREADS to an actor's CPUs). Without it, sites that
-    # share a machine spin OpenMP threads against each other: measured 4x slower rounds with 8
-    # sites on 2 cores.
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env.setdefault(variable, str(threads))
+    for variable, value in thread_environment(threads).items():
+        env.setdefault(variable, value)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_DIR), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "client.worker", "--identity", identity,
                "--key-file", str(key_file), "--parent", str(os.getppid()),
@@ -166,6 +162,23 @@ def _spawn(
             command, cwd=CODE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """`threads` (`federation.cpus_per_site`) for every numeric library of a site's process, as
+    the Simulation Engine gives each site (Ray sets OMP_NUM_THREADS to an actor's CPUs).
+    Without it, sites that share a machine spin OpenMP threads against each other: measured 4x
+    slower rounds with 8 sites on 2 cores."""
+    return {
+        variable: str(max(1, int(threads)))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+
+
+def default_slots() -> int:
+    """Sites of this machine that may compute at once: CPUs / this process's threads."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
 
 
 def _alive(pid: int) -> bool:
@@ -262,8 +275,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=IDLE_SECONDS)
     parser.add_argument("--slots", type=int, default=0, help="0 = CPUs / threads per site")
     args = parser.parse_args()
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-    slots = args.slots or max(1, (os.cpu_count() or 1) // max(1, threads))
+    slots = args.slots or default_slots()
     serve(args.identity, args.key_file, args.parent, args.idle, slots)
 
 

@@ -113,9 +113,9 @@ def _unpack_record(name: str, entries: Any, blob: bytes) -> ArrayRecord:
                 bytes(view[start : start + size]),
             )
             offset = start + size
-    except (TypeError, ValueError) as error:
-        if isinstance(error, PackingError):
-            raise
+    except PackingError:
+        raise
+    except (TypeError, ValueError):
         raise PackingError(f"the index of the packed ArrayRecord '{name}' is malformed") from None
     if offset != len(blob):
         raise PackingError(

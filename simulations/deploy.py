@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from client.worker import thread_environment
 from common.atomic import atomic_write_text
 from common.config import RunConfig, save_config
 from common.layout import RunLayout
@@ -252,12 +253,7 @@ def deploy_local(
         started.append(process)
         return process
 
-    # `federation.cpus_per_site` threads for a site's numeric libraries, as the Simulation
-    # Engine gives each site (client.worker sets the same for its workers)
-    threads = {
-        variable: str(max(1, config.federation.cpus_per_site))
-        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-    }
+    threads = thread_environment(config.federation.cpus_per_site)  # as a site's worker has
 
     nodes: dict[str, subprocess.Popen] = {}
     executors: dict[str, subprocess.Popen] = {}

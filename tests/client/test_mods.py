@@ -13,7 +13,6 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.app import app, train
 from client.mods import audit_path
-from client.worker import _identity
 from common import wire
 from common.config import load_config
 from common.model import build_model
@@ -22,6 +21,7 @@ from common.runconfig import config_as_yaml
 from common.weights import shareable_state
 from server.federation import decode_reply
 from tests.client.test_client_app import D, make_context, make_site, round_message
+from tests.client.test_worker import _worker_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["train.batch_size=4", "train.epochs=2", "train.lr=1e-3"]
@@ -159,16 +159,5 @@ def test_a_deployed_sites_clientapp_process_never_imports_torch(tmp_path):
         assert "torch imported: False" in done.stdout
         assert audit_path(store).is_file()  # the mods ran
     finally:
-        _kill_workers(store)
-
-
-def _kill_workers(store) -> None:
-    identity = _identity(store, 5).encode()
-    for proc in os.listdir("/proc"):
-        if proc.isdigit():
-            try:
-                cmdline = open(f"/proc/{proc}/cmdline", "rb").read()
-            except OSError:
-                continue
-            if b"client.worker" in cmdline and identity in cmdline:
-                os.kill(int(proc), 9)
+        if pid := _worker_pid(store, run_id=5):
+            os.kill(pid, 9)

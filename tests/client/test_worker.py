@@ -27,8 +27,8 @@ def _arrays(reply):
     return {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
 
 
-def _worker_pid(store) -> int:
-    identity = _identity(store, 11)
+def _worker_pid(store, run_id: int = 11) -> int:
+    identity = _identity(store, run_id)
     for proc in os.listdir("/proc"):
         if proc.isdigit():
             try:
