@@ -345,7 +345,10 @@ def stream_flwr(
     """Run `flwr run ... --stream` into `log_path`, echoing our own round lines and errors (the
     full Flower log is in the file); the process goes into `started` for the caller to stop.
     `on_line` sees every line (deploy-local acts on round lines). Returns its exit code."""
-    with open(log_path, "w") as log:
+    # Line-buffered: the log is read while the run goes on (`tail -f`, deploy-local's round
+    # watcher, a test waiting for a round); a block-buffered file showed round 1 only when 8 KB
+    # had gathered, which for a small run is its end.
+    with open(log_path, "w", buffering=1) as log:
         process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
@@ -360,7 +363,6 @@ def stream_flwr(
             if line.lstrip().startswith(("round ", "report written")) or "ERROR" in line:
                 print(line.rstrip(), flush=True)
             if on_line is not None:
-                log.flush()
                 on_line(line)
         return process.wait()
 

@@ -19,8 +19,30 @@ from simulations.simulate import (
     flower_failure,
     flwr_command,
     stop_run_processes,
+    stream_flwr,
 )
 from tests.paths import CONFIG_DIR
+
+
+def test_the_flower_log_shows_each_line_while_the_run_goes_on(tmp_path):
+    # A run's progress is read from flower.log while it runs (tail -f, the SIGTERM test below);
+    # a block-buffered log showed a small run's rounds only at its end. The "run" here prints a
+    # round line, then looks for it in the log before it goes on.
+    log = tmp_path / "flower.log"
+    script = (
+        "import pathlib, sys, time\n"
+        "print('round 1', flush=True)\n"
+        "deadline = time.monotonic() + 10\n"
+        "while 'round 1' not in pathlib.Path(sys.argv[1]).read_text():\n"
+        "    if time.monotonic() > deadline:\n"
+        "        print('the log did not show round 1'); sys.exit(3)\n"
+        "    time.sleep(0.05)\n"
+        "print('seen', flush=True)\n"
+    )
+    started: list[subprocess.Popen] = []
+    code = stream_flwr([sys.executable, "-c", script, str(log)], dict(os.environ), log, started)
+    assert code == 0, log.read_text()
+    assert log.read_text() == "round 1\nseen\n"
 
 
 def test_the_cause_of_a_failed_flower_run_is_its_last_exception_line(tmp_path):
