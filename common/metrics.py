@@ -299,10 +299,29 @@ def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     if labels.size == 0 or labels.min() == labels.max():
         kind = "no frames" if labels.size == 0 else "only normal or only anomalous frames"
         raise ValueError(f"frame AUC needs normal and anomalous frames; these labels have {kind}")
-    # (imported here: a site's ClientApp process, started for every message, never needs it)
-    from sklearn.metrics import roc_auc_score
+    # The Mann-Whitney form of the AUC, with tied scores sharing their average rank: equal to
+    # scikit-learn's roc_auc_score (tests/common/test_metrics.py), which an evaluation calls
+    # about 900 times (the AD bootstrap) and which spent 12 s of a 47 s evaluation checking
+    # its inputs.
+    ranks = _average_ranks(scores)
+    positives = labels == 1
+    n_pos = int(positives.sum())
+    n_neg = labels.size - n_pos
+    rank_sum = float(ranks[positives].sum())
+    return 100.0 * (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
-    return 100.0 * float(roc_auc_score(labels.astype(np.int64), scores))
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values` (1-D), tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    # Each run of equal values [first, last] takes the rank (first + last) / 2 + 1.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], ordered.size] - 1
+    run_ranks = (starts + ends) / 2.0 + 1.0
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(run_ranks, ends - starts + 1)
+    return ranks
 
 
 def frames_of_video(

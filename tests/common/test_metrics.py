@@ -170,6 +170,18 @@ def test_float32_ranges_give_back_the_manifest_frames():
     np.testing.assert_array_equal(np.nonzero(labels)[0], np.arange(71, 101))
 
 
+def test_frame_auc_equals_sklearns_roc_auc_with_and_without_ties():
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        n = int(rng.integers(2, 400))
+        labels = rng.integers(0, 2, n)
+        labels[rng.choice(n, 2, replace=False)] = (0, 1)  # both kinds present
+        # Few distinct values make ties common; continuous values make them rare.
+        scores = rng.integers(0, 5, n).astype(float) if case % 2 else rng.normal(size=n)
+        expected = 100 * roc_auc_score(labels, scores)
+        assert frame_auc(scores, labels) == pytest.approx(expected, abs=1e-9), case
+
+
 def test_video_frame_auc_equals_sklearn_on_the_frames_expanded_by_hand():
     rng = np.random.default_rng(0)
     segment_scores = rng.random((3, 10))  # 3 videos of 10 segments of 16 frames
