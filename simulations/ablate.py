@@ -11,7 +11,7 @@ what the variant changes:
   trained: tasks the adapter never saw;
 - `no_lc`: `ar_only` without the latent-consistency term (loss.w_lc 0);
 - `no_budget`: `ar_only` without the privacy budget (loss.w_b 0);
-- `paper_weights`: `ar_only` with the paper's latent-consistency weight (loss.w_lc 100).
+- `paper_weights`: `ar_only` with the paper's loss weights (loss.w_lc 100, w_t 1, w_b 1).
 
 Writes OUT/ablation.md, ablation.json and ablation.png: per variant the selected round's
 worst-case privacy cMAP and every evaluated task's metric, beside the raw features'.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text, output_folder
-from common.config import RunConfig, apply_overrides, from_dict, to_dict
+from common.config import LossConfig, RunConfig, apply_overrides, from_dict, to_dict
 from common.errors import LatentveilError
 from common.layout import RunLayout
 from simulations.simulate import check_runnable, prepare_run, simulate
@@ -45,12 +45,21 @@ class Variant:
     overrides: tuple[str, ...] = ()
 
 
+# The paper's three loss weights (LossConfig's defaults), whatever the config's own are.
+_PAPER = LossConfig()
+_PAPER_WEIGHTS = tuple(f"loss.{w}={getattr(_PAPER, w):g}" for w in ("w_lc", "w_t", "w_b"))
+
 VARIANTS = (
     Variant("all_seen", "every evaluated task trained", False),
     Variant("ar_only", "only the seen task trained; the others never", True),
     Variant("no_lc", "seen task only, without L_LC (w_lc 0)", True, ("loss.w_lc=0",)),
     Variant("no_budget", "seen task only, without L_B (w_b 0)", True, ("loss.w_b=0",)),
-    Variant("paper_weights", "seen task only, the paper's w_lc 100", True, ("loss.w_lc=100",)),
+    Variant(
+        "paper_weights",
+        "seen task only, the paper's weights (w_lc 100, w_b 1)",
+        True,
+        _PAPER_WEIGHTS,
+    ),
 )
 
 

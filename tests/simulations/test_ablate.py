@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common.config import load_config
+from common.config import LossConfig, load_config
 from common.layout import RunLayout
 from simulations.ablate import VARIANTS, AblationError, run_ablation
 from simulations.cli import main
@@ -21,8 +21,10 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
     # (The tiny world's central AD split has one val video: too few for AD's protocol.)
     args += ["--set", "tasks.evaluated={ar: 2, tad: 2}"]
     args += ["--set", "evaluation.attackers=logistic"]
+    # (not the paper's w_b, so that paper_weights has to set it back)
+    args += ["--set", "loss.w_b=2"]
     assert main(args) == 0
-    base = load_config(CONFIG_DIR / "tiny.yaml")
+    base = load_config(CONFIG_DIR / "tiny.yaml", ["loss.w_b=2"])
     rows = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["variant"] for row in rows] == [v.name for v in VARIANTS]
     seen = {row["variant"]: row["seen"] for row in rows}
@@ -36,7 +38,9 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
         assert config["loss"]["w_lc"] == {"no_lc": 0.0, "paper_weights": 100.0}.get(
             row["variant"], base.loss.w_lc
         )
-        assert config["loss"]["w_b"] == (0.0 if row["variant"] == "no_budget" else base.loss.w_b)
+        assert config["loss"]["w_b"] == {"no_budget": 0.0, "paper_weights": LossConfig().w_b}.get(
+            row["variant"], base.loss.w_b
+        )
         # The features were extracted once, in the shared folder.
         assert RunLayout(tmp_path / row["variant"]).features.is_symlink()
     table = (tmp_path / "ablation.md").read_text()
