@@ -299,6 +299,8 @@ def frame_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     if labels.size == 0 or labels.min() == labels.max():
         kind = "no frames" if labels.size == 0 else "only normal or only anomalous frames"
         raise ValueError(f"frame AUC needs normal and anomalous frames; these labels have {kind}")
+    if not np.isfinite(scores).all():  # (a diverged head; scikit-learn refuses them too)
+        raise ValueError("frame scores must be finite; some are NaN or infinite")
     # The Mann-Whitney form of the AUC, with tied scores sharing their average rank: equal to
     # scikit-learn's roc_auc_score (tests/common/test_metrics.py), which an evaluation calls
     # about 900 times (the AD bootstrap) and which spent 12 s of a 47 s evaluation checking

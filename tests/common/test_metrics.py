@@ -180,6 +180,8 @@ def test_frame_auc_equals_sklearns_roc_auc_with_and_without_ties():
         scores = rng.integers(0, 5, n).astype(float) if case % 2 else rng.normal(size=n)
         expected = 100 * roc_auc_score(labels, scores)
         assert frame_auc(scores, labels) == pytest.approx(expected, abs=1e-9), case
+    with pytest.raises(ValueError, match="finite"):
+        frame_auc(np.array([0.1, np.nan, 0.3]), np.array([0, 1, 1]))
 
 
 def test_video_frame_auc_equals_sklearn_on_the_frames_expanded_by_hand():
