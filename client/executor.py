@@ -156,7 +156,7 @@ def serve(
     from flwr.supercore.constant import TaskType
 
     import client.site  # noqa: F401 - torch and the site code, loaded once, before any task
-    from client.worker import _alive, default_slots
+    from client.worker import default_slots, is_alive
 
     slots = slots or default_slots()
     stop = threading.Event()
@@ -172,7 +172,7 @@ def serve(
         def watch() -> None:
             while not stop.is_set():
                 time.sleep(0.5)
-                if not _alive(parent):
+                if not is_alive(parent):
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
 

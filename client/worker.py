@@ -181,7 +181,7 @@ def default_slots() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, threads))
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -228,7 +228,7 @@ def serve(identity: str, key_file: Path, parent: int, idle: float, slots: int) -
         while True:
             time.sleep(1.0)
             quiet = not state["busy"] and time.monotonic() - state["last"] > idle
-            if not _alive(parent) or quiet:
+            if not is_alive(parent) or quiet:
                 key_file.unlink(missing_ok=True)
                 os._exit(0)
 
