@@ -182,9 +182,10 @@ def deploy_local(
     Faults, for tests and drills: `kill` SIGKILLs a site's SuperNode (and its ClientApp) when a
     round begins, `rejoin` brings it back from when a round begins (restarting it until the
     SuperLink lets it in: about a minute after the kill with authentication), `faults` gives sites a
-    node-config `fault` (client.mods.fault_mod), and `stop_after_round` stops the SuperLink,
-    the ServerApp and every SuperNode once that round is complete (raising ServerStopped), as
-    a server crash would; `resume` then continues the run from its checkpoint.
+    node-config `fault` (client.mods.fault_mod), and `stop_after_round` kills (SIGKILL) the
+    SuperLink, the ServerApp and every SuperNode once that round is complete (raising
+    ServerStopped), as a server crash would; `resume` then continues the run from its
+    checkpoint.
 
     `isolation` is how a site runs its ClientApp: "process" (default) starts each SuperNode
     with `--isolation process` beside the site's executor (client.executor), one long-lived
@@ -324,6 +325,7 @@ def deploy_local(
     report = layout.report_json
     log_path = layout.flower_log
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    crashed = False
     try:
         database = ["--database", str((deploy_dir / "superlink.db").resolve())]
         superlink = start(
@@ -342,20 +344,23 @@ def deploy_local(
         flwr = shutil.which("flwr") or str(binaries / "flwr")
         command = [flwr, "run", str(PROJECT_ROOT), CONNECTION, "--stream",
                    "--run-config", str(run_config)]  # fmt: skip
-        stream_flwr(command, env, log_path, started, on_line)  # the report is the proof
+        try:
+            stream_flwr(command, env, log_path, started, on_line)  # the report is the proof
+        except ServerStopped:
+            crashed = True
+            raise
     finally:
         finished.set()
         signal.signal(signal.SIGTERM, previous)
-        for process in reversed(started):
-            if process.poll() is None:
-                _kill_group(process, signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        if crashed:  # the drill: the server side goes down as in a crash, without a goodbye
+            for process in started:
                 _kill_group(process, signal.SIGKILL)
+            for process in started:
                 process.wait()
-        stop_run_processes(flwr_home)  # what they started (SuperExec, ClientApp processes)
+            stop_run_processes(flwr_home, crash=True)
+        else:
+            _stop_all(started)
+            stop_run_processes(flwr_home)  # what they started (SuperExec, ClientApp processes)
     write_sites(load_world(world_root), run_dir)  # now with the sites' store sizes
     if not report.exists():
         cause = flower_failure(log_path)
@@ -364,6 +369,25 @@ def deploy_local(
             + f"; see {log_path} and {deploy_dir}/*.log"
         )  # fmt: skip
     return report
+
+
+def _stop_all(processes: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM every process (and its group), newest first; SIGTERM again after 1 s those still
+    up (a SuperLink caught by the first one inside a lock can print "Signal 15 ignored due to
+    race condition" and go on: it then held the stop up for the whole grace), and SIGKILL what
+    is still up after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    for attempt in (1.0, grace):
+        for process in reversed(processes):
+            if process.poll() is None:
+                _kill_group(process, signal.SIGTERM)
+        until = min(deadline, time.monotonic() + attempt)
+        while any(p.poll() is None for p in processes) and time.monotonic() < until:
+            time.sleep(0.05)
+    for process in processes:
+        if process.poll() is None:
+            _kill_group(process, signal.SIGKILL)
+        process.wait()
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:

@@ -291,10 +291,11 @@ def _with_descendants(pids: list[int]) -> list[int]:
     return found
 
 
-def stop_run_processes(flwr_home: Path, grace: float = 5.0) -> None:
-    """Stop whatever this run started: SIGTERM, then SIGKILL after `grace` seconds."""
+def stop_run_processes(flwr_home: Path, grace: float = 5.0, crash: bool = False) -> None:
+    """Stop whatever this run started: SIGTERM, then SIGKILL after `grace` seconds (`crash`:
+    SIGKILL at once, then wait up to `grace` seconds for them to be gone)."""
     pids = _with_descendants(_run_processes(flwr_home))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGKILL,) if crash else (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
                 os.kill(pid, sig)

@@ -117,6 +117,29 @@ def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path)
     assert _run_processes(home) == []
 
 
+def test_a_process_that_misses_the_first_sigterm_stops_at_the_second_not_the_grace(tmp_path):
+    from simulations.deploy import _stop_all
+
+    # the first SIGTERM is lost (as a SuperLink caught inside a lock loses it), the second stops
+    # it; and one that stops at once
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: signal.signal(signal.SIGTERM, signal.SIG_DFL))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
+    )
+    plain = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    assert stubborn.stdout.readline() == b"ready\n"
+    _stop_all([stubborn, plain], grace=5.0)
+    # both ended by SIGTERM: neither waited out the grace to be SIGKILLed
+    assert stubborn.returncode == plain.returncode == -signal.SIGTERM
+
+
 def _prepared_tiny_run(tmp_path, name):
     from simulations.cli import main
 
