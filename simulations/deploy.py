@@ -352,15 +352,13 @@ def deploy_local(
     finally:
         finished.set()
         signal.signal(signal.SIGTERM, previous)
-        if crashed:  # the drill: the server side goes down as in a crash, without a goodbye
-            for process in started:
+        # Everything here and what it started (SuperExec, ClientApp processes) carries the
+        # run's FLWR_HOME; the drill's server side goes down as in a crash, without a goodbye.
+        stop_run_processes(flwr_home, grace=10.0, crash=crashed)
+        for process in started:  # (reaped; one that slipped through is killed first)
+            if process.poll() is None:
                 _kill_group(process, signal.SIGKILL)
-            for process in started:
-                process.wait()
-            stop_run_processes(flwr_home, crash=True)
-        else:
-            _stop_all(started)
-            stop_run_processes(flwr_home)  # what they started (SuperExec, ClientApp processes)
+            process.wait()
     write_sites(load_world(world_root), run_dir)  # now with the sites' store sizes
     if not report.exists():
         cause = flower_failure(log_path)
@@ -369,25 +367,6 @@ def deploy_local(
             + f"; see {log_path} and {deploy_dir}/*.log"
         )  # fmt: skip
     return report
-
-
-def _stop_all(processes: list[subprocess.Popen], grace: float = 10.0) -> None:
-    """SIGTERM every process (and its group), newest first; SIGTERM again after 1 s those still
-    up (a SuperLink caught by the first one inside a lock can print "Signal 15 ignored due to
-    race condition" and go on: it then held the stop up for the whole grace), and SIGKILL what
-    is still up after `grace` seconds."""
-    deadline = time.monotonic() + grace
-    for attempt in (1.0, grace):
-        for process in reversed(processes):
-            if process.poll() is None:
-                _kill_group(process, signal.SIGTERM)
-        until = min(deadline, time.monotonic() + attempt)
-        while any(p.poll() is None for p in processes) and time.monotonic() < until:
-            time.sleep(0.05)
-    for process in processes:
-        if process.poll() is None:
-            _kill_group(process, signal.SIGKILL)
-        process.wait()
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:

@@ -292,16 +292,25 @@ def _with_descendants(pids: list[int]) -> list[int]:
 
 
 def stop_run_processes(flwr_home: Path, grace: float = 5.0, crash: bool = False) -> None:
-    """Stop whatever this run started: SIGTERM, then SIGKILL after `grace` seconds (`crash`:
-    SIGKILL at once, then wait up to `grace` seconds for them to be gone)."""
+    """Stop whatever this run started: SIGTERM; SIGTERM again after 1 s to what is still up (a
+    SuperLink caught by the first one inside a lock printed "Signal 15 ignored due to race
+    condition" and went on, holding the stop up for the whole grace); SIGKILL what is still up
+    after `grace` seconds. `crash`: SIGKILL at once, then wait up to `grace` seconds for them to
+    be gone."""
     pids = _with_descendants(_run_processes(flwr_home))
-    for sig in (signal.SIGKILL,) if crash else (signal.SIGTERM, signal.SIGKILL):
+    first = min(1.0, grace)
+    steps = (
+        ((signal.SIGKILL, grace),)
+        if crash
+        else ((signal.SIGTERM, first), (signal.SIGTERM, grace - first), (signal.SIGKILL, grace))
+    )
+    for sig, wait in steps:
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + wait
         while pids and time.monotonic() < deadline:
             time.sleep(0.1)
             pids = [pid for pid in pids if _alive(pid)]

@@ -118,8 +118,8 @@ def test_everything_a_run_started_is_stopped_even_what_ignores_sigterm(tmp_path)
 
 
 def test_a_process_that_misses_the_first_sigterm_stops_at_the_second_not_the_grace(tmp_path):
-    from simulations.deploy import _stop_all
-
+    home = tmp_path / "flwr_home"
+    env = {**os.environ, "FLWR_HOME": str(home)}
     # the first SIGTERM is lost (as a SuperLink caught inside a lock loses it), the second stops
     # it; and one that stops at once
     script = (
@@ -128,16 +128,12 @@ def test_a_process_that_misses_the_first_sigterm_stops_at_the_second_not_the_gra
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    stubborn = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
-    )
-    plain = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
+    stubborn = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE)
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
     assert stubborn.stdout.readline() == b"ready\n"
-    _stop_all([stubborn, plain], grace=5.0)
+    stop_run_processes(home, grace=5.0)
     # both ended by SIGTERM: neither waited out the grace to be SIGKILLed
-    assert stubborn.returncode == plain.returncode == -signal.SIGTERM
+    assert stubborn.wait(timeout=5) == plain.wait(timeout=5) == -signal.SIGTERM
 
 
 def _prepared_tiny_run(tmp_path, name):
