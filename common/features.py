@@ -135,10 +135,14 @@ class StoreSettings:
 
 
 def store_settings(
-    encoder: torch.nn.Module, config: FeaturesConfig, anonymized: str = ""
+    encoder: torch.nn.Module,
+    config: FeaturesConfig,
+    anonymized: str = "",
+    static_clips: int | None = None,
 ) -> StoreSettings:
     """The settings a store made by `encoder` with `config` records (`anonymized`: the hash of
-    the adapter applied to the clip features, "" for raw features)."""
+    the adapter applied to the clip features, "" for raw features; `static_clips`: static clips
+    per video, `config.static_clips` if None)."""
     if config.dtype not in ("float16", "float32"):
         raise FeatureStoreError(f"features.dtype must be float16 or float32, not '{config.dtype}'")
     return StoreSettings(
@@ -147,7 +151,7 @@ def store_settings(
         clip_len=int(encoder.clip_len),
         clip_stride=config.clip_stride,
         clip_step=config.clip_step,
-        static_clips=config.static_clips,
+        static_clips=config.static_clips if static_clips is None else static_clips,
         eval_clips=config.eval_clips,
         frame_size=int(encoder.frame_size),
         dtype=config.dtype,
@@ -370,7 +374,11 @@ def _cut_clips(
         if settings.eval_clips > 0
         else []
     )
-    static_indices = static_frame_indices(info.num_frames, settings.static_clips)
+    static_indices = (
+        static_frame_indices(info.num_frames, settings.static_clips)
+        if settings.static_clips > 0
+        else []
+    )
     logical = [
         clip_frame_indices(s, settings.clip_len, settings.clip_stride) for s in starts + eval_starts
     ]
@@ -425,6 +433,7 @@ def extract_features(
     transform: FeatureTransform | None = None,
     anonymized: str = "",
     allow_partial: bool = False,
+    static_clips: int | None = None,
 ) -> list[tuple[str, str]]:
     """Encode `items` into the store at `out_path`, resuming and appending as the module says.
 
@@ -438,11 +447,16 @@ def extract_features(
     `transform(name, array)` maps each video's encoded arrays (`clip_features` (n, d),
     `static_features` (K, d), ...) before they are written, e.g. the anonymizer of
     `edge_export`; `anonymized` is then the adapter's hash, recorded in the store.
+
+    `static_clips` overrides `config.static_clips` for the videos (0: none; a still image keeps
+    its one static clip), e.g. for a store whose videos are only read as clip sequences.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     out_path = output_file(out_path)  # a folder or an unwritable place: said before encoding
-    settings = store_settings(encoder, config, anonymized)
+    if static_clips is not None and static_clips < 0:
+        raise ValueError(f"static_clips must be >= 0, got {static_clips}")
+    settings = store_settings(encoder, config, anonymized, static_clips)
     first: dict[str, Path] = {}
     for item in items:
         if item.video_id in first:

@@ -82,6 +82,38 @@ def test_extract_writes_the_documented_layout(tmp_path, videos, encoder):
     assert not (tmp_path / "feats.h5.parts").exists()
 
 
+def test_videos_without_static_clips_keep_their_clips_and_stills_their_one(
+    tmp_path, videos, encoder
+):
+    full, lean = tmp_path / "full.h5", tmp_path / "lean.h5"
+    extract_features(videos, encoder, full, CONFIG, progress=False)
+    extract_features(videos, encoder, lean, CONFIG, progress=False, static_clips=0)
+    with FeatureStore(full) as with_static, FeatureStore(lean) as without:
+        assert without.settings.static_clips == 0
+        assert without.settings == replace(with_static.settings, static_clips=0)
+        for video_id in ("v0", "v1", "v2"):
+            assert without.static_features(video_id).shape == (0, 16)
+            # Equal up to float rounding: the clips are batched with other videos' clips.
+            for kind in ("clip_features", "eval_clip_features"):
+                np.testing.assert_allclose(
+                    getattr(without, kind)(video_id),
+                    getattr(with_static, kind)(video_id),
+                    rtol=1e-5,
+                    atol=1e-6,
+                )
+        np.testing.assert_allclose(
+            without.static_features("still"),
+            with_static.static_features("still"),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    # A store's static clips are part of its settings: the other count is refused.
+    with pytest.raises(FeatureStoreError, match="static_clips 0 != 2"):
+        extract_features(videos, encoder, lean, CONFIG, progress=False)
+    with pytest.raises(ValueError, match="static_clips must be >= 0"):
+        extract_features(videos, encoder, lean, CONFIG, progress=False, static_clips=-1)
+
+
 def test_features_equal_a_direct_encoder_call(tmp_path, videos, encoder):
     import torch
 

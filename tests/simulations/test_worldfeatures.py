@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 
 from common.config import EncoderConfig, FeaturesConfig
+from common.encoders import create_encoder
 from common.evaluation import EvaluationSet
-from common.features import FeatureStore
+from common.features import FeatureStore, extract_features
 from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
-from simulations.worldfeatures import prepare_evaluation_set
+from simulations.worldfeatures import (
+    central_evaluation_datasets,
+    prepare_evaluation_set,
+    world_items,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +55,34 @@ def test_stills_carry_their_static_clip_and_attributes(prepared):
             stills.features[0], store.static_features(entries[0]["video_id"])[0]
         )
         assert list(stills.labels[-1]) == [entries[-1]["attributes"][a] for a in ATTRIBUTES]
+
+
+def test_central_videos_are_encoded_without_the_static_clips_nothing_reads(prepared):
+    world, store_path, _ = prepared
+    with FeatureStore(store_path) as store:
+        assert store.settings.static_clips == 0
+        video = world.manifest("ar", "central", "train")[0]["video_id"]
+        assert store.static_features(video).shape == (0, 16)
+        assert store.clip_features(video).shape == (2, 16)
+
+
+def test_a_central_store_made_with_static_clips_resumes_as_it_was(prepared, tmp_path):
+    """A run folder of an older latentveil (static clips in every central video) resumes: the
+    missing videos are added with the store's own settings instead of being refused."""
+    world, _, fresh = prepared
+    encoder_config = EncoderConfig(path="", dim=16)
+    items = world_items(world, central_evaluation_datasets(world))
+    extract_features(
+        items[: len(items) // 2], create_encoder(encoder_config), tmp_path / "central.h5",
+        FeaturesConfig(), progress=False,
+    )  # fmt: skip
+    path = prepare_evaluation_set(
+        world.root, tmp_path, encoder_config, FeaturesConfig(), progress=False
+    )
+    with FeatureStore(tmp_path / "central.h5") as store:
+        assert store.settings.static_clips == FeaturesConfig().static_clips
+        assert len(store) == len(items)
+        assert store.static_features(items[-1].video_id).shape == (2, 16)
+    resumed = EvaluationSet.load(path)
+    for split, videos in fresh.tasks["ar"].splits.items():
+        np.testing.assert_array_equal(resumed.tasks["ar"].splits[split].clips, videos.clips)
