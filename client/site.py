@@ -30,7 +30,13 @@ from flwr.app import (
 from common.config import RunConfig
 from common.model import AnonymizerModel, build_model
 from common.runconfig import run_config_from_context, site_paths
-from common.sitedata import SiteData, ensure_site_features, load_site_data, site_tensors
+from common.sitedata import (
+    SiteData,
+    ensure_site_features,
+    load_site_data,
+    site_static_clips,
+    site_tensors,
+)
 from common.training import evaluate_site, train_local
 from common.weights import load_shareable, shareable_state
 from edge_export.site import site_encoder
@@ -65,6 +71,7 @@ def _prepare(context: Context, split: str) -> tuple[RunConfig, str, SiteData]:
         config.features,
         tasks=tasks,
         encoder_factory=lambda: site_encoder(config.encoder, backend, edge_dir),
+        static_clips=site_static_clips(config.features, config.loss),
     )
     data = _site_data(str(site_dir), str(store), tasks, split, str(Path(store).stat().st_mtime_ns))
     return config, site_id, data

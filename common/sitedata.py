@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import EncoderConfig, FeaturesConfig
+from common.config import EncoderConfig, FeaturesConfig, LossConfig
 from common.encoders import create_encoder
 from common.errors import LatentveilError
 from common.features import FeatureStore, VideoItem, extract_features
@@ -54,8 +54,9 @@ def read_site_manifest(site_dir: str | Path, dataset: str = "ar") -> list[dict]:
 class TaskArrays:
     """Cached features of one split of a site's videos of one task, ready for training.
 
-    clip_features (N, C, d): each video's non-overlapping clips; static_features (N, K, d);
-    labels: the task's labels (common.tasks), name -> (N, ...) array.
+    clip_features (N, C, d): each video's non-overlapping clips; static_features (N, K, d)
+    (K = 0 in a store made without static clips, `site_static_clips`); labels: the task's
+    labels (common.tasks), name -> (N, ...) array.
     """
 
     video_ids: list[str]
@@ -94,6 +95,13 @@ def site_datasets(site_dir: str | Path, tasks: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def site_static_clips(features: FeaturesConfig, loss: LossConfig) -> int:
+    """Static clips per video a site's store needs: `features.static_clips` when the privacy
+    budget takes static views (`loss.budget_views` static or both), none otherwise (nothing
+    else at a site reads them; they were 40% of a default site's encoding)."""
+    return features.static_clips if loss.budget_views in ("static", "both") else 0
+
+
 def ensure_site_features(
     site_dir: str | Path,
     store_path: str | Path,
@@ -102,11 +110,15 @@ def ensure_site_features(
     progress: bool = False,
     tasks: Iterable[str] = ("ar",),
     encoder_factory: Callable[[], torch.nn.Module] | None = None,
+    static_clips: int | None = None,
 ) -> Path:
     """Encode the site's videos of the given tasks into its store unless they are all there.
 
     `encoder_factory` builds the encoder only when something is to be encoded (a site's edge
-    encoder, `edge_export.site`); by default the eager encoder of `encoder_config`."""
+    encoder, `edge_export.site`); by default the eager encoder of `encoder_config`.
+    `static_clips`: static clips per video the store must hold (`features.static_clips` if
+    None; `site_static_clips`). A store that holds more is used as it is (and appended to with
+    its own count); one that holds fewer is refused."""
     datasets = sorted(set(site_datasets(site_dir, tasks).values()))
     if not datasets:
         raise SiteDataError(
@@ -115,13 +127,25 @@ def ensure_site_features(
         )
     entries = [e for dataset in datasets for e in read_site_manifest(site_dir, dataset)]
     store_path = Path(store_path)
+    needed = features_config.static_clips if static_clips is None else static_clips
     if store_path.is_file():
         with FeatureStore(store_path) as store:
-            if all(entry["video_id"] in store for entry in entries):
-                return store_path
+            stored = store.settings.static_clips
+            complete = all(entry["video_id"] in store for entry in entries)
+        if stored < needed:
+            raise SiteDataError(
+                f"{store_path} holds {stored} static clip(s) per video and this run needs "
+                f"{needed} (loss.budget_views takes static views): delete the store so that "
+                "the site encodes its videos again, or use another store"
+            )
+        if complete:
+            return store_path
+        needed = stored  # append with the store's own settings
     encoder = encoder_factory() if encoder_factory else create_encoder(encoder_config)
     items = [VideoItem(entry["video_id"], entry["file"]) for entry in entries]
-    extract_features(items, encoder, store_path, features_config, progress=progress)
+    extract_features(
+        items, encoder, store_path, features_config, progress=progress, static_clips=needed
+    )
     return store_path
 
 

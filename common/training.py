@@ -30,7 +30,7 @@ class TaskBatch:
     """A batch of cached features of B videos of one task."""
 
     clip_features: torch.Tensor  # (B, T, d) consecutive clip features of each video
-    static_features: torch.Tensor  # (B, 2, d) two static clips of each video
+    static_features: torch.Tensor  # (B, 2, d) two static clips of each video, or (B, 0, d)
     labels: dict[str, torch.Tensor]  # the task's labels (common.tasks), each (B, ...)
     key_padding_mask: torch.Tensor | None = None  # (B, T), True at padding
 
@@ -134,14 +134,18 @@ def budget_views(
     budget's inputs differently from what it must keep useful ("both" gives both pairs).
     """
     B, T, d = batch.clip_features.shape
-    if batch.static_features.shape != (B, 2, d):
-        got = tuple(batch.static_features.shape)
-        raise ValueError(f"static_features must be (B, 2, d) = {(B, 2, d)}, got {got}")
     views: list[tuple[torch.Tensor, torch.Tensor]] = []
     # With whitening, a view is the bottleneck's code (r < 2B dimensions), which determines the
     # output; otherwise the output itself.
     view = model.adapter.code if config.whiten_budget else model.adapter
     if config.budget_views in ("static", "both"):
+        if batch.static_features.shape != (B, 2, d):
+            got = tuple(batch.static_features.shape)
+            raise ValueError(
+                f"loss.budget_views={config.budget_views} needs two static clips of each video, "
+                f"static_features (B, 2, d) = {(B, 2, d)}, got {got} (a store made without "
+                "static clips has none: features.static_clips, common.sitedata)"
+            )
         # Each static clip is a sequence of length 1: its anonymization sees nothing else.
         static = batch.static_features.reshape(B * 2, 1, d)  # (2B, 1, d)
         anonymized_static = view(static).reshape(B, 2, -1)  # (B, 2, d) or (B, 2, r)
@@ -217,19 +221,24 @@ def make_task_batch(
     data: TaskTensors, index: torch.Tensor, seq_len: int | None, generator: torch.Generator
 ) -> TaskBatch:
     """`seq_len` consecutive clips from a random start (the anonymizer's window; all clips of a
-    shorter video, or of every video when None) and two random static clips per video."""
+    shorter video, or of every video when None) and two random static clips per video (none
+    when the store has none)."""
     clips = data.clip_features  # (N, C, d)
     num_clips = clips.shape[1]
     seq_len = num_clips if seq_len is None else min(seq_len, num_clips)
     starts = torch.randint(0, num_clips - seq_len + 1, (len(index),), generator=generator)
     positions = starts[:, None] + torch.arange(seq_len)  # (B, T)
     clip_batch = clips[index[:, None], positions]  # (B, T, d)
-    statics = data.static_features  # (N, K, d)
+    statics = data.static_features  # (N, K, d); K = 0: a store without static clips
     k = statics.shape[1]
-    if k < 2:
-        raise ValueError("the privacy budget loss needs at least 2 static clips per video")
-    pairs = torch.stack([torch.randperm(k, generator=generator)[:2] for _ in range(len(index))])
-    static_batch = statics[index[:, None], pairs]  # (B, 2, d)
+    if k == 1:
+        raise ValueError("the privacy budget loss needs 2 static clips per video (or none)")
+    # Drawn without static clips too, so that the batches do not depend on whether the store
+    # kept them (for K = 2, the default, the same draws either way).
+    pairs = torch.stack(
+        [torch.randperm(max(k, 2), generator=generator)[:2] for _ in range(len(index))]
+    )
+    static_batch = statics[index[:, None], pairs] if k else statics[index][:, :0]  # (B, 2|0, d)
     labels = {name: value[index] for name, value in data.labels.items()}
     return TaskBatch(clip_batch, static_batch, labels)
 

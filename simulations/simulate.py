@@ -35,7 +35,13 @@ from common.errors import LatentveilError
 from common.evaluation import EvaluationSet, check_evaluation_set
 from common.layout import RunLayout
 from common.runconfig import config_as_yaml
-from common.sitedata import ensure_site_features, load_site_data, pool_site_data, site_tensors
+from common.sitedata import (
+    ensure_site_features,
+    load_site_data,
+    pool_site_data,
+    site_static_clips,
+    site_tensors,
+)
 from server.centralized import PooledTrainer
 from server.history import RoundRecord
 from server.rounds import finish_run, round_line, run_rounds
@@ -95,6 +101,7 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
             config.features,
             progress,
             tasks=tuple(config.tasks.seen),
+            static_clips=site_static_clips(config.features, config.loss),
         )
     write_sites(world, run_dir)
     return world_root

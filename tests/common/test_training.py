@@ -196,6 +196,31 @@ def make_site_ar():
     )
 
 
+def test_a_store_without_static_clips_gives_the_clip_budget_the_same_update():
+    """loss.budget_views=clips reads no static clip: a site store made without them (K = 0)
+    gives the update of one with two, and a budget of static views on it is refused."""
+    from common.sitedata import TaskTensors
+
+    # Several epochs: each epoch's order is drawn after the previous epoch's batches.
+    config = load_config(None, ["loss.budget_views=clips", "train.batch_size=8", "train.epochs=3"])
+    ar = make_site_ar()
+    without = TaskTensors(ar.clip_features, ar.static_features[:, :0], ar.labels)
+    updates = []
+    for data in ({"ar": ar}, {"ar": without}):
+        model = build_model(D, config, seed=0)
+        train_local(model, data, config, seed=5)
+        updates.append(shareable_state(model))
+    for name, array in updates[0].items():
+        assert (array == updates[1][name]).all(), name
+
+    static = load_config(None, ["loss.budget_views=static", "train.batch_size=8"])
+    with pytest.raises(ValueError, match="needs two static clips of each video"):
+        train_local(build_model(D, static, seed=0), {"ar": without}, static, seed=5)
+    one = TaskTensors(ar.clip_features, ar.static_features[:, :1], ar.labels)
+    with pytest.raises(ValueError, match="2 static clips per video"):
+        train_local(build_model(D, config, seed=0), {"ar": one}, config, seed=5)
+
+
 def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
     # L_LC and L_B of a step with an AR batch of 8 videos and an AD batch of 2: the mean of
     # the two task terms ("tasks"), or weighted 8 : 2 ("videos").
