@@ -6,6 +6,7 @@ import pytest
 
 from common.config import load_config
 from common.evaluation import EvaluationSet, measure_privacy_and_utility
+from common.features import FeatureStore
 from simulations.cli import main
 from tests.paths import CONFIG_DIR
 
@@ -24,6 +25,7 @@ TINY = [
     "evaluation.every=1",
     "loss.cap_budget=true",  # the embedded default's privacy budget (default.yaml)
     "loss.center_budget=true",
+    "loss.budget_views=clips",  # its views: moving clips, so the sites encode no static clips
 ]
 
 REPORT_KEYS = {
@@ -83,6 +85,17 @@ def test_the_report_holds_the_contract(federated_run):
         "adapter.npz",
     ):
         assert (federated_run / name).is_file(), name
+
+
+def test_the_stores_hold_no_static_clips_of_videos_when_nothing_reads_them(federated_run):
+    with FeatureStore(federated_run / "central.h5") as central:
+        assert central.settings.static_clips == 0
+    for site in ("site_00", "site_01", "site_02"):
+        with FeatureStore(federated_run / "features" / f"{site}.h5") as store:
+            assert store.settings.static_clips == 0
+            video = store.video_ids()[0]
+            assert store.static_features(video).shape == (0, 32)
+            assert len(store.clip_features(video)) >= 2
 
 
 def test_round_zero_is_exactly_the_raw_feature_baseline(federated_run):
