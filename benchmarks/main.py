@@ -27,10 +27,7 @@ import time
 from pathlib import Path
 
 from common.config import load_config
-from common.layout import RunLayout
-from common.sitedata import ensure_site_features, site_static_clips
-from simulations.simulate import prepare_central, simulate, world_dir_of
-from simulations.world import generate_world
+from simulations.simulate import generate_run_world, prepare_central, prepare_sites, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import RESULTS_DIR, write_result  # benchmarks/harness.py
@@ -52,35 +49,19 @@ def main() -> None:
         parser.error("world.dir is set: the benchmark times the world's generation too")
     run_dir = Path(args.work)
     shutil.rmtree(run_dir, ignore_errors=True)
-    layout = RunLayout(run_dir)
     phases: dict[str, float] = {}
 
     started = time.perf_counter()
-    # prepare_central: the world, then the central store and evaluation set; timed apart by
-    # generating the world first (prepare_central then finds it complete).
+    # What prepare_run does, a phase at a time: the world, the central store and evaluation
+    # set (prepare_central finds the world complete), the sites' stores.
     mark = time.perf_counter()
-    generate_world(
-        world_dir_of(config, run_dir),
-        preset=config.world.preset,
-        sites=config.world.sites,
-        seed=config.world.seed,
-        alpha=config.world.dirichlet_alpha,
-    )
+    generate_run_world(config, run_dir)
     phases["world"] = time.perf_counter() - mark
     mark = time.perf_counter()
     world = prepare_central(config, run_dir)
     phases["central_extraction"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    for site_id in world.sites:
-        ensure_site_features(
-            world_dir_of(config, run_dir) / site_id,
-            layout.site_store(site_id),
-            config.encoder,
-            config.features,
-            True,
-            tasks=tuple(config.tasks.seen),
-            static_clips=site_static_clips(config.features, config.loss),
-        )
+    prepare_sites(config, run_dir, world)
     phases["site_extraction"] = time.perf_counter() - mark
     mark = time.perf_counter()
     report_path = simulate(config, run_dir)

@@ -30,7 +30,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -449,7 +449,9 @@ def extract_features(
     `edge_export`; `anonymized` is then the adapter's hash, recorded in the store.
 
     `static_clips` overrides `config.static_clips` for the videos (0: none; a still image keeps
-    its one static clip), e.g. for a store whose videos are only read as clip sequences.
+    its one static clip), e.g. for a store whose videos are only read as clip sequences; it is
+    then the least a store needs: an existing store that holds more is appended to with its own
+    count (one that holds fewer is refused, as any other difference of settings).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -479,6 +481,9 @@ def extract_features(
             existing: list[str] = []
             if out_path.exists():
                 stored, existing = _open_settings(out_path)
+                if static_clips is not None and stored.static_clips > static_clips:
+                    # Enough static clips: appended to with its own count.
+                    settings = replace(settings, static_clips=stored.static_clips)
                 settings.check_same(stored, out_path)
                 with FeatureStore(out_path) as store:
                     for item in items:

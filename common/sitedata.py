@@ -140,7 +140,6 @@ def ensure_site_features(
             )
         if complete:
             return store_path
-        needed = stored  # append with the store's own settings
     encoder = encoder_factory() if encoder_factory else create_encoder(encoder_config)
     items = [VideoItem(entry["video_id"], entry["file"]) for entry in entries]
     extract_features(

@@ -68,11 +68,10 @@ def world_dir_of(config: RunConfig, run_dir: Path) -> Path:
     return RunLayout(run_dir).world(config.world.dir)
 
 
-def prepare_central(config: RunConfig, run_dir: Path, progress: bool = True) -> World:
-    """The world (generated if missing) and the central evaluation set in `run_dir`: what every
-    run needs before its sites train, whoever extracts the sites' features."""
+def generate_run_world(config: RunConfig, run_dir: Path, progress: bool = True) -> Path:
+    """The run's world (`world.dir`, or the run folder's), generated unless it is complete."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    world_root = generate_world(
+    return generate_world(
         world_dir_of(config, run_dir),
         preset=config.world.preset,
         sites=config.world.sites,
@@ -80,6 +79,12 @@ def prepare_central(config: RunConfig, run_dir: Path, progress: bool = True) -> 
         alpha=config.world.dirichlet_alpha,
         progress=progress,
     )
+
+
+def prepare_central(config: RunConfig, run_dir: Path, progress: bool = True) -> World:
+    """The world (generated if missing) and the central evaluation set in `run_dir`: what every
+    run needs before its sites train, whoever extracts the sites' features."""
+    world_root = generate_run_world(config, run_dir, progress)
     evaluation_set = prepare_evaluation_set(
         world_root, run_dir, config.encoder, config.features, progress
     )
@@ -90,12 +95,18 @@ def prepare_central(config: RunConfig, run_dir: Path, progress: bool = True) -> 
 def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Path:
     """World, central evaluation set, per-site feature stores and sites.json in `run_dir`."""
     run_dir = Path(run_dir)
-    layout = RunLayout(run_dir)
     world = prepare_central(config, run_dir, progress)
-    world_root = world_dir_of(config, run_dir)
+    prepare_sites(config, run_dir, world, progress)
+    write_sites(world, run_dir)
+    return world_dir_of(config, run_dir)
+
+
+def prepare_sites(config: RunConfig, run_dir: Path, world: World, progress: bool = True) -> None:
+    """Each simulated site's feature store in `run_dir` (encoded unless complete)."""
+    layout = RunLayout(run_dir)
     for site_id in world.sites:
         ensure_site_features(
-            world_root / site_id,
+            world_dir_of(config, run_dir) / site_id,
             layout.site_store(site_id),
             config.encoder,
             config.features,
@@ -103,8 +114,6 @@ def prepare_run(config: RunConfig, run_dir: str | Path, progress: bool = True) -
             tasks=tuple(config.tasks.seen),
             static_clips=site_static_clips(config.features, config.loss),
         )
-    write_sites(world, run_dir)
-    return world_root
 
 
 def write_sites(world: World, run_dir: Path) -> None:

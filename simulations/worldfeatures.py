@@ -141,17 +141,13 @@ def prepare_evaluation_set(
     # The evaluation reads the central videos as clip sequences only (the stills are images,
     # which keep their one static clip), so their static clips are not encoded: a third of the
     # clips of the default world. A store made with them (by an older latentveil) resumes as is.
-    static_clips = 0
-    if layout.central_store.is_file():
-        with FeatureStore(layout.central_store) as store:
-            static_clips = store.settings.static_clips
     extract_features(
         world_items(world, central_evaluation_datasets(world)),
         encoder,
         layout.central_store,
         features_config,
         progress,
-        static_clips=static_clips,
+        static_clips=0,
     )
     build_evaluation_set(world, layout.central_store).save(layout.evaluation_set)
     return layout.evaluation_set
