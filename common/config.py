@@ -221,6 +221,10 @@ class LossConfig:
     # tasks (each task's batch counts the same, however few videos it has); "videos" = every
     # video counts the same (a task's term weighted by its batch's videos).
     task_average: str = "tasks"
+    # Before the joint step, take out of the tasks' gradient on the adapter its component
+    # against the privacy budget's gradient, when they conflict (PCGrad, Yu et al. 2020), so
+    # that no task buys its utility with leakage to first order (common.training).
+    budget_surgery: bool = False
 
     def __post_init__(self) -> None:
         _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)

@@ -200,9 +200,60 @@ def training_step(
         total = total + 0.5 * proximal_mu * prox
         metrics["loss_prox"] = float(prox.detach())
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if config.budget_surgery:
+        surgery = backward_with_budget_surgery(model, terms, config, total)
+        metrics["budget_conflict"] = float(surgery)
+    else:
+        total.backward()
     optimizer.step()
     return metrics
+
+
+def backward_with_budget_surgery(
+    model: AnonymizerModel, terms: LossTerms, config: LossConfig, total: torch.Tensor
+) -> bool:
+    """Fill the parameters' gradients of `total` with the tasks' gradient on the adapter made
+    to not work against the privacy budget's (`loss.budget_surgery`); returns whether it had to.
+
+    With g_t the gradient of w_t * L_T on the adapter's parameters (all of them as one vector)
+    and g_b that of -w_b * L_B: when g_t . g_b < 0, a step along g_t would undo some of what the
+    budget's step does, and g_t loses its component along g_b (PCGrad, Yu et al. 2020):
+    g_t - (g_t . g_b / |g_b|^2) g_b. The rest of `total` (L_LC, a proximal term) and the heads'
+    gradients are as in the joint step; without a conflict this is exactly the joint step's
+    gradient. One more backward pass through the adapter than the joint step (L_T and L_LC
+    share its forward pass).
+    """
+    adapter = [p for p in model.adapter.parameters() if p.requires_grad]
+    heads = [p for p in model.heads.parameters() if p.requires_grad]
+    task_term = config.w_t * terms.utility
+    budget_term = -config.w_b * terms.privacy_budget
+    task_grads = _grads(task_term, adapter + heads)
+    budget_grads = _grads(budget_term, adapter)
+    # The rest: L_LC (and a proximal term), everything but the two terms above.
+    (total - task_term - budget_term).backward()
+    g_t = torch.cat([g.reshape(-1) for g in task_grads[: len(adapter)]])
+    g_b = torch.cat([g.reshape(-1) for g in budget_grads])
+    dot = torch.dot(g_t, g_b)
+    conflict = bool(dot < 0) and bool(g_b.pow(2).sum() > 0)
+    if conflict:
+        g_t = g_t - dot / g_b.pow(2).sum() * g_b
+    offset = 0
+    for param, budget_grad in zip(adapter, budget_grads, strict=True):
+        n = param.numel()
+        extra = g_t[offset : offset + n].view_as(param) + budget_grad
+        param.grad = extra if param.grad is None else param.grad + extra
+        offset += n
+    for param, task_grad in zip(heads, task_grads[len(adapter) :], strict=True):
+        param.grad = task_grad if param.grad is None else param.grad + task_grad
+    return conflict
+
+
+def _grads(term: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d term / d params, zeros for a parameter the term does not depend on (keeps the graph)."""
+    if not term.requires_grad:
+        return [torch.zeros_like(p) for p in params]
+    grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 def sample_batches(

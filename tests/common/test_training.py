@@ -250,3 +250,86 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
         assert torch.allclose(getattr(by_tasks, term), (a + d) / 2)
         assert torch.allclose(getattr(by_videos, term), (8 * a + 2 * d) / 10)
         assert not torch.allclose(a, d)  # so the two averages differ
+
+
+def _surgery_config(surgery: bool) -> RunConfig:
+    return load_config(
+        None,
+        [
+            "loss.budget_views=clips",
+            "loss.budget_negatives=same_action",
+            "loss.w_lc=1",
+            "loss.w_b=2",
+            "loss.cap_budget=true",
+            "loss.center_budget=true",
+            f"loss.budget_surgery={str(surgery).lower()}",
+        ],
+    )
+
+
+def _gradients(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_the_budget():
+    import copy
+
+    from common.training import backward_with_budget_surgery
+
+    config = _surgery_config(True)
+    seen = set()
+    for seed in range(12):
+        batch = make_batch(b=12, t=4, seed=seed)
+        model = build_model(D, config, seed=seed)
+        for p in model.adapter.parameters():  # away from the identity, so the budget has a say
+            torch.nn.init.normal_(p, std=0.2)
+        joint, surgical, probe = (copy.deepcopy(model) for _ in range(3))
+
+        compute_losses(joint, batch, config.loss).total.backward()
+        terms = compute_losses(surgical, batch, config.loss)
+        conflict = backward_with_budget_surgery(surgical, terms, config.loss, terms.total)
+        seen.add(conflict)
+        expected, got = _gradients(joint), _gradients(surgical)
+        assert set(got) == set(expected)
+        for name in expected:
+            if not name.startswith("adapter.") or not conflict:
+                # The heads always, and the adapter without a conflict: the joint step's gradient.
+                torch.testing.assert_close(got[name], expected[name])
+
+        # The tasks' and the budget's gradients on the adapter, one at a time.
+        adapter = dict(probe.adapter.named_parameters())
+        names = list(adapter)
+        probe_terms = compute_losses(probe, batch, config.loss)
+        g_t = torch.autograd.grad(probe_terms.utility, list(adapter.values()), retain_graph=True)
+        g_b = torch.autograd.grad(
+            -config.loss.w_b * probe_terms.privacy_budget, list(adapter.values())
+        )
+        flat = lambda grads: torch.cat([g.reshape(-1) for g in grads])  # noqa: E731
+        g_t, g_b = flat(g_t), flat(g_b)
+        assert conflict == bool(torch.dot(g_t, g_b) < 0)
+        if conflict:
+            # What the surgery changed is along the budget's gradient, and what is left of the
+            # tasks' gradient is orthogonal to it.
+            change = flat([got[f"adapter.{n}"] - expected[f"adapter.{n}"] for n in names])
+            assert torch.dot(change, g_b) > 0
+            torch.testing.assert_close(
+                change, -torch.dot(g_t, g_b) / g_b.pow(2).sum() * g_b, atol=1e-6, rtol=1e-4
+            )
+            left = g_t + change
+            assert abs(torch.dot(left, g_b)) <= 1e-4 * left.norm() * g_b.norm()
+    assert seen == {True, False}, "the batches should give both a conflict and none"
+
+
+def test_training_with_budget_surgery_learns_the_task_raises_the_budget_and_logs_conflicts():
+    config = _surgery_config(True)
+    model = build_model(D, config, seed=0)
+    batch = make_batch(t=4)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3, head_lr=1e-2))
+    first = compute_losses(model, batch, config.loss)
+    conflicts = [
+        training_step(model, optimizer, batch, config.loss)["budget_conflict"] for _ in range(30)
+    ]
+    last = compute_losses(model, batch, config.loss)
+    assert set(conflicts) <= {0.0, 1.0}
+    assert last.utility.item() < 0.5 * first.utility.item()
+    assert last.privacy_budget.item() > first.privacy_budget.item()
