@@ -193,15 +193,17 @@ def training_step(
     terms = compute_losses(model, batch, config, weights, window)
     total = terms.total
     metrics = terms.as_floats()
+    proximal = None
     if proximal_mu > 0.0:
         if global_params is None:
             raise ValueError("proximal_mu > 0 needs the global parameters of the round")
         prox = proximal_term(model, global_params)
-        total = total + 0.5 * proximal_mu * prox
+        proximal = 0.5 * proximal_mu * prox
+        total = total + proximal
         metrics["loss_prox"] = float(prox.detach())
     optimizer.zero_grad(set_to_none=True)
     if config.budget_surgery:
-        surgery = backward_with_budget_surgery(model, terms, config, total)
+        surgery = backward_with_budget_surgery(model, terms, config, proximal)
         metrics["budget_conflict"] = float(surgery)
     else:
         total.backward()
@@ -210,17 +212,21 @@ def training_step(
 
 
 def backward_with_budget_surgery(
-    model: AnonymizerModel, terms: LossTerms, config: LossConfig, total: torch.Tensor
+    model: AnonymizerModel,
+    terms: LossTerms,
+    config: LossConfig,
+    proximal: torch.Tensor | None = None,
 ) -> bool:
-    """Fill the parameters' gradients of `total` with the tasks' gradient on the adapter made
-    to not work against the privacy budget's (`loss.budget_surgery`); returns whether it had to.
+    """Fill the parameters' gradients of the objective (`terms`, plus a `proximal` term) with
+    the tasks' gradient on the adapter made to not work against the privacy budget's
+    (`loss.budget_surgery`); returns whether it had to.
 
     With g_t the gradient of w_t * L_T on the adapter's parameters (all of them as one vector)
     and g_b that of -w_b * L_B: when g_t . g_b < 0, a step along g_t would undo some of what the
     budget's step does, and g_t loses its component along g_b (PCGrad, Yu et al. 2020):
-    g_t - (g_t . g_b / |g_b|^2) g_b. The rest of `total` (L_LC, a proximal term) and the heads'
-    gradients are as in the joint step; without a conflict this is exactly the joint step's
-    gradient. One more backward pass through the adapter than the joint step (L_T and L_LC
+    g_t - (g_t . g_b / |g_b|^2) g_b. The rest of the objective (L_LC, a proximal term) and the
+    heads' gradients are as in the joint step; without a conflict this is exactly the joint
+    step's gradient. One more backward pass through the adapter than the joint step (L_T and L_LC
     share its forward pass).
     """
     adapter = [p for p in model.adapter.parameters() if p.requires_grad]
@@ -229,8 +235,13 @@ def backward_with_budget_surgery(
     budget_term = -config.w_b * terms.privacy_budget
     task_grads = _grads(task_term, adapter + heads)
     budget_grads = _grads(budget_term, adapter)
-    # The rest: L_LC (and a proximal term), everything but the two terms above.
-    (total - task_term - budget_term).backward()
+    # The rest, L_LC and a proximal term, on its own: a backward pass from the whole objective
+    # would run through the two terms above again (with zero gradients, at their full cost).
+    rest = config.w_lc * terms.latent_consistency
+    if proximal is not None:
+        rest = rest + proximal
+    if rest.requires_grad:
+        rest.backward()
     g_t = torch.cat([g.reshape(-1) for g in task_grads[: len(adapter)]])
     g_b = torch.cat([g.reshape(-1) for g in budget_grads])
     dot = torch.dot(g_t, g_b)
