@@ -26,6 +26,7 @@ TINY = [
     "loss.cap_budget=true",  # the embedded default's privacy budget (default.yaml)
     "loss.center_budget=true",
     "loss.budget_views=clips",  # its views: moving clips, so the sites encode no static clips
+    "loss.budget_surgery=true",  # and its budget surgery
 ]
 
 REPORT_KEYS = {
@@ -56,6 +57,8 @@ def test_the_report_holds_the_contract(federated_run):
     for r in report["rounds"][1:]:
         assert r["sites_aggregated"] == 3 and r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert r["seconds"] > 0
+        # the share of the sites' local steps whose task gradient the budget surgery changed
+        assert 0.0 <= r["budget_conflict"] <= 1.0
     # bytes on the wire: each site's uncompressed update is the float32 arrays as Flower
     # serialises them (payload plus a header per array)
     communication = report["communication"]
