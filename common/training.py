@@ -242,21 +242,21 @@ def backward_with_budget_surgery(
         rest = rest + proximal
     if rest.requires_grad:
         rest.backward()
-    g_t = torch.cat([g.reshape(-1) for g in task_grads[: len(adapter)]])
-    g_b = torch.cat([g.reshape(-1) for g in budget_grads])
-    dot = torch.dot(g_t, g_b)
-    conflict = bool(dot < 0) and bool(g_b.pow(2).sum() > 0)
-    if conflict:
-        g_t = g_t - dot / g_b.pow(2).sum() * g_b
-    offset = 0
-    for param, budget_grad in zip(adapter, budget_grads, strict=True):
-        n = param.numel()
-        extra = g_t[offset : offset + n].view_as(param) + budget_grad
-        param.grad = extra if param.grad is None else param.grad + extra
-        offset += n
-    for param, task_grad in zip(heads, task_grads[len(adapter) :], strict=True):
-        param.grad = task_grad if param.grad is None else param.grad + task_grad
+    adapter_task_grads, head_grads = task_grads[: len(adapter)], task_grads[len(adapter) :]
+    dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))
+    conflict = bool(dot < 0)  # (a negative dot product needs a nonzero g_b)
+    scale = dot / sum(b.pow(2).sum() for b in budget_grads) if conflict else 0.0
+    for param, task_grad, budget_grad in zip(
+        adapter, adapter_task_grads, budget_grads, strict=True
+    ):
+        _add_grad(param, task_grad - scale * budget_grad + budget_grad)
+    for param, task_grad in zip(heads, head_grads, strict=True):
+        _add_grad(param, task_grad)
     return conflict
+
+
+def _add_grad(param: torch.Tensor, grad: torch.Tensor) -> None:
+    param.grad = grad if param.grad is None else param.grad + grad
 
 
 def _grads(term: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -252,7 +252,7 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
         assert not torch.allclose(a, d)  # so the two averages differ
 
 
-def _surgery_config(surgery: bool) -> RunConfig:
+def _surgery_config() -> RunConfig:
     return load_config(
         None,
         [
@@ -262,7 +262,7 @@ def _surgery_config(surgery: bool) -> RunConfig:
             "loss.w_b=2",
             "loss.cap_budget=true",
             "loss.center_budget=true",
-            f"loss.budget_surgery={str(surgery).lower()}",
+            "loss.budget_surgery=true",
         ],
     )
 
@@ -276,7 +276,7 @@ def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_
 
     from common.training import backward_with_budget_surgery
 
-    config = _surgery_config(True)
+    config = _surgery_config()
     seen = set()
     for seed in range(12):
         batch = make_batch(b=12, t=4, seed=seed)
@@ -321,7 +321,7 @@ def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_
 
 
 def test_training_with_budget_surgery_learns_the_task_raises_the_budget_and_logs_conflicts():
-    config = _surgery_config(True)
+    config = _surgery_config()
     model = build_model(D, config, seed=0)
     batch = make_batch(t=4)
     optimizer = build_optimizer(model, TrainConfig(lr=1e-3, head_lr=1e-2))
