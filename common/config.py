@@ -55,6 +55,7 @@ SELECT_RULES = ("val", "last")  # evaluation.select
 BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
 BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
+SURGERY_SCOPES = ("tasks", "objective")  # loss.budget_surgery_scope
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
 
@@ -225,8 +226,15 @@ class LossConfig:
     # against the privacy budget's gradient, when they conflict (PCGrad, Yu et al. 2020), so
     # that no task buys its utility with leakage to first order (common.training).
     budget_surgery: bool = False
+    # What the surgery projects: the tasks' gradient only ("tasks"; L_LC and a proximal term
+    # step as in the joint step, at the cost of one more backward pass through the adapter),
+    # or the gradient of the whole objective but the budget ("objective": L_T, L_LC and a
+    # proximal term, which share the tasks' forward pass, so no more backward passes than the
+    # joint step).
+    budget_surgery_scope: str = "tasks"
 
     def __post_init__(self) -> None:
+        _choice("loss.budget_surgery_scope", self.budget_surgery_scope, SURGERY_SCOPES)
         _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)
         _choice("loss.task_average", self.task_average, TASK_AVERAGES)
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)

@@ -224,23 +224,28 @@ def backward_with_budget_surgery(
     With g_t the gradient of w_t * L_T on the adapter's parameters (all of them as one vector)
     and g_b that of -w_b * L_B: when g_t . g_b < 0, a step along g_t would undo some of what the
     budget's step does, and g_t loses its component along g_b (PCGrad, Yu et al. 2020):
-    g_t - (g_t . g_b / |g_b|^2) g_b. The rest of the objective (L_LC, a proximal term) and the
-    heads' gradients are as in the joint step; without a conflict this is exactly the joint
-    step's gradient. One more backward pass through the adapter than the joint step (L_T and L_LC
-    share its forward pass).
+    g_t - (g_t . g_b / |g_b|^2) g_b. The heads' gradients are as in the joint step, and so is
+    the rest of the objective (L_LC, a proximal term) with `loss.budget_surgery_scope` "tasks":
+    that costs one more backward pass through the adapter than the joint step (L_T and L_LC
+    share its forward pass). With "objective", g_t is the gradient of all of the objective but
+    the budget (L_T, L_LC and a proximal term), projected alike, at the joint step's cost.
+    Without a conflict this is exactly the joint step's gradient.
     """
     adapter = [p for p in model.adapter.parameters() if p.requires_grad]
     heads = [p for p in model.heads.parameters() if p.requires_grad]
-    task_term = config.w_t * terms.utility
-    budget_term = -config.w_b * terms.privacy_budget
-    task_grads = _grads(task_term, adapter + heads)
-    budget_grads = _grads(budget_term, adapter)
-    # The rest, L_LC and a proximal term, on its own: a backward pass from the whole objective
-    # would run through the two terms above again (with zero gradients, at their full cost).
+    projected = config.w_t * terms.utility
+    # The rest, L_LC and a proximal term: inside the projected gradient ("objective" scope: one
+    # backward pass through the tasks' forward for all of it), or on its own ("tasks"; a
+    # backward pass from the whole objective would run through the two terms below again,
+    # with zero gradients, at their full cost).
     rest = config.w_lc * terms.latent_consistency
     if proximal is not None:
         rest = rest + proximal
-    if rest.requires_grad:
+    if config.budget_surgery_scope == "objective":
+        projected = projected + rest
+    task_grads = _grads(projected, adapter + heads)
+    budget_grads = _grads(-config.w_b * terms.privacy_budget, adapter)
+    if config.budget_surgery_scope != "objective" and rest.requires_grad:
         rest.backward()
     adapter_task_grads, head_grads = task_grads[: len(adapter)], task_grads[len(adapter) :]
     dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))

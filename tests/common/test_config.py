@@ -83,6 +83,10 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("train.batch_size=1", r"'train\.batch_size' must be at least 2"),
         ("loss.tau=0", r"'loss\.tau' must be greater than 0"),
         ("loss.w_b=-1", r"'loss\.w_b' must be at least 0"),
+        (
+            "loss.budget_surgery_scope=adapter",
+            r"'loss\.budget_surgery_scope' must be one of tasks, objective",
+        ),
         ("anonymizer.dropout=1", r"'anonymizer\.dropout' must be in \[0, 1\)"),
         ("federation.trimmed_beta=0.5", r"'federation\.trimmed_beta' must be in \[0, 0\.5\)"),
         ("evaluation.probe_epochs=0", r"'evaluation\.probe_epochs' must be at least 1"),

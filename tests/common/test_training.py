@@ -252,10 +252,11 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
         assert not torch.allclose(a, d)  # so the two averages differ
 
 
-def _surgery_config() -> RunConfig:
+def _surgery_config(scope: str = "tasks") -> RunConfig:
     return load_config(
         None,
         [
+            f"loss.budget_surgery_scope={scope}",
             "loss.budget_views=clips",
             "loss.budget_negatives=same_action",
             "loss.w_lc=1",
@@ -271,14 +272,15 @@ def _gradients(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_the_budget():
+@pytest.mark.parametrize("scope", ["tasks", "objective"])
+def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_the_budget(scope):
     import copy
 
     from common.training import backward_with_budget_surgery
 
-    config = _surgery_config()
+    config = _surgery_config(scope)
     seen = set()
-    for seed in range(12):
+    for seed in range(16):
         batch = make_batch(b=12, t=4, seed=seed)
         model = build_model(D, config, seed=seed)
         for p in model.adapter.parameters():  # away from the identity, so the budget has a say
@@ -296,11 +298,15 @@ def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_
                 # The heads always, and the adapter without a conflict: the joint step's gradient.
                 torch.testing.assert_close(got[name], expected[name])
 
-        # The tasks' and the budget's gradients on the adapter, one at a time.
+        # The projected gradient (the tasks', with L_LC's in the "objective" scope) and the
+        # budget's on the adapter, one at a time.
         adapter = dict(probe.adapter.named_parameters())
         names = list(adapter)
         probe_terms = compute_losses(probe, batch, config.loss)
-        g_t = torch.autograd.grad(probe_terms.utility, list(adapter.values()), retain_graph=True)
+        projected = config.loss.w_t * probe_terms.utility
+        if scope == "objective":
+            projected = projected + config.loss.w_lc * probe_terms.latent_consistency
+        g_t = torch.autograd.grad(projected, list(adapter.values()), retain_graph=True)
         g_b = torch.autograd.grad(
             -config.loss.w_b * probe_terms.privacy_budget, list(adapter.values())
         )
