@@ -30,9 +30,7 @@ from simulations.deploy import deploy_local
 from simulations.simulate import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS_DIR, write_result  # benchmarks/harness.py
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "configs" / "default.yaml"
+from harness import DEFAULT_CONFIG, RESULTS_DIR, write_result  # benchmarks/harness.py
 
 
 def round_times(report: dict) -> dict[str, float]:

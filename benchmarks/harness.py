@@ -14,6 +14,8 @@ import torch
 from common.atomic import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# The embedded default config, what the main job runs.
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "simulations" / "configs" / "default.yaml"
 
 
 def machine_info() -> dict[str, Any]:

@@ -35,9 +35,8 @@ from common.training import train_local
 from server.rounds import initial_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS_DIR, write_result  # benchmarks/harness.py
+from harness import DEFAULT_CONFIG, RESULTS_DIR, write_result  # benchmarks/harness.py
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "simulations/configs/default.yaml"
 SETTINGS = {
     "joint": ["loss.budget_surgery=false"],
     "surgery_tasks": ["loss.budget_surgery=true", "loss.budget_surgery_scope=tasks"],
