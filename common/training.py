@@ -233,19 +233,20 @@ def backward_with_budget_surgery(
     """
     adapter = [p for p in model.adapter.parameters() if p.requires_grad]
     heads = [p for p in model.heads.parameters() if p.requires_grad]
-    projected = config.w_t * terms.utility
     # The rest, L_LC and a proximal term: inside the projected gradient ("objective" scope: one
-    # backward pass through the tasks' forward for all of it), or on its own ("tasks"; a
-    # backward pass from the whole objective would run through the two terms below again,
-    # with zero gradients, at their full cost).
+    # backward pass through the tasks' forward for all of it), or on its own ("tasks", after the
+    # two passes below, which keep the graph; a backward pass from the whole objective would run
+    # through them again, with zero gradients, at their full cost).
     rest = config.w_lc * terms.latent_consistency
     if proximal is not None:
         rest = rest + proximal
-    if config.budget_surgery_scope == "objective":
+    rest_projected = config.budget_surgery_scope == "objective"
+    projected = config.w_t * terms.utility
+    if rest_projected:
         projected = projected + rest
     task_grads = _grads(projected, adapter + heads)
     budget_grads = _grads(-config.w_b * terms.privacy_budget, adapter)
-    if config.budget_surgery_scope != "objective" and rest.requires_grad:
+    if not rest_projected and rest.requires_grad:
         rest.backward()
     adapter_task_grads, head_grads = task_grads[: len(adapter)], task_grads[len(adapter) :]
     dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))
