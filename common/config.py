@@ -56,6 +56,7 @@ BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
 BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
 SURGERY_SCOPES = ("tasks", "objective")  # loss.budget_surgery_scope
+BUDGET_COMBINES = ("average", "sum")  # loss.budget_combine
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
 
@@ -222,6 +223,10 @@ class LossConfig:
     # tasks (each task's batch counts the same, however few videos it has); "videos" = every
     # video counts the same (a task's term weighted by its batch's videos).
     task_average: str = "tasks"
+    # How L_B combines the seen tasks' budgets (each the mean over its own videos): averaged as
+    # loss.task_average says ("average"), or summed ("sum"), so that every task's videos have
+    # the budget's full weight, as they would if their task were the only one seen.
+    budget_combine: str = "average"
     # Before the joint step, take out of the tasks' gradient on the adapter its component
     # against the privacy budget's gradient, when they conflict (PCGrad, Yu et al. 2020), so
     # that no task buys its utility with leakage to first order (common.training).
@@ -237,6 +242,7 @@ class LossConfig:
         _choice("loss.budget_surgery_scope", self.budget_surgery_scope, SURGERY_SCOPES)
         _choice("loss.budget_views", self.budget_views, BUDGET_VIEWS)
         _choice("loss.task_average", self.task_average, TASK_AVERAGES)
+        _choice("loss.budget_combine", self.budget_combine, BUDGET_COMBINES)
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
         for name in ("w_lc", "w_t", "w_b"):
             _at_least(f"loss.{name}", getattr(self, name), 0)

@@ -62,13 +62,14 @@ def compute_losses(
 
     Each task's videos are anonymized (a sequence longer than `window` clips in consecutive
     windows, as a deployment does; None: one sequence); L_LC and L_B are averaged over the
-    tasks' batches (`loss.task_average`: each batch alike, or weighted by its videos), L_T is
-    the sum of each task's loss times its weight (`tasks.seen`; None: 1
-    for every task).
+    tasks' batches (`loss.task_average`: each batch alike, or weighted by its videos; L_B
+    instead summed over them with `loss.budget_combine` "sum"), L_T is the sum of each task's
+    loss times its weight (`tasks.seen`; None: 1 for every task).
     """
     consistency, budgets = [], []
     utility = None
     consistency_weights, budget_weights = [], []
+    task_budget_pairs: list[int] = []  # how many of `budgets` each task added
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
         clips, mask = task_batch.clip_features, task_batch.key_padding_mask
@@ -110,10 +111,16 @@ def compute_losses(
                 )
             )
             budget_weights.append(videos)
+        task_budget_pairs.append(len(budgets) - sum(task_budget_pairs))
     if utility is None:
         raise ValueError("a training batch needs the videos of at least one task")
     lc = _weighted_mean(consistency, consistency_weights)
-    return splavu_objective(lc, utility, _weighted_mean(budgets, budget_weights), config)
+    if config.budget_combine == "sum":
+        per_task = torch.stack(budgets).split(task_budget_pairs)
+        budget = torch.stack([pairs.mean() for pairs in per_task]).sum()
+    else:
+        budget = _weighted_mean(budgets, budget_weights)
+    return splavu_objective(lc, utility, budget, config)
 
 
 def _weighted_mean(values: list[torch.Tensor], weights: list[float]) -> torch.Tensor:

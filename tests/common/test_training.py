@@ -245,11 +245,34 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
     by_tasks = compute_losses(model, both, config.loss)
     videos = dataclasses.replace(config.loss, task_average="videos")
     by_videos = compute_losses(model, both, videos)
+    summed = compute_losses(model, both, dataclasses.replace(videos, budget_combine="sum"))
     for term in ("latent_consistency", "privacy_budget"):
         a, d = getattr(alone["ar"], term), getattr(alone["ad"], term)
         assert torch.allclose(getattr(by_tasks, term), (a + d) / 2)
         assert torch.allclose(getattr(by_videos, term), (8 * a + 2 * d) / 10)
         assert not torch.allclose(a, d)  # so the two averages differ
+    # loss.budget_combine=sum: each task's budget at full weight; L_LC still averaged.
+    a, d = alone["ar"].privacy_budget, alone["ad"].privacy_budget
+    assert torch.allclose(summed.privacy_budget, a + d)
+    assert torch.allclose(summed.latent_consistency, by_videos.latent_consistency)
+    alone_summed = compute_losses(
+        model, TrainingBatch({"ar": ar}), dataclasses.replace(videos, budget_combine="sum")
+    )
+    assert torch.equal(alone_summed.privacy_budget, a)  # one task: the same budget
+
+
+def test_budget_combine_sum_averages_a_tasks_pairs_of_views_before_summing():
+    # With loss.budget_views=both a task has two pairs of views; its budget is their mean.
+    gen = torch.Generator().manual_seed(1)
+    ar = TaskBatch(torch.randn(6, 2, 16, generator=gen), torch.randn(6, 2, 16, generator=gen),
+                   {"action": torch.arange(6) % 2})  # fmt: skip
+    config = load_config(None, ["loss.budget_views=both", "anonymizer.bottleneck=4"])
+    model = build_model(16, config, seed=0).eval()
+    average = compute_losses(model, TrainingBatch({"ar": ar}), config.loss)
+    summed = compute_losses(
+        model, TrainingBatch({"ar": ar}), dataclasses.replace(config.loss, budget_combine="sum")
+    )
+    assert torch.allclose(summed.privacy_budget, average.privacy_budget)
 
 
 def _surgery_config(scope: str = "tasks") -> RunConfig:
