@@ -55,7 +55,7 @@ SELECT_RULES = ("val", "last")  # evaluation.select
 BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
 BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
-SURGERY_SCOPES = ("tasks", "objective")  # loss.budget_surgery_scope
+SURGERY_SCOPES = ("tasks", "objective", "each_task")  # loss.budget_surgery_scope
 BUDGET_COMBINES = ("average", "sum")  # loss.budget_combine
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
@@ -235,7 +235,7 @@ class LossConfig:
     # step as in the joint step, at the cost of one more backward pass through the adapter),
     # or the gradient of the whole objective but the budget ("objective": L_T, L_LC and a
     # proximal term, which share the tasks' forward pass, so no more backward passes than the
-    # joint step).
+    # joint step), or each seen task's term of L_T on its own ("each_task").
     budget_surgery_scope: str = "tasks"
 
     def __post_init__(self) -> None:

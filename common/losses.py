@@ -24,7 +24,8 @@ who is in them. Measured on the validation split, see default.yaml.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,9 @@ class LossTerms:
     latent_consistency: torch.Tensor
     utility: torch.Tensor
     privacy_budget: torch.Tensor
+    # Each task's weighted term of `utility` (they sum to it), by task name; empty when the
+    # caller did not keep them apart.
+    task_utilities: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def as_floats(self) -> dict[str, float]:
         """Component values as plain floats, keyed as they appear in logs and metrics."""
@@ -166,7 +170,8 @@ def splavu_objective(
     utility: torch.Tensor,
     privacy_budget: torch.Tensor,
     config: LossConfig,
+    task_utilities: Mapping[str, torch.Tensor] | None = None,
 ) -> LossTerms:
     """Combine the components: w_lc * L_LC + w_t * L_T - w_b * L_B."""
     total = config.w_lc * latent_consistency + config.w_t * utility - config.w_b * privacy_budget
-    return LossTerms(total, latent_consistency, utility, privacy_budget)
+    return LossTerms(total, latent_consistency, utility, privacy_budget, dict(task_utilities or {}))

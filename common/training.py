@@ -70,6 +70,7 @@ def compute_losses(
     utility = None
     consistency_weights, budget_weights = [], []
     task_budget_pairs: list[int] = []  # how many of `budgets` each task added
+    task_utilities: dict[str, torch.Tensor] = {}
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
         clips, mask = task_batch.clip_features, task_batch.key_padding_mask
@@ -92,7 +93,8 @@ def compute_losses(
             loss = task.loss(
                 model.heads[name], anonymized, task_batch.labels, task_batch.key_padding_mask
             )
-            utility = utility + (1.0 if weights is None else weights.get(name, 0.0)) * loss
+            task_utilities[name] = (1.0 if weights is None else weights.get(name, 0.0)) * loss
+            utility = utility + task_utilities[name]
         groups = (
             task.budget_groups(task_batch.labels)
             if config.budget_negatives == "same_action"
@@ -120,7 +122,7 @@ def compute_losses(
         budget = torch.stack([pairs.mean() for pairs in per_task]).sum()
     else:
         budget = _weighted_mean(budgets, budget_weights)
-    return splavu_objective(lc, utility, budget, config)
+    return splavu_objective(lc, utility, budget, config, task_utilities)
 
 
 def _weighted_mean(values: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
@@ -236,6 +238,9 @@ def backward_with_budget_surgery(
     that costs one more backward pass through the adapter than the joint step (L_T and L_LC
     share its forward pass). With "objective", g_t is the gradient of all of the objective but
     the budget (L_T, L_LC and a proximal term), projected alike, at the joint step's cost.
+    With "each_task", every seen task's term of L_T is projected on its own, so that no task's
+    gradient works against the budget even where the others' outweigh it in the sum (with
+    one task, the same as "tasks").
     Without a conflict this is exactly the joint step's gradient.
     """
     adapter = [p for p in model.adapter.parameters() if p.requires_grad]
@@ -248,23 +253,38 @@ def backward_with_budget_surgery(
     if proximal is not None:
         rest = rest + proximal
     rest_projected = config.budget_surgery_scope == "objective"
-    projected = config.w_t * terms.utility
-    if rest_projected:
-        projected = projected + rest
-    task_grads = _grads(projected, adapter + heads)
+    if config.budget_surgery_scope == "each_task" and terms.task_utilities:
+        # Each task's term has a forward pass of its own (its batch), so its own backward pass
+        # costs what its share of the tasks' pass does.
+        projected = [config.w_t * term for term in terms.task_utilities.values()]
+    else:
+        projected = [config.w_t * terms.utility + (rest if rest_projected else 0.0)]
+    task_grads = [_grads(term, adapter + heads) for term in projected]
     budget_grads = _grads(-config.w_b * terms.privacy_budget, adapter)
     if not rest_projected and rest.requires_grad:
         rest.backward()
-    adapter_task_grads, head_grads = task_grads[: len(adapter)], task_grads[len(adapter) :]
-    dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))
-    conflict = bool(dot < 0)  # (a negative dot product needs a nonzero g_b)
-    scale = dot / sum(b.pow(2).sum() for b in budget_grads) if conflict else 0.0
-    for param, task_grad, budget_grad in zip(
-        adapter, adapter_task_grads, budget_grads, strict=True
-    ):
-        _add_grad(param, task_grad - scale * budget_grad + budget_grad)
-    for param, task_grad in zip(heads, head_grads, strict=True):
-        _add_grad(param, task_grad)
+    budget_norm = sum(b.pow(2).sum() for b in budget_grads)
+    conflict = False
+    adapter_sums: list[torch.Tensor] | None = None  # the projected g_t's, summed
+    for grads in task_grads:
+        adapter_task_grads, head_grads = grads[: len(adapter)], grads[len(adapter) :]
+        dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))
+        conflicting = bool(dot < 0)  # (a negative dot product needs a nonzero g_b)
+        conflict = conflict or conflicting
+        scale = dot / budget_norm if conflicting else 0.0
+        projected_grads = [
+            t - scale * b for t, b in zip(adapter_task_grads, budget_grads, strict=True)
+        ]
+        adapter_sums = (
+            projected_grads
+            if adapter_sums is None
+            else [a + g for a, g in zip(adapter_sums, projected_grads, strict=True)]
+        )
+        for param, task_grad in zip(heads, head_grads, strict=True):
+            _add_grad(param, task_grad)
+    assert adapter_sums is not None
+    for param, projected_grad, budget_grad in zip(adapter, adapter_sums, budget_grads, strict=True):
+        _add_grad(param, projected_grad + budget_grad)
     return conflict
 
 

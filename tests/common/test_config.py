@@ -85,7 +85,7 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("loss.w_b=-1", r"'loss\.w_b' must be at least 0"),
         (
             "loss.budget_surgery_scope=adapter",
-            r"'loss\.budget_surgery_scope' must be one of tasks, objective",
+            r"'loss\.budget_surgery_scope' must be one of tasks, objective, each_task",
         ),
         ("loss.budget_combine=mean", r"'loss\.budget_combine' must be one of average, sum"),
         ("anonymizer.dropout=1", r"'anonymizer\.dropout' must be in \[0, 1\)"),

@@ -349,6 +349,107 @@ def test_budget_surgery_takes_out_of_the_tasks_gradient_only_what_works_against_
     assert seen == {True, False}, "the batches should give both a conflict and none"
 
 
+def _two_task_batch(seed: int) -> TrainingBatch:
+    """An AR batch of 10 videos and an AD batch of 6 (half anomalous)."""
+    gen = torch.Generator().manual_seed(seed)
+    actions = torch.arange(10) % 3
+    ar = TaskBatch(torch.randn(10, 4, D, generator=gen) + 2 * actions[:, None, None],
+                   torch.randn(10, 2, D, generator=gen), {"action": actions})  # fmt: skip
+    anomalies = -torch.ones(6, 4, 2)
+    anomalies[3:, 0] = torch.tensor([0.2, 0.6])
+    ad = TaskBatch(torch.randn(6, 4, D, generator=gen), torch.randn(6, 2, D, generator=gen),
+                   {"anomalous": (torch.arange(6) >= 3).long(), "anomalies": anomalies,
+                    "num_frames": torch.full((6,), 64)})  # fmt: skip
+    return TrainingBatch({"ar": ar, "ad": ad})
+
+
+def test_budget_surgery_each_task_projects_every_tasks_gradient_on_its_own():
+    import copy
+
+    from common.training import backward_with_budget_surgery
+
+    config = load_config(
+        None,
+        [
+            "tasks.seen={ar: 1.0, ad: 1.0}",
+            "loss.budget_surgery_scope=each_task",
+            "loss.budget_views=clips",
+            "loss.w_lc=1",
+            "loss.w_b=2",
+            "loss.budget_surgery=true",
+        ],
+    )
+    tasks = dataclasses.replace(
+        config, loss=dataclasses.replace(config.loss, budget_surgery_scope="tasks")
+    )
+    flat = lambda grads: torch.cat([g.reshape(-1) for g in grads])  # noqa: E731
+    seen_conflicts = []
+    for seed in range(12):
+        batch = _two_task_batch(seed)
+        model = build_model(D, config, seed=seed).eval()  # the AD head's dropout: off
+        for p in model.adapter.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+        joint, surgical, probe = (copy.deepcopy(model) for _ in range(3))
+        compute_losses(joint, batch, config.loss).total.backward()
+        terms = compute_losses(surgical, batch, config.loss)
+        assert set(terms.task_utilities) == {"ar", "ad"}
+        torch.testing.assert_close(sum(terms.task_utilities.values()), terms.utility)
+        conflict = backward_with_budget_surgery(surgical, terms, config.loss)
+        expected, got = _gradients(joint), _gradients(surgical)
+        for name in expected:
+            if not name.startswith("adapter."):
+                torch.testing.assert_close(got[name], expected[name])
+
+        adapter = list(probe.adapter.parameters())
+        names = [n for n, _ in probe.adapter.named_parameters()]
+        probe_terms = compute_losses(probe, batch, config.loss)
+        g = {
+            task: flat(torch.autograd.grad(term, adapter, retain_graph=True))
+            for task, term in probe_terms.task_utilities.items()
+        }
+        g_b = flat(torch.autograd.grad(-config.loss.w_b * probe_terms.privacy_budget, adapter))
+        dots = {task: torch.dot(grad, g_b) for task, grad in g.items()}
+        seen_conflicts.append(tuple(bool(d < 0) for d in dots.values()))
+        assert conflict == any(d < 0 for d in dots.values())
+        # What changed: each conflicting task's component along g_b, taken out on its own.
+        change = flat([got[f"adapter.{n}"] - expected[f"adapter.{n}"] for n in names])
+        want = sum(-min(float(d), 0.0) / g_b.pow(2).sum() * g_b for d in dots.values())
+        torch.testing.assert_close(change, want * torch.ones_like(g_b), atol=1e-6, rtol=1e-4)
+        for task, grad in g.items():  # no task's projected gradient works against the budget
+            left = grad - min(float(dots[task]), 0.0) / g_b.pow(2).sum() * g_b
+            assert torch.dot(left, g_b) >= -1e-4 * left.norm() * g_b.norm()
+        # The sum's projection ("tasks") differs whenever the two tasks disagree.
+        if len(set(seen_conflicts[-1])) == 2:
+            whole = copy.deepcopy(model)
+            backward_with_budget_surgery(
+                whole, compute_losses(whole, batch, tasks.loss), tasks.loss
+            )
+            assert not torch.allclose(
+                flat([p.grad for p in whole.adapter.parameters()]),
+                flat([p.grad for p in surgical.adapter.parameters()]),
+            )
+    assert any(len(set(c)) == 2 for c in seen_conflicts), "one task conflicting, the other not"
+
+
+def test_budget_surgery_each_task_with_one_task_is_the_tasks_scope():
+    from common.training import backward_with_budget_surgery
+
+    batch = make_batch(b=12, t=4, seed=3)
+    grads = []
+    for scope in ("tasks", "each_task"):
+        config = _surgery_config(scope)
+        model = build_model(D, config, seed=3).eval()
+        torch.manual_seed(3)
+        for p in model.adapter.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+        terms = compute_losses(model, batch, config.loss)
+        assert backward_with_budget_surgery(model, terms, config.loss)  # a conflict to project
+        grads.append(_gradients(model))
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name])
+
+
 def test_training_with_budget_surgery_learns_the_task_raises_the_budget_and_logs_conflicts():
     config = _surgery_config()
     model = build_model(D, config, seed=0)
