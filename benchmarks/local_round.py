@@ -15,7 +15,9 @@ median and the fastest repetition, and the median's ratio to the joint step's.
 - `surgery_tasks`: the surgery projecting the tasks' gradient only (L_LC on its own: one more
   backward pass through the adapter);
 - `surgery_objective`: the surgery projecting the gradient of all of the objective but the
-  budget (`loss.budget_surgery_scope=objective`: no more backward passes than the joint step).
+  budget (`loss.budget_surgery_scope=objective`: no more backward passes than the joint step);
+- `surgery_each_task`: the surgery projecting each seen task's gradient on its own
+  (`loss.budget_surgery_scope=each_task`: one backward call per task, on its own forward).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SETTINGS = {
     "joint": ["loss.budget_surgery=false"],
     "surgery_tasks": ["loss.budget_surgery=true", "loss.budget_surgery_scope=tasks"],
     "surgery_objective": ["loss.budget_surgery=true", "loss.budget_surgery_scope=objective"],
+    "surgery_each_task": ["loss.budget_surgery=true", "loss.budget_surgery_scope=each_task"],
 }
 
 

@@ -57,6 +57,7 @@ BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
 SURGERY_SCOPES = ("tasks", "objective", "each_task")  # loss.budget_surgery_scope
 BUDGET_COMBINES = ("average", "sum")  # loss.budget_combine
+TASK_SCHEDULES = ("repeat", "once")  # train.task_schedule
 ATTACKER_NAMES = ("mlp", "logistic", "knn", "boosted_trees", "inversion")  # common.attackers
 
 
@@ -259,8 +260,13 @@ class TrainConfig:
     head_lr: float = 1e-4  # task heads
     weight_decay: float = 0.01
     seed: int = 0
+    # A seen task with fewer batches in an epoch than the task with the most: in every step,
+    # its batches starting again ("repeat"), or each of its videos once per epoch, its
+    # batches spread evenly over the epoch's steps ("once"; the other steps leave it out).
+    task_schedule: str = "repeat"
 
     def __post_init__(self) -> None:
+        _choice("train.task_schedule", self.task_schedule, TASK_SCHEDULES)
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 2,
                   " (the privacy budget contrasts the videos of a batch)")  # fmt: skip

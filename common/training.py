@@ -338,6 +338,19 @@ def make_task_batch(
     return TaskBatch(clip_batch, static_batch, labels)
 
 
+def task_batch_at(step: int, batches: int, steps: int, schedule: str = "repeat") -> int | None:
+    """Which of a task's `batches` in an epoch of `steps` steps the step `step` takes
+    (`train.task_schedule`), or None if the step leaves the task out.
+
+    "repeat": every step, the batches starting again; "once": batch j at step
+    floor(j * steps / batches), each batch once, spread evenly over the epoch.
+    """
+    if schedule == "repeat" or batches >= steps:
+        return step % batches
+    index = -(-step * batches // steps)  # the first j with floor(j * steps / batches) >= step
+    return index if index < batches and index * steps // batches == step else None
+
+
 def train_local(
     model: AnonymizerModel,
     data: SiteData,
@@ -349,7 +362,9 @@ def train_local(
     """Train `train.epochs` epochs on a site's cached features of its seen tasks.
 
     Every step takes one batch of each task's videos (a task with fewer batches than the
-    others starts again); an epoch ends when the task with the most videos has been seen once.
+    others starts again, or with `train.task_schedule` "once" takes part in only as many
+    steps as it has batches); an epoch ends when the task with the most videos has been seen
+    once.
     A task with fewer than 2 videos here is left out (the privacy budget needs two).
     Each video is one sequence of at most `anonymizer.window` consecutive clips.
     A site starts every round with a fresh AdamW (as in the authors' federated setting and
@@ -364,6 +379,7 @@ def train_local(
             "otherwise)"
         )
     generator = torch.Generator().manual_seed(seed)
+    schedule = config.train.task_schedule
     optimizer = optimizer or build_optimizer(model, config.train)
     global_params = None
     if proximal_mu > 0.0:
@@ -380,16 +396,19 @@ def train_local(
                 name: sample_batches(len(task_data), batch_size, generator)
                 for name, task_data in data.items()
             }
-            for step in range(max(len(order) for order in orders.values())):
+            num_steps = max(len(order) for order in orders.values())
+            for step in range(num_steps):
                 batch = TrainingBatch(
                     {
                         name: make_task_batch(
                             data[name],
-                            order[step % len(order)],
+                            order[index],
                             None if get_task(name).whole_video else config.anonymizer.window,
                             generator,
                         )
                         for name, order in orders.items()
+                        if (index := task_batch_at(step, len(order), num_steps, schedule))
+                        is not None
                     }
                 )
                 metrics = training_step(

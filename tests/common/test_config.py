@@ -88,6 +88,7 @@ def test_bad_overrides_are_clear_errors(override, message):
             r"'loss\.budget_surgery_scope' must be one of tasks, objective, each_task",
         ),
         ("loss.budget_combine=mean", r"'loss\.budget_combine' must be one of average, sum"),
+        ("train.task_schedule=never", r"'train\.task_schedule' must be one of repeat, once"),
         ("anonymizer.dropout=1", r"'anonymizer\.dropout' must be in \[0, 1\)"),
         ("federation.trimmed_beta=0.5", r"'federation\.trimmed_beta' must be in \[0, 0\.5\)"),
         ("evaluation.probe_epochs=0", r"'evaluation\.probe_epochs' must be at least 1"),

@@ -1,6 +1,7 @@
 """Tests for the local SPLAVU training step."""
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -183,6 +184,59 @@ def test_a_sites_update_depends_on_its_seed_not_on_what_its_process_drew_before(
         runs.append(shareable_state(model))
     for name, array in runs[0].items():
         assert (array == runs[1][name]).all(), name
+
+
+@pytest.mark.parametrize("batches,steps", [(1, 2), (3, 10), (4, 7), (5, 5), (1, 1), (7, 9)])
+def test_task_schedule_once_takes_each_batch_once_spread_over_the_epoch(batches, steps):
+    from common.training import task_batch_at
+
+    once = [task_batch_at(step, batches, steps, "once") for step in range(steps)]
+    taken = [i for i in once if i is not None]
+    assert taken == list(range(batches))  # each batch once, in order
+    assert once[0] == 0
+    gaps = [b - a for a, b in itertools.pairwise([i for i, j in enumerate(once) if j is not None])]
+    assert not gaps or max(gaps) - min(gaps) <= 1  # evenly spread
+    repeat = [task_batch_at(step, batches, steps, "repeat") for step in range(steps)]
+    assert repeat == [step % batches for step in range(steps)]
+
+
+def test_task_schedule_once_leaves_a_smaller_task_out_of_the_steps_beyond_its_batches(
+    monkeypatch,
+):
+    import common.training as training
+    from common.sitedata import TaskTensors
+
+    gen = torch.Generator().manual_seed(6)
+    anomalies = torch.full((4, 4, 2), -1.0)
+    anomalies[::2, 0] = torch.tensor([0.3, 0.6])
+    ad = TaskTensors(
+        torch.randn(4, 10, D, generator=gen),
+        torch.randn(4, 2, D, generator=gen),
+        {"anomalous": (torch.arange(4) % 2 == 0).long(), "anomalies": anomalies,
+         "num_frames": torch.full((4,), 160)},
+    )  # fmt: skip
+    data = {"ar": make_site_ar(), "ad": ad}  # 12 AR videos: 3 batches of 4; AD: 1 batch
+    seen = []
+    step = training.training_step
+
+    def recording_step(model, optimizer, batch, *args, **kwargs):
+        seen.append({name: len(b.clip_features) for name, b in batch.tasks.items()})
+        return step(model, optimizer, batch, *args, **kwargs)
+
+    monkeypatch.setattr(training, "training_step", recording_step)
+    for schedule, ad_steps in (("repeat", 3), ("once", 1)):
+        seen.clear()
+        config = load_config(
+            None,
+            ["tasks.seen={ar: 1.0, ad: 1.0}", "train.batch_size=4", "train.epochs=2",
+             f"train.task_schedule={schedule}"],
+        )  # fmt: skip
+        metrics = train_local(build_model(D, config, seed=0), data, config, seed=1)
+        assert metrics["steps"] == 6
+        assert [s["ar"] for s in seen] == [4] * 6  # every AR video once per epoch
+        ad_taken = [s.get("ad") for s in seen]
+        assert ad_taken == ([4] * 6 if schedule == "repeat" else [4, None, None] * 2)
+        assert sum(a is not None for a in ad_taken) == 2 * ad_steps
 
 
 def make_site_ar():
