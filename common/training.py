@@ -7,6 +7,7 @@ is added when the strategy asks for it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -69,7 +70,7 @@ def compute_losses(
     consistency, budgets = [], []
     utility = None
     consistency_weights, budget_weights = [], []
-    task_budget_pairs: list[int] = []  # how many of `budgets` each task added
+    task_budgets: list[torch.Tensor] = []  # each task's budget, the mean over its pairs
     task_utilities: dict[str, torch.Tensor] = {}
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
@@ -100,26 +101,26 @@ def compute_losses(
             if config.budget_negatives == "same_action"
             else None
         )
-        for a, b in budget_views(model, task_batch, config):
-            budgets.append(
-                privacy_budget_loss(
-                    a,
-                    b,
-                    config.tau,
-                    cap=config.cap_budget,
-                    center=config.center_budget,
-                    groups=groups,
-                    whiten=config.whiten_budget,
-                )
+        pairs = [
+            privacy_budget_loss(
+                a,
+                b,
+                config.tau,
+                cap=config.cap_budget,
+                center=config.center_budget,
+                groups=groups,
+                whiten=config.whiten_budget,
             )
-            budget_weights.append(videos)
-        task_budget_pairs.append(len(budgets) - sum(task_budget_pairs))
+            for a, b in budget_views(model, task_batch, config)
+        ]
+        budgets.extend(pairs)
+        budget_weights.extend([videos] * len(pairs))
+        task_budgets.append(torch.stack(pairs).mean())
     if utility is None:
         raise ValueError("a training batch needs the videos of at least one task")
     lc = _weighted_mean(consistency, consistency_weights)
     if config.budget_combine == "sum":
-        per_task = torch.stack(budgets).split(task_budget_pairs)
-        budget = torch.stack([pairs.mean() for pairs in per_task]).sum()
+        budget = torch.stack(task_budgets).sum()
     else:
         budget = _weighted_mean(budgets, budget_weights)
     return splavu_objective(lc, utility, budget, config, task_utilities)
@@ -265,26 +266,22 @@ def backward_with_budget_surgery(
         rest.backward()
     budget_norm = sum(b.pow(2).sum() for b in budget_grads)
     conflict = False
-    adapter_sums: list[torch.Tensor] | None = None  # the projected g_t's, summed
+    projected_grads = []  # per projected term, its adapter gradients with the conflict taken out
     for grads in task_grads:
         adapter_task_grads, head_grads = grads[: len(adapter)], grads[len(adapter) :]
         dot = sum((t * b).sum() for t, b in zip(adapter_task_grads, budget_grads, strict=True))
         conflicting = bool(dot < 0)  # (a negative dot product needs a nonzero g_b)
         conflict = conflict or conflicting
         scale = dot / budget_norm if conflicting else 0.0
-        projected_grads = [
-            t - scale * b for t, b in zip(adapter_task_grads, budget_grads, strict=True)
-        ]
-        adapter_sums = (
-            projected_grads
-            if adapter_sums is None
-            else [a + g for a, g in zip(adapter_sums, projected_grads, strict=True)]
+        projected_grads.append(
+            [t - scale * b for t, b in zip(adapter_task_grads, budget_grads, strict=True)]
         )
         for param, task_grad in zip(heads, head_grads, strict=True):
             _add_grad(param, task_grad)
-    assert adapter_sums is not None
-    for param, projected_grad, budget_grad in zip(adapter, adapter_sums, budget_grads, strict=True):
-        _add_grad(param, projected_grad + budget_grad)
+    for param, grads, budget_grad in zip(
+        adapter, zip(*projected_grads, strict=True), budget_grads, strict=True
+    ):
+        _add_grad(param, functools.reduce(torch.add, grads) + budget_grad)
     return conflict
 
 
