@@ -342,6 +342,8 @@ def task_batch_at(step: int, batches: int, steps: int, schedule: str = "repeat")
     "repeat": every step, the batches starting again; "once": batch j at step
     floor(j * steps / batches), each batch once, spread evenly over the epoch.
     """
+    if schedule not in ("repeat", "once"):
+        raise ValueError(f"unknown task schedule {schedule!r}; choose 'repeat' or 'once'")
     if schedule == "repeat" or batches >= steps:
         return step % batches
     index = -(-step * batches // steps)  # the first j with floor(j * steps / batches) >= step
