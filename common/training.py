@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from common.aam import anonymize_in_windows
-from common.config import LossConfig, RunConfig, TrainConfig
+from common.config import TASK_SCHEDULES, LossConfig, RunConfig, TrainConfig
 from common.losses import (
     LossTerms,
     latent_consistency_loss,
@@ -70,7 +70,7 @@ def compute_losses(
     consistency, budgets = [], []
     utility = None
     consistency_weights, budget_weights = [], []
-    task_budgets: list[torch.Tensor] = []  # each task's budget, the mean over its pairs
+    task_pairs: list[list[torch.Tensor]] = []  # each task's budget pairs
     task_utilities: dict[str, torch.Tensor] = {}
     for name, task_batch in batch.tasks.items():
         task = get_task(name)
@@ -115,12 +115,12 @@ def compute_losses(
         ]
         budgets.extend(pairs)
         budget_weights.extend([videos] * len(pairs))
-        task_budgets.append(torch.stack(pairs).mean())
+        task_pairs.append(pairs)
     if utility is None:
         raise ValueError("a training batch needs the videos of at least one task")
     lc = _weighted_mean(consistency, consistency_weights)
     if config.budget_combine == "sum":
-        budget = torch.stack(task_budgets).sum()
+        budget = torch.stack([torch.stack(pairs).mean() for pairs in task_pairs]).sum()
     else:
         budget = _weighted_mean(budgets, budget_weights)
     return splavu_objective(lc, utility, budget, config, task_utilities)
@@ -342,8 +342,8 @@ def task_batch_at(step: int, batches: int, steps: int, schedule: str = "repeat")
     "repeat": every step, the batches starting again; "once": batch j at step
     floor(j * steps / batches), each batch once, spread evenly over the epoch.
     """
-    if schedule not in ("repeat", "once"):
-        raise ValueError(f"unknown task schedule {schedule!r}; choose 'repeat' or 'once'")
+    if schedule not in TASK_SCHEDULES:
+        raise ValueError(f"unknown task schedule {schedule!r}; choose one of {TASK_SCHEDULES}")
     if schedule == "repeat" or batches >= steps:
         return step % batches
     index = -(-step * batches // steps)  # the first j with floor(j * steps / batches) >= step
