@@ -258,7 +258,9 @@ def _encode_items(
     """Decode and encode videos in order, batching clips across videos; yields per video,
     after `transform` (e.g. the anonymizer) of each of its arrays."""
     pending: list[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]] = []
-    # Each clip: a video's preprocessed frames (F, 3, S, S) and the T frame positions it uses.
+    # Each clip: a video's preprocessed frames (F, S, S, 3) and the T frame positions it uses.
+    # Channels last: a batch of them is (B, T, S, S, 3) in memory, the channels-last layout the
+    # built-in encoders convolve, so the encoder does not copy it again.
     clips: list[tuple[torch.Tensor, torch.Tensor]] = []
     prep = (encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std)
 
@@ -266,11 +268,8 @@ def _encode_items(
         outputs = []
         for start in range(0, len(clips), batch_size):
             batch = torch.stack(
-                [
-                    frames[index].transpose(0, 1)
-                    for frames, index in clips[start : start + batch_size]
-                ]
-            )  # (B, 3, T, S, S)
+                [frames[index] for frames, index in clips[start : start + batch_size]]
+            ).permute(0, 4, 1, 2, 3)  # (B, 3, T, S, S), channels-last in memory
             with torch.no_grad():
                 outputs.append(encoder(batch).float().numpy())  # (B, d)
         features = np.concatenate(outputs) if outputs else np.zeros((0, settings.dim), np.float32)
@@ -360,8 +359,8 @@ def _cut_clips(
         "num_frames": info.num_frames,
     }
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        frames = preprocess_frames(read_frames(path, [0]), *prep)  # (1, 3, S, S)
-        static = (frames, torch.zeros(settings.clip_len, dtype=torch.long))
+        frames = preprocess_frames(read_frames(path, [0]), *prep, channels_last=True)
+        static = (frames.permute(0, 2, 3, 1), torch.zeros(settings.clip_len, dtype=torch.long))
         return source, [static], [0], (0, 0, 1)
 
     starts = clip_starts(
@@ -386,7 +385,8 @@ def _cut_clips(
     distinct: dict[tuple[int, ...], int] = {}
     slots = [distinct.setdefault(tuple(idx.tolist()), len(distinct)) for idx in logical]
     wanted = np.unique(np.concatenate(logical))
-    frames = preprocess_frames(read_frames(path, wanted.tolist()), *prep)  # (F, 3, S, S)
+    frames = preprocess_frames(read_frames(path, wanted.tolist()), *prep, channels_last=True)
+    frames = frames.permute(0, 2, 3, 1)  # (F, S, S, 3), contiguous
     clips = [(frames, torch.from_numpy(np.searchsorted(wanted, np.array(k)))) for k in distinct]
     return source, clips, slots, (len(starts), len(eval_starts), len(static_indices))
 

@@ -754,12 +754,22 @@ def _noise_bank(camera_seed: int, sigma: float, size: int, bank: int = 16) -> np
     return np.round(noise).astype(np.int16)
 
 
+@lru_cache(maxsize=16)
+def _flipped_noise_bank(camera_seed: int, sigma: float, size: int) -> np.ndarray:
+    """The camera's noise frames in their four flips, (bank, 4, S, S, 3) int16, contiguous:
+    flip f is flipped vertically unless f & 1 and horizontally unless f & 2. Adding a
+    contiguous frame took half the time of adding a flipped view."""
+    bank = _noise_bank(camera_seed, sigma, size)
+    flips = [bank[:, :: 1 if f & 1 else -1, :: 1 if f & 2 else -1] for f in range(4)]
+    return np.ascontiguousarray(np.stack(flips, axis=1))
+
+
 class Sensor:
     """Temporal sensor noise: per frame, one of the camera's noise frames, randomly flipped."""
 
     def __init__(self, rng: np.random.Generator, camera: dict[str, Any], size: int) -> None:
         self.rng = rng
-        self.bank = _noise_bank(int(camera["seed"]), float(camera["noise"]), size)
+        self.bank = _flipped_noise_bank(int(camera["seed"]), float(camera["noise"]), size)
 
     def expose(self, img: Image.Image) -> np.ndarray:
         """(Supersampled) PIL image -> (S, S, 3) uint8 frame with noise."""
@@ -767,9 +777,7 @@ class Sensor:
             img = img.reduce(SUPERSAMPLE)
         frame = np.asarray(img).astype(np.int16)  # (S, S, 3)
         pick = int(self.rng.integers(4 * len(self.bank)))
-        noise = self.bank[pick >> 2]  # (S, S, 3)
-        step_y, step_x = (1 if pick & 1 else -1), (1 if pick & 2 else -1)
-        frame += noise[::step_y, ::step_x]
+        frame += self.bank[pick >> 2, pick & 3]  # (S, S, 3)
         np.clip(frame, 0, 255, out=frame)
         return frame.astype(np.uint8)
 

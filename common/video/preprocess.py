@@ -21,21 +21,25 @@ def preprocess_frames(
     resize_short: int | None = None,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Turn uint8 frames (F, H, W, 3) into a normalised float32 tensor (F, 3, size, size).
 
     Resize so the short side is `resize_short` (`size` if None) with bilinear antialiased
     interpolation, centre-crop size x size, scale to [0, 1], subtract `mean`, divide by `std`.
     Each frame is processed alone, so clips can be assembled from preprocessed frames (a frame
-    shared by several clips is resized once).
+    shared by several clips is resized once). `channels_last` returns the same values laid out
+    as (F, size, size, 3) in memory (`torch.channels_last`): clips gathered from such frames
+    are already in the channels-last layout the built-in encoders convolve, so they are not
+    copied again.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
     short = size if resize_short is None else resize_short
     if short < size:
         raise ValueError(f"resize_short {short} is smaller than the crop size {size}")
-    _, h, w, _ = frames.shape
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
+    count, h, w, _ = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (F, 3, H, W) uint8
 
     # The short side becomes exactly `short`; the long side keeps the aspect ratio.
     if h <= w:
@@ -43,15 +47,27 @@ def preprocess_frames(
     else:
         new_h, new_w = max(short, round(h * short / w)), short
     if (new_h, new_w) != (h, w):
+        # On (F, 3, H, W)-contiguous input the resize gives the same values as on the
+        # channels-last view of the frames, about a quarter faster (measured on 96 -> 64).
         x = F.interpolate(
-            x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+            x.contiguous().float(),
+            size=(new_h, new_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         )  # (F, 3, new_h, new_w)
+    else:
+        x = x.float()
 
     top, left = (new_h - size) // 2, (new_w - size) // 2
     x = x[:, :, top : top + size, left : left + size]  # (F, 3, size, size)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x / 255.0 - mean_t) / std_t).contiguous()
+    out = torch.empty(
+        (count, 3, size, size),
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+    return torch.div(x / 255.0 - mean_t, std_t, out=out)
 
 
 def preprocess_clips(

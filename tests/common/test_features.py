@@ -131,6 +131,34 @@ def test_features_equal_a_direct_encoder_call(tmp_path, videos, encoder):
         np.testing.assert_allclose(store.clip_features("v0")[1], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_batches_reach_the_encoder_channels_last_with_the_values_of_the_plain_layout(
+    tmp_path, videos, encoder, monkeypatch
+):
+    """Extraction hands the encoder batches already in its channels-last layout (no copy
+    there), holding exactly the clips `preprocess_clips` makes in the plain layout."""
+    import torch
+
+    from common.video import preprocess_clips, read_frames
+
+    batches: list[torch.Tensor] = []
+    forward = encoder.forward
+
+    def recording(clips: torch.Tensor) -> torch.Tensor:
+        batches.append(clips.clone(memory_format=torch.preserve_format))
+        return forward(clips)
+
+    monkeypatch.setattr(encoder, "forward", recording)
+    config = replace(CONFIG, eval_clips=0, batch_size=2)
+    extract_features(videos[:1], encoder, tmp_path / "f.h5", config, False, static_clips=0)
+    assert batches and all(b.is_contiguous(memory_format=torch.channels_last_3d) for b in batches)
+    frames = read_frames(videos[0].path, list(range(32)))  # v0: 32 frames, two clips
+    expected = preprocess_clips(
+        frames.reshape(2, 16, *frames.shape[1:]),
+        encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std,
+    )  # fmt: skip
+    assert torch.equal(torch.cat(batches), expected)
+
+
 def test_float16_store_holds_the_float32_features_rounded(tmp_path, videos, encoder):
     half, full = tmp_path / "feats16.h5", tmp_path / "feats32.h5"
     extract_features(videos[:2], encoder, half, replace(CONFIG, dtype="float16"), progress=False)

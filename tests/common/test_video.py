@@ -27,6 +27,7 @@ from common.video import (
     clip_starts,
     eval_clip_starts,
     preprocess_clips,
+    preprocess_frames,
     probe_video,
     read_frames,
     static_clip,
@@ -492,6 +493,28 @@ def test_preprocess_centre_crop_picks_the_centre():
     out = preprocess_clips(tall, size=32, resize_short=32, mean=(0, 0, 0), std=(1, 1, 1))
     assert out.shape == (1, 3, 1, 32, 32)
     torch.testing.assert_close(out, torch.ones_like(out))
+
+
+@pytest.mark.parametrize("shape", [(5, 48, 64, 3), (5, 32, 32, 3)])  # resized, not resized
+def test_preprocess_channels_last_gives_the_same_values_laid_out_channels_last(shape):
+    frames = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    plain = preprocess_frames(frames, 32, 40, IMAGENET_MEAN, IMAGENET_STD)
+    last = preprocess_frames(frames, 32, 40, IMAGENET_MEAN, IMAGENET_STD, channels_last=True)
+    assert plain.is_contiguous() and not last.is_contiguous()
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, last)  # bit for bit: only the layout differs
+    # The resize of the frames' channels-last view (how they arrive from numpy) gives the
+    # values the function returns from its contiguous copy.
+    view = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    resized = torch.nn.functional.interpolate(
+        view, size=(40, 53) if shape[1] == 48 else (40, 40), mode="bilinear",
+        align_corners=False, antialias=True,
+    )  # fmt: skip
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    top, left = (resized.shape[2] - 32) // 2, (resized.shape[3] - 32) // 2
+    crop = resized[:, :, top : top + 32, left : left + 32]
+    assert torch.equal(plain, (crop / 255.0 - mean) / std)
 
 
 def test_preprocess_resizes_short_side():
