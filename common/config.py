@@ -52,6 +52,7 @@ class ConfigError(LatentveilError, ValueError):
 
 
 SELECT_RULES = ("val", "last")  # evaluation.select
+STILLS_ROUNDS = ("selected", "evaluated")  # evaluation.stills
 BUDGET_VIEWS = ("static", "clips", "both")  # loss.budget_views
 BUDGET_NEGATIVES = ("all", "same_action")  # loss.budget_negatives
 TASK_AVERAGES = ("tasks", "videos")  # loss.task_average
@@ -367,9 +368,14 @@ class EvaluationConfig:
     # every evaluated task's validation metric is within its allowed drop (tasks.evaluated) of
     # the raw features'; "last" = the last round.
     select: str = "val"
+    # Which rounds the stills protocol (the paper's, reported beside the video headline) runs
+    # on: "selected" = the raw features, the last round and the round the run ships (selection
+    # reads the video protocol only); "evaluated" = every evaluated round, for its curve.
+    stills: str = "selected"
 
     def __post_init__(self) -> None:
         _choice("evaluation.select", self.select, SELECT_RULES)
+        _choice("evaluation.stills", self.stills, STILLS_ROUNDS)
         _at_least("evaluation.every", self.every, 1)
         for name in ("attacker_epochs", "attacker_patience", "probe_epochs", "batch_size"):
             _at_least(f"evaluation.{name}", getattr(self, name), 1)

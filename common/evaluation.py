@@ -250,17 +250,18 @@ _PRIVACY_KEYS = {
 @dataclass(frozen=True)
 class PrivacyEvaluation:
     """The attacker suite's results (percentages; cMAP lower is more private). The headline is
-    the worst case on video features; `stills` is the paper's protocol."""
+    the worst case on video features; `stills` is the paper's protocol (None where it did not
+    run: `evaluation.stills`)."""
 
     cmap: float  # worst test cMAP on video
     val_cmap: float  # the same attacker's val cMAP: what selection reads
     attacker: str
     chance_cmap: float
     per_attribute_ap: dict[str, float | None]
-    stills_cmap: float
-    stills_val_cmap: float
-    stills_attacker: str
-    stills_chance_cmap: float
+    stills_cmap: float | None
+    stills_val_cmap: float | None
+    stills_attacker: str | None
+    stills_chance_cmap: float | None
     stills_paper_cmap: float | None  # the paper's attacker (mlp) alone, on stills
     attackers: dict[str, dict[str, Any]]  # protocol -> attacker -> AttackResult.as_dict()
 
@@ -352,9 +353,10 @@ class CentralEvaluator:
         self.tasks = tuple(config.tasks.evaluated)
         self.cache: dict = {}
 
-    def evaluate(self, adapter: nn.Module | None) -> Evaluation:
+    def evaluate(self, adapter: nn.Module | None, stills: bool = True) -> Evaluation:
         """Privacy per protocol (worst case over the suite, test and val) and each evaluated
-        task's score, on features anonymized by `adapter` (None: raw features)."""
+        task's score, on features anonymized by `adapter` (None: raw features). Without
+        `stills`, the stills protocol is left out (`with_stills` adds it later)."""
         es = self.evaluation_set
         anonymized = {
             task: {
@@ -362,7 +364,7 @@ class CentralEvaluator:
             }
             for task, videos in es.tasks.items()
         }
-        privacy = self._privacy(adapter, anonymized)
+        privacy = self._privacy(adapter, anonymized, stills)
         bias = None
         if self.config.bias and es.bias is not None:
             bias = measure_bias(
@@ -406,8 +408,34 @@ class CentralEvaluator:
         change_se = get_task(name).change_standard_error(score, baseline, labels)
         return replace(score, change_se=change_se)
 
+    def with_stills(self, evaluation: Evaluation, adapter: nn.Module | None) -> Evaluation:
+        """`evaluation` (of `adapter`) with the stills protocol, run now if it lacks it."""
+        if evaluation.privacy.stills_cmap is not None:
+            return evaluation
+        privacy = evaluation.privacy
+        stills = self._stills(adapter)
+        attackers = {**privacy.attackers, "stills": {n: r.as_dict() for n, r in stills.items()}}
+        privacy = replace(privacy, **_stills_fields(stills), attackers=attackers)
+        return replace(evaluation, privacy=privacy)
+
+    def _stills(self, adapter: nn.Module | None) -> dict[str, AttackResult]:
+        """The attacker suite on stills, the paper's protocol."""
+        es = self.evaluation_set
+        stills = AttackData(
+            *(Split(anonymize_stills(adapter, es.stills[s].features), es.stills[s].labels)
+              for s in SPLITS),
+            raw_train=es.stills["train"].features, raw_val=es.stills["val"].features,
+            raw_test=es.stills["test"].features,
+        )  # fmt: skip
+        return run_attack_suite(
+            stills, self.config.attackers, suite_settings(self.config), self.cache
+        )
+
     def _privacy(
-        self, adapter: nn.Module | None, anonymized: dict[str, dict[str, np.ndarray]]
+        self,
+        adapter: nn.Module | None,
+        anonymized: dict[str, dict[str, np.ndarray]],
+        stills: bool = True,
     ) -> PrivacyEvaluation:
         es = self.evaluation_set
         settings = suite_settings(self.config)
@@ -438,39 +466,45 @@ class CentralEvaluator:
             raw_test=videos("test", raw),
         )  # fmt: skip
         video_results = run_attack_suite(video, self.config.attackers, settings, self.cache)
-
-        # Privacy on stills, the paper's protocol.
-        stills = AttackData(
-            *(Split(anonymize_stills(adapter, es.stills[s].features), es.stills[s].labels)
-              for s in SPLITS),
-            raw_train=es.stills["train"].features, raw_val=es.stills["val"].features,
-            raw_test=es.stills["test"].features,
-        )  # fmt: skip
-        stills_results = run_attack_suite(stills, self.config.attackers, settings, self.cache)
+        stills_results = self._stills(adapter) if stills else None
         return privacy_summary(video_results, stills_results, es.attributes)
 
 
 def privacy_summary(
-    video: dict[str, AttackResult], stills: dict[str, AttackResult], attributes: tuple[str, ...]
+    video: dict[str, AttackResult],
+    stills: dict[str, AttackResult] | None,
+    attributes: tuple[str, ...],
 ) -> PrivacyEvaluation:
-    """The evaluation's privacy: worst cases per protocol and every attacker's result."""
-    worst_video, worst_stills = worst_case(video), worst_case(stills)
+    """The evaluation's privacy: worst cases per protocol (stills None: not run) and every
+    attacker's result."""
+    worst_video = worst_case(video)
     return PrivacyEvaluation(
         cmap=worst_video["cmap"],
         val_cmap=worst_video["val_cmap"],
         attacker=worst_video["attacker"],
         chance_cmap=worst_video["chance_cmap"],
         per_attribute_ap=dict(zip(attributes, worst_video["per_attribute_ap"], strict=True)),
-        stills_cmap=worst_stills["cmap"],
-        stills_val_cmap=worst_stills["val_cmap"],
-        stills_attacker=worst_stills["attacker"],
-        stills_chance_cmap=worst_stills["chance_cmap"],
-        stills_paper_cmap=stills["mlp"].test_cmap if "mlp" in stills else None,
+        **_stills_fields(stills),
         attackers={
             "video": {name: r.as_dict() for name, r in video.items()},
-            "stills": {name: r.as_dict() for name, r in stills.items()},
+            "stills": {name: r.as_dict() for name, r in (stills or {}).items()},
         },
     )
+
+
+def _stills_fields(stills: dict[str, AttackResult] | None) -> dict[str, Any]:
+    """PrivacyEvaluation's stills_* fields of the stills suite's results (None: all None)."""
+    if stills is None:
+        names = ("cmap", "val_cmap", "attacker", "chance_cmap", "paper_cmap")
+        return {f"stills_{name}": None for name in names}
+    worst = worst_case(stills)
+    return {
+        "stills_cmap": worst["cmap"],
+        "stills_val_cmap": worst["val_cmap"],
+        "stills_attacker": worst["attacker"],
+        "stills_chance_cmap": worst["chance_cmap"],
+        "stills_paper_cmap": stills["mlp"].test_cmap if "mlp" in stills else None,
+    }
 
 
 def measure_privacy_and_utility(

@@ -224,7 +224,9 @@ def _relative_drop(before: float | None, after: float | None) -> float | None:
 DASH_NOTE = (
     'A "–" is a number that does not exist: an attribute with no positive example in a split '
     "has no average precision, a round that was not evaluated has no scores, an attacker that "
-    "was not run has no result."
+    "was not run has no result, and a round evaluated without the stills protocol "
+    "(`evaluation.stills: selected` runs it on the raw features, the last round and the "
+    "selected round only) has no stills cMAP."
 )
 
 
@@ -616,9 +618,13 @@ def write_plots(report: dict[str, Any], run_dir: Path) -> list[Path]:
         for axis in (left, right):
             axis.axvline(selected, color="black", linewidth=0.8, linestyle="--")
         left.plot([], [], color="black", linewidth=0.8, linestyle="--", label="selected (val)")
-    stills = [r.get("privacy_stills_cmap") for r in evaluated]
-    if all(v is not None for v in stills):
-        left.plot(rounds, stills, "s--", color="tab:orange", label="stills (paper protocol)")
+    # The stills protocol runs on the raw features, the last round and the selected one
+    # (evaluation.stills: selected) or on every evaluated round: plot the rounds it ran on.
+    stills = [(x, r["privacy_stills_cmap"]) for x, r in zip(rounds, evaluated, strict=True)
+              if r.get("privacy_stills_cmap") is not None]  # fmt: skip
+    if stills:
+        left.plot(*zip(*stills, strict=True), "s--", color="tab:orange",
+                  label="stills (paper protocol)")  # fmt: skip
     left.set(
         xlabel="round",
         ylabel="worst-case cMAP (lower = more private)",

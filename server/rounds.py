@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from flwr.app import Array
@@ -38,6 +38,9 @@ from common.weights import check_shareable, load_shareable, shareable_state, sta
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
 from server.history import History, RoundRecord
 from server.report import build_report, write_report
+
+if TYPE_CHECKING:
+    from torch import nn
 from server.selection import initial_history, update_selection
 
 log = logging.getLogger("latentveil.server")
@@ -89,12 +92,40 @@ def initial_model(config: RunConfig, dim: int) -> AnonymizerModel:
 
 
 def evaluate_arrays(
-    arrays: dict[str, np.ndarray], config: RunConfig, evaluator: CentralEvaluator
+    arrays: dict[str, np.ndarray],
+    config: RunConfig,
+    evaluator: CentralEvaluator,
+    stills: bool = True,
 ) -> Evaluation:
-    """Central evaluation of aggregated AAM + head arrays (the attacker suite, the tasks)."""
+    """Central evaluation of aggregated AAM + head arrays (the attacker suite, the tasks;
+    without `stills`, not the stills protocol)."""
+    return evaluator.evaluate(_adapter_of(arrays, config, evaluator), stills)
+
+
+def _adapter_of(
+    arrays: dict[str, np.ndarray], config: RunConfig, evaluator: CentralEvaluator
+) -> nn.Module:
     model = initial_model(config, evaluator.evaluation_set.dim)
     load_shareable(model, arrays)
-    return evaluator.evaluate(model.adapter)
+    return model.adapter
+
+
+def add_stills_of_selected(
+    state: ServerState, config: RunConfig, evaluator: CentralEvaluator
+) -> bool:
+    """Run the stills protocol on the selected round if its evaluation lacks it (with
+    `evaluation.stills: selected`, rounds before the last are evaluated without it); returns
+    whether it ran. The selection reads the video protocol only, so it does not change."""
+    if state.history.selected_round is None:
+        return False
+    record = state.history.selected()
+    if record.evaluation is None or record.evaluation.privacy.stills_cmap is not None:
+        return False
+    started = time.perf_counter()
+    adapter = _adapter_of(state.selected or state.arrays, config, evaluator)
+    record.evaluation = evaluator.with_stills(record.evaluation, adapter)
+    record.evaluation_seconds = (record.evaluation_seconds or 0.0) + time.perf_counter() - started
+    return True
 
 
 def run_rounds(
@@ -161,7 +192,8 @@ def run_rounds(
         last = server_round == rounds or _budget_ends_after(trainer)
         if server_round % config.evaluation.every == 0 or last:
             evaluation_started = time.perf_counter()
-            record.evaluation = evaluate_arrays(outcome.arrays, config, evaluator)
+            stills = last or config.evaluation.stills == "evaluated"
+            record.evaluation = evaluate_arrays(outcome.arrays, config, evaluator, stills)
             record.evaluation_seconds = time.perf_counter() - evaluation_started
         record.seconds = time.perf_counter() - started
         history = state.history
@@ -174,6 +206,8 @@ def run_rounds(
         save_checkpoint(run_dir, state)
         if on_round:
             on_round(record)
+    if add_stills_of_selected(state, config, evaluator):
+        save_checkpoint(run_dir, state)
     return state
 
 
@@ -197,10 +231,8 @@ def round_line(record: RoundRecord) -> str:
             f"{get_task(name).title} {score.test:.2f}"
             for name, score in record.evaluation.tasks.items()
         )
-        parts.append(
-            f"privacy cMAP {privacy.cmap:.2f} ({privacy.attacker}) "
-            f"stills {privacy.stills_cmap:.2f} {tasks}"
-        )
+        stills = "" if privacy.stills_cmap is None else f"stills {privacy.stills_cmap:.2f} "
+        parts.append(f"privacy cMAP {privacy.cmap:.2f} ({privacy.attacker}) {stills}{tasks}")
     if record.sites_rejected:
         parts.append(f"{len(record.sites_rejected)} update(s) rejected")
     if record.sites_dropped:

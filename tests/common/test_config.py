@@ -77,6 +77,7 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("federation.fraction_train=7", r"'federation\.fraction_train' .* in \(0, 1\]"),
         ("federation.fraction_train=0", r"'federation\.fraction_train' .* in \(0, 1\]"),
         ("evaluation.every=0", r"'evaluation\.every' must be at least 1"),
+        ("evaluation.stills=every", r"'evaluation\.stills' must be one of selected, evaluated"),
         ("features.clip_step=0", r"'features\.clip_step' must be at least 1"),
         ("features.static_clips=0", r"'features\.static_clips' must be at least 2"),
         ("train.batch_size=0", r"'train\.batch_size' must be at least 2"),

@@ -20,6 +20,7 @@ from common.evaluation import (
 )
 from common.metrics import paired_accuracy_standard_error
 from common.probes import run_linear_probe
+from tests.fakes import without_timings
 
 
 def action_data(n: int, seed: int, signal: float = 1.5) -> Split:
@@ -158,6 +159,21 @@ def test_the_privacy_number_is_the_worst_attacker_on_video_and_stills_are_report
     assert result["privacy_stills_paper_cmap"] == stills["mlp"]["test_cmap"]
     assert result["privacy_cmap"] > 95 and result["ar_top1"] > 95
     assert set(result["privacy_per_attribute_ap"]) == {"a0", "a1", "a2"}
+
+
+def test_stills_left_out_then_added_equal_an_evaluation_that_ran_them():
+    config = load_config(None, FAST)
+    evaluator = CentralEvaluator(planted_set(), config)
+    evaluator.evaluate(None)
+    full = evaluator.evaluate(Scramble())
+    lean = evaluator.evaluate(Scramble(), stills=False)
+    assert lean.privacy.stills_cmap is None and lean.privacy.stills_paper_cmap is None
+    assert lean.privacy.attackers["stills"] == {}
+    assert lean.privacy.cmap == full.privacy.cmap and lean.tasks == full.tasks
+    assert Evaluation.from_json(lean.to_json()) == lean  # the checkpoint keeps the gap
+    added = evaluator.with_stills(lean, Scramble())
+    assert without_timings(added) == without_timings(full)
+    assert evaluator.with_stills(full, None) is full  # nothing to add: nothing runs
 
 
 def test_removing_the_information_brings_every_attacker_to_chance_and_mixing_it_does_not():

@@ -10,6 +10,7 @@ from common.config import ConfigError, load_config
 from common.evaluation import CentralEvaluator, Evaluation, privacy_summary
 from common.layout import RunLayout
 from common.tasks import TaskScore
+from server import selection
 from server.federation import run_federation
 from server.report import build_report
 from server.rounds import evaluate_arrays, finish_run
@@ -109,6 +110,31 @@ def test_the_run_ships_and_reports_the_round_chosen_on_val(tmp_path):
     with np.load(layout.adapter) as shipped:
         for name, array in state.selected.items():
             np.testing.assert_array_equal(shipped[name], array)
+
+
+@pytest.mark.parametrize("stills", ["selected", "evaluated"])
+def test_the_stills_protocol_runs_on_the_last_and_the_selected_round_unless_asked_for_all(
+    tmp_path, monkeypatch, stills
+):
+    # The first trained round is selected and kept (only round 0 gives way), so that the
+    # selected round is neither round 0 nor the last.
+    monkeypatch.setattr(selection, "replaces", lambda new, old, baseline, config: old == baseline)
+    config = small_config(rounds=3, extra=[f"evaluation.stills={stills}"])
+    config = replace(config, evaluation=replace(config.evaluation, every=1))
+    state = run_federation(
+        LoopbackGrid({n: Site(n, config) for n in (1, 2, 3)}), config, tmp_path, evaluation_set()
+    )
+    history = state.history
+    assert history.selected_round == 1
+    evaluated = [r for r in history.rounds if r.evaluation is not None]
+    with_stills = {r.round for r in evaluated if r.evaluation.privacy.stills_cmap is not None}
+    assert with_stills == ({0, 1, 2, 3} if stills == "evaluated" else {0, 1, 3})
+    for record in evaluated:
+        assert bool(record.evaluation.privacy.attackers["stills"]) == (record.round in with_stills)
+    # The selected round's stills are those of its arrays, as if it had run them inline.
+    assert evaluate_again(state.selected, config) == without_timings(history.selected().evaluation)
+    report = build_report(config, history, {}, [])
+    assert report["anonymized"]["privacy_stills_cmap"] is not None
 
 
 def test_a_round_that_costs_too_much_val_ar_is_never_selected(tmp_path):
