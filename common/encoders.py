@@ -112,6 +112,12 @@ class FrozenEncoder(nn.Module):
             parameter.requires_grad_(False)
         self.train(False)
 
+    @property
+    def channels_last_input(self) -> bool:
+        """Whether the backbone convolves channels-last clips: feature extraction then hands it
+        its batches in that layout as they are, and every other encoder contiguous ones."""
+        return bool(getattr(self.backbone, "channels_last_input", False))
+
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Stay in eval mode whatever `mode` is.
 
@@ -295,6 +301,10 @@ class Tiny3DNet(nn.Module):
             conv scores each position, softmax over positions). The scorer starts at zero, so
             attention equals averaging until trained; prefer avgmax for a random encoder.
     """
+
+    # On CPU it convolves channels-last input (forward), so a caller holding its clips in
+    # that layout may pass them as they are (common.features does).
+    channels_last_input = True
 
     def __init__(
         self,

@@ -259,8 +259,8 @@ def _encode_items(
     after `transform` (e.g. the anonymizer) of each of its arrays."""
     pending: list[tuple[VideoItem, dict[str, np.ndarray], dict[str, object]]] = []
     # Each clip: a video's preprocessed frames (F, S, S, 3) and the T frame positions it uses.
-    # Channels last: a batch of them is (B, T, S, S, 3) in memory, the channels-last layout the
-    # built-in encoders convolve, so the encoder does not copy it again.
+    # Channels last: a batch of them is (B, T, S, S, 3) in memory, the channels-last layout
+    # tiny3d convolves (`channels_last_input`), so that encoder does not copy it again.
     clips: list[tuple[torch.Tensor, torch.Tensor]] = []
     prep = (encoder.frame_size, encoder.resize_short, encoder.mean, encoder.std)
 
@@ -270,6 +270,8 @@ def _encode_items(
             batch = torch.stack(
                 [frames[index] for frames, index in clips[start : start + batch_size]]
             ).permute(0, 4, 1, 2, 3)  # (B, 3, T, S, S), channels-last in memory
+            if not getattr(encoder, "channels_last_input", False):
+                batch = batch.contiguous()  # e.g. a `module` encoder that views its input
             with torch.no_grad():
                 outputs.append(encoder(batch).float().numpy())  # (B, d)
         features = np.concatenate(outputs) if outputs else np.zeros((0, settings.dim), np.float32)

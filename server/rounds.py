@@ -38,10 +38,10 @@ from common.weights import check_shareable, load_shareable, shareable_state, sta
 from server.checkpoints import ServerState, load_checkpoint, save_checkpoint
 from server.history import History, RoundRecord
 from server.report import build_report, write_report
+from server.selection import initial_history, update_selection
 
 if TYPE_CHECKING:
     from torch import nn
-from server.selection import initial_history, update_selection
 
 log = logging.getLogger("latentveil.server")
 
@@ -110,22 +110,31 @@ def _adapter_of(
     return model.adapter
 
 
-def add_stills_of_selected(
-    state: ServerState, config: RunConfig, evaluator: CentralEvaluator
-) -> bool:
-    """Run the stills protocol on the selected round if its evaluation lacks it (with
-    `evaluation.stills: selected`, rounds before the last are evaluated without it); returns
-    whether it ran. The selection reads the video protocol only, so it does not change."""
-    if state.history.selected_round is None:
-        return False
-    record = state.history.selected()
-    if record.evaluation is None or record.evaluation.privacy.stills_cmap is not None:
-        return False
-    started = time.perf_counter()
-    adapter = _adapter_of(state.selected or state.arrays, config, evaluator)
-    record.evaluation = evaluator.with_stills(record.evaluation, adapter)
-    record.evaluation_seconds = (record.evaluation_seconds or 0.0) + time.perf_counter() - started
-    return True
+def add_missing_stills(state: ServerState, config: RunConfig, evaluator: CentralEvaluator) -> bool:
+    """Run the stills protocol on the selected round and on the last round trained, if it was
+    evaluated, where their evaluations lack it (with `evaluation.stills: selected`, rounds
+    before the last run without it; a run stopped early or resumed with fewer rounds may end
+    on such a round); returns whether it ran. The selection reads the video protocol only, so
+    it does not change. The time counts in the round's evaluation and round seconds."""
+    history = state.history
+    targets: list[tuple[RoundRecord, dict[str, np.ndarray]]] = []
+    if history.selected_round is not None:
+        targets.append((history.selected(), state.selected or state.arrays))
+    evaluated = history.evaluated()
+    if evaluated and evaluated[-1].round == state.round:
+        targets.append((evaluated[-1], state.arrays))
+    ran = False
+    for record, arrays in targets:
+        if record.evaluation is None or record.evaluation.privacy.stills_cmap is not None:
+            continue
+        started = time.perf_counter()
+        adapter = _adapter_of(arrays, config, evaluator)
+        record.evaluation = evaluator.with_stills(record.evaluation, adapter)
+        seconds = time.perf_counter() - started
+        record.evaluation_seconds = (record.evaluation_seconds or 0.0) + seconds
+        record.seconds = (record.seconds or 0.0) + seconds
+        ran = True
+    return ran
 
 
 def run_rounds(
@@ -206,7 +215,7 @@ def run_rounds(
         save_checkpoint(run_dir, state)
         if on_round:
             on_round(record)
-    if add_stills_of_selected(state, config, evaluator):
+    if add_missing_stills(state, config, evaluator):
         save_checkpoint(run_dir, state)
     return state
 

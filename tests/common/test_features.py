@@ -131,15 +131,20 @@ def test_features_equal_a_direct_encoder_call(tmp_path, videos, encoder):
         np.testing.assert_allclose(store.clip_features("v0")[1], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_batches_reach_the_encoder_channels_last_with_the_values_of_the_plain_layout(
-    tmp_path, videos, encoder, monkeypatch
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_batches_reach_the_encoder_in_its_layout_with_the_values_of_the_plain_layout(
+    tmp_path, videos, encoder, monkeypatch, channels_last
 ):
-    """Extraction hands the encoder batches already in its channels-last layout (no copy
-    there), holding exactly the clips `preprocess_clips` makes in the plain layout."""
+    """Extraction hands tiny3d its batches already in the channels-last layout it convolves
+    (no copy there), and an encoder that does not declare it contiguous ones (a `module`
+    encoder may view its input), each holding exactly the clips `preprocess_clips` makes."""
     import torch
 
     from common.video import preprocess_clips, read_frames
 
+    assert encoder.channels_last_input  # tiny3d's
+    if not channels_last:
+        monkeypatch.setattr(encoder.backbone, "channels_last_input", False)
     batches: list[torch.Tensor] = []
     forward = encoder.forward
 
@@ -150,7 +155,8 @@ def test_batches_reach_the_encoder_channels_last_with_the_values_of_the_plain_la
     monkeypatch.setattr(encoder, "forward", recording)
     config = replace(CONFIG, eval_clips=0, batch_size=2)
     extract_features(videos[:1], encoder, tmp_path / "f.h5", config, False, static_clips=0)
-    assert batches and all(b.is_contiguous(memory_format=torch.channels_last_3d) for b in batches)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert batches and all(b.is_contiguous(memory_format=layout) for b in batches)
     frames = read_frames(videos[0].path, list(range(32)))  # v0: 32 frames, two clips
     expected = preprocess_clips(
         frames.reshape(2, 16, *frames.shape[1:]),

@@ -11,9 +11,9 @@ from common.evaluation import CentralEvaluator, Evaluation, privacy_summary
 from common.layout import RunLayout
 from common.tasks import TaskScore
 from server import selection
-from server.federation import run_federation
+from server.federation import FlowerTrainer, run_federation
 from server.report import build_report
-from server.rounds import evaluate_arrays, finish_run
+from server.rounds import RunStopped, evaluate_arrays, finish_run, run_rounds
 from server.selection import replaces
 from tests.fakes import LoopbackGrid, Site, evaluation_set, small_config, without_timings
 
@@ -135,6 +135,31 @@ def test_the_stills_protocol_runs_on_the_last_and_the_selected_round_unless_aske
     assert evaluate_again(state.selected, config) == without_timings(history.selected().evaluation)
     report = build_report(config, history, {}, [])
     assert report["anonymized"]["privacy_stills_cmap"] is not None
+
+
+def test_a_run_stopped_early_gets_the_stills_of_its_last_evaluated_round(tmp_path, monkeypatch):
+    """A run that stops before its last round (here its third round is refused) ends on a round
+    evaluated without the stills protocol: they are added, as to the selected round."""
+    monkeypatch.setattr(selection, "replaces", lambda new, old, baseline, config: old == baseline)
+    config = small_config(rounds=3)
+    config = replace(config, evaluation=replace(config.evaluation, every=1))
+    trainer = FlowerTrainer(LoopbackGrid({n: Site(n, config) for n in (1, 2, 3)}), config)
+    train_round = trainer.train_round
+
+    def stop_at_three(server_round, arrays):
+        if server_round == 3:
+            raise RunStopped("a test stop")
+        return train_round(server_round, arrays)
+
+    monkeypatch.setattr(trainer, "train_round", stop_at_three)
+    state = run_rounds(config, tmp_path, evaluation_set(), trainer)
+    history = state.history
+    assert [r.round for r in history.rounds] == [0, 1, 2] and "a test stop" in history.stopped
+    assert history.selected_round == 1
+    assert all(r.evaluation.privacy.stills_cmap is not None for r in history.rounds)
+    assert evaluate_again(state.arrays, config) == without_timings(history.rounds[2].evaluation)
+    report = build_report(config, history, {}, [])
+    assert report["last_evaluated"]["privacy_stills_cmap"] is not None
 
 
 def test_a_round_that_costs_too_much_val_ar_is_never_selected(tmp_path):

@@ -123,3 +123,13 @@ def test_every_camera_background_renders_at_the_small_sizes_and_is_its_own():
         for seed in (0, 1, 299):
             again = np.asarray(render.background.__wrapped__(seed, size))
             np.testing.assert_array_equal(again, backgrounds[seed])
+
+
+def test_the_flipped_noise_bank_holds_each_noise_frame_in_the_four_flips_a_pick_names():
+    bank = render._noise_bank(7, 4.0, 12)
+    flipped = render._flipped_noise_bank(7, 4.0, 12)
+    assert flipped.shape == (len(bank), 4, 12, 12, 3) and flipped.flags["C_CONTIGUOUS"]
+    for pick in range(4 * len(bank)):  # a Sensor's draw: frame pick >> 2, flip pick & 3
+        step_y, step_x = (1 if pick & 1 else -1), (1 if pick & 2 else -1)
+        expected = bank[pick >> 2][::step_y, ::step_x]
+        np.testing.assert_array_equal(flipped[pick >> 2, pick & 3], expected)
