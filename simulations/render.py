@@ -746,9 +746,9 @@ def _lit_background(seed: int, size: int, light: tuple[float, float, float]) -> 
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-@lru_cache(maxsize=16)
 def _noise_bank(camera_seed: int, sigma: float, size: int, bank: int = 16) -> np.ndarray:
-    """A camera's Gaussian sensor noise frames, (bank, S, S, 3) int16; made once per camera."""
+    """A camera's Gaussian sensor noise frames, (bank, S, S, 3) int16 (a Sensor holds them in
+    their four flips, made once per camera: `_flipped_noise_bank`)."""
     rng = np.random.default_rng([camera_seed, 1])
     noise = rng.standard_normal((bank, size, size, 3), dtype=np.float32) * sigma
     return np.round(noise).astype(np.int16)

@@ -30,8 +30,8 @@ def preprocess_frames(
     Each frame is processed alone, so clips can be assembled from preprocessed frames (a frame
     shared by several clips is resized once). `channels_last` returns the same values laid out
     as (F, size, size, 3) in memory (`torch.channels_last`): clips gathered from such frames
-    are already in the channels-last layout the built-in encoders convolve, so they are not
-    copied again.
+    are already in the channels-last layout tiny3d convolves (`channels_last_input`), so
+    they are not copied again.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
