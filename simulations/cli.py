@@ -514,6 +514,52 @@ def _add_frontier_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _frontier_command
 
 
+def _crossfit_command(args: argparse.Namespace) -> int:
+    from simulations.crossfit import CrossfitError, write_crossfit
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
+    except ValueError as error:
+        raise CrossfitError(f"--train-sizes takes comma-separated integers: {error}") from error
+    if not tasks or not sizes:
+        raise CrossfitError("--tasks and --train-sizes each need at least one value")
+
+    def progress(what: str) -> None:
+        if not args.quiet:
+            print(f"cross-fitting {what}", file=sys.stderr, flush=True)
+
+    table = write_crossfit(
+        args.runs, args.out, tasks, sizes, args.folds, args.val_size, args.seed, progress
+    )
+    print(table.read_text(), end="")
+    print(f"written to {table} (and crossfit.json beside it)")
+    return 0
+
+
+def _add_crossfit_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "crossfit",
+        help="how much the TAD/AD central scores move with the videos that train the heads",
+        description="Pool each task's central videos, cut them into folds, score every fold "
+        "once as test with the task's own protocol (heads trained and chosen on other videos), "
+        "on the raw features and each run's shipped adapter; write crossfit.md and .json.",
+    )
+    parser.add_argument(
+        "runs", nargs="+", type=path_argument, help="finished run folders of one world"
+    )
+    parser.add_argument("--out", required=True, type=path_argument, help="folder for crossfit.md")
+    parser.add_argument("--tasks", default="tad,ad", help="comma-separated (default tad,ad)")
+    parser.add_argument(
+        "--train-sizes", default="32,90", help="training videos per fold (default 32,90)"
+    )
+    parser.add_argument("--folds", type=int, default=4, help="test folds (default 4)")
+    parser.add_argument("--val-size", type=int, default=24, help="validation videos (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="how the folds are drawn (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return _crossfit_command
+
+
 def _ablate_command(args: argparse.Namespace) -> int:
     from common.config import load_config
     from simulations.ablate import run_ablation
@@ -889,6 +935,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_deploy_local_parser,
     _add_certs_parser,
     _add_frontier_parser,
+    _add_crossfit_parser,
     _add_ablate_parser,
     _add_export_parser,
     _add_anonymize_parser,

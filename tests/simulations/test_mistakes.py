@@ -840,6 +840,38 @@ def simulate_out_missing(b):
 
 
 # ---------------------------------------------------------------------------------------------
+# crossfit
+
+
+@mistake
+def crossfit_run_missing(b):
+    run = b.path("run")
+    return ["crossfit", str(run), "--out", str(b.path("cf"))], [str(run), "evaluation_set.npz"]
+
+
+@mistake
+def crossfit_run_not_prepared(b):
+    run = b.folder("run")
+    return ["crossfit", str(run), "--out", str(b.path("cf"))], [str(run), "evaluation_set.npz"]
+
+
+@mistake
+def crossfit_out_is_a_file(b):
+    run = b.folder("run")
+    out = b.file("crossfit.md", "old table")
+    return ["crossfit", str(run), "--out", str(out)], [str(out)]
+
+
+@mistake
+def crossfit_train_sizes_not_numbers(b):
+    run = b.folder("run")
+    return ["crossfit", str(run), "--out", str(b.path("cf")), "--train-sizes", "32,many"], [
+        "--train-sizes",
+        "many",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # frontier
 
 
