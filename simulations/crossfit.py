@@ -26,7 +26,7 @@ import numpy as np
 import torch.nn as nn
 
 from common.atomic import atomic_write_text, file_sha256, output_folder
-from common.config import EvaluationConfig
+from common.config import EvaluationConfig, RunConfig
 from common.errors import LatentveilError
 from common.evaluation import SPLITS, EvaluationSet, anonymize_sequences
 from common.layout import RunLayout
@@ -61,16 +61,26 @@ def cut_folds(
         if "anomalous" in labels
         else np.zeros(n, dtype=bool)
     )
+    if val_size < 1 or train_size < 1:
+        raise CrossfitError(
+            f"the validation and training sets need at least 1 video each, not {val_size} "
+            f"and {train_size}"
+        )
+    fewest = min(int(kinds.sum()), int((~kinds).sum())) if kinds.any() else n
+    if fewest < folds:
+        raise CrossfitError(
+            f"{folds} folds need at least {folds} videos of each kind; there are {fewest}"
+        )
     rng = np.random.default_rng(seed)
     shuffled = [rng.permutation(np.flatnonzero(kinds == kind)) for kind in (True, False)]
     parts = [_interleaved([s[f::folds] for s in shuffled]) for f in range(folds)]
     smallest_rest = n - max(len(p) for p in parts) - val_size
-    if val_size < 1 or val_size > min(len(p) for p in parts):
+    if val_size > min(len(p) for p in parts):
         raise CrossfitError(
             f"a validation set of {val_size} videos does not fit in a fold of "
             f"{min(len(p) for p in parts)} ({n} videos in {folds} folds)"
         )
-    if not 1 <= train_size <= smallest_rest:
+    if train_size > smallest_rest:
         raise CrossfitError(
             f"{train_size} training videos do not fit: {n} videos in {folds} folds leave "
             f"{smallest_rest} beside a test fold and {val_size} validation videos"
@@ -152,10 +162,24 @@ def crossfit_table(
 ) -> dict[str, Any]:
     """Per task and train size: every adapter's fold scores and mean (None = raw features)."""
     result: dict[str, Any] = {"folds": folds, "val_size": val_size, "seed": seed, "tasks": {}}
+    # Every task's folds are cut and checked before any head trains.
+    plans = {}
     for task in tasks:
         clips, labels = pooled(evaluation_set, task)
-        classes = evaluation_set.tasks[task].classes
         cuts = {size: cut_folds(labels, folds, size, val_size, seed) for size in train_sizes}
+        for size, cut in cuts.items():
+            for f, fold in enumerate(cut):
+                try:
+                    get_task(task).check_splits(
+                        {s: {k: v[getattr(fold, s)] for k, v in labels.items()} for s in SPLITS}
+                    )
+                except LatentveilError as error:
+                    raise CrossfitError(
+                        f"{task}, fold {f} with {size} training videos: {error}"
+                    ) from error
+        plans[task] = (clips, labels, cuts)
+    for task, (clips, labels, cuts) in plans.items():
+        classes = evaluation_set.tasks[task].classes
         rows: dict[str, Any] = {}
         for name, adapter in adapters.items():
             features = anonymize_sequences(adapter, clips, window)
@@ -165,7 +189,11 @@ def crossfit_table(
                     progress(f"{task}, {name}, {size} training videos")
                 scores = crossfit_scores(task, features, labels, classes, config, cut)
                 rows[name][str(size)] = {"mean": float(np.mean(scores)), "folds": scores}
-        result["tasks"][task] = {"videos": len(clips), "rows": rows}
+        result["tasks"][task] = {
+            "videos": len(clips),
+            "rows": rows,
+            "test_folds": [f.test.tolist() for f in next(iter(cuts.values()))],
+        }
     return result
 
 
@@ -208,6 +236,13 @@ def row_names(run_dirs: Sequence[str | Path]) -> list[str]:
     raise CrossfitError("a run folder is named twice; name each run once")
 
 
+def _protocol(config: RunConfig) -> tuple:
+    """What decides a task's score besides the features: the anonymizer window, the heads'
+    training."""
+    e = config.evaluation
+    return config.anonymizer.window, e.probe_epochs, e.probe_lr, e.batch_size
+
+
 def write_crossfit(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -238,6 +273,14 @@ def write_crossfit(
         )
     evaluation_set = EvaluationSet.load(sets[0])
     config = run_config(run_dirs[0])
+    for run in run_dirs[1:]:
+        other = run_config(run)
+        if _protocol(other) != _protocol(config):
+            raise CrossfitError(
+                f"{run} anonymizes or trains task heads otherwise than {run_dirs[0]} "
+                "(anonymizer.window, evaluation.probe_epochs, probe_lr or batch_size differ); "
+                "cross-fit runs of one protocol together"
+            )
     names = row_names(run_dirs)
     adapters: dict[str, nn.Module | None] = {"raw": None}
     for name, run in zip(names, run_dirs, strict=True):

@@ -60,6 +60,10 @@ def test_folds_that_cannot_be_cut_are_refused_with_what_fits():
         cut_folds(labels, 4, 5, 10)
     with pytest.raises(CrossfitError, match="at least 2 folds"):
         cut_folds(labels, 1, 5, 5)
+    with pytest.raises(CrossfitError, match="at least 1 video each"):
+        cut_folds(labels, 4, 0, 5)
+    with pytest.raises(CrossfitError, match="at least 4 videos of each kind; there are 3"):
+        cut_folds({"anomalous": np.arange(40) < 3}, 4, 5, 5)
     without_kinds = {"segments": np.zeros((40, 2, 3))}
     assert sorted(np.concatenate([c.test for c in cut_folds(without_kinds, 4, 20, 5)])) == list(
         range(40)
@@ -88,8 +92,10 @@ def test_rows_are_named_by_the_fewest_path_parts_that_tell_the_runs_apart(tmp_pa
         row_names([tmp_path / "a", tmp_path / "a"])
 
 
-def finished_run(folder, evaluation_set: EvaluationSet, seed: int) -> None:
-    config = fakes.small_config(extra=["tasks.evaluated={ar: 2.0, ad: 2.0}"])
+def finished_run(folder, evaluation_set: EvaluationSet, seed: int, window: int = 8) -> None:
+    config = fakes.small_config(
+        extra=["tasks.evaluated={ar: 2.0, ad: 2.0}", f"anonymizer.window={window}"]
+    )
     config = replace(config, evaluation=replace(config.evaluation, probe_epochs=30))
     layout = RunLayout(folder)
     folder.mkdir(parents=True)
@@ -129,6 +135,7 @@ def test_the_command_writes_raw_and_each_run_on_the_same_folds(tmp_path, capsys)
             assert len(cell["folds"]) == 3
             assert cell["mean"] == pytest.approx(np.mean(cell["folds"]))
     assert rows["raw"]["20"]["mean"] > 90  # the planted anomalies, on the raw features
+    assert sorted(np.concatenate(result["tasks"]["ad"]["test_folds"])) == list(range(48))
     table = (tmp_path / "cf" / "crossfit.md").read_text()
     assert "### ad (48 videos)" in table and "| b | " in table
     assert "written to" in capsys.readouterr().out
@@ -141,12 +148,22 @@ def test_runs_of_different_evaluation_sets_or_unknown_tasks_are_one_line_errors(
                  str(tmp_path / "cf")])  # fmt: skip
     assert code == 2
     assert "different evaluation sets" in capsys.readouterr().err
-    code = main(["crossfit", str(tmp_path / "a"), "--out", str(tmp_path / "cf"), "--tasks", "tad"])
-    assert code == 2
+    code = main(["crossfit", str(tmp_path / "a"), "--out", str(tmp_path / "cf"),
+                 "--tasks", "ad,tad", "--val-size", "5", "--train-sizes", "10"])  # fmt: skip
+    assert code == 2  # before the AD heads train
     assert "no 'tad' videos (it has ad, ar)" in capsys.readouterr().err
+    # A validation set of one kind: AD's own check, before anything trains.
+    code = main(["crossfit", str(tmp_path / "a"), "--out", str(tmp_path / "cf"),
+                 "--tasks", "ad", "--val-size", "1", "--train-sizes", "10"])  # fmt: skip
+    assert code == 2
+    assert "ad, fold 0 with 10 training videos" in capsys.readouterr().err
     code = main(["crossfit", str(tmp_path / "a"), "--out", str(tmp_path / "cf"),
                  "--train-sizes", "ten"])  # fmt: skip
     assert code == 2 and "comma-separated integers" in capsys.readouterr().err
+    finished_run(tmp_path / "c", with_ad(fakes.evaluation_set(0)), 0, window=4)
+    code = main(["crossfit", str(tmp_path / "a"), str(tmp_path / "c"), "--out",
+                 str(tmp_path / "cf")])  # fmt: skip
+    assert code == 2 and "anonymizer.window" in capsys.readouterr().err
     assert not (tmp_path / "cf" / "crossfit.json").exists()
     with pytest.raises(CrossfitError, match="has no evaluation_set.npz"):
         write_crossfit([tmp_path], tmp_path / "cf")
