@@ -24,12 +24,19 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def output_folder(folder: str | os.PathLike) -> Path:
-    """Create `folder` (and its parents) for outputs, or raise PathError naming what is in the
-    way: a file at its place or at a parent's, or a parent without write permission."""
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Raise PathError if a file stands where the output folder `folder` goes; creates
+    nothing (for a check before long work that writes there only at its end)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise PathError(f"{folder} is a file, not a folder; choose a folder for the outputs")
+    return folder
+
+
+def output_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` (and its parents) for outputs, or raise PathError naming what is in the
+    way: a file at its place or at a parent's, or a parent without write permission."""
+    folder = check_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

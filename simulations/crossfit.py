@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from common.atomic import atomic_write_text, file_sha256, output_folder
+from common.atomic import atomic_write_text, check_output_folder, file_sha256, output_folder
 from common.config import EvaluationConfig, RunConfig
 from common.errors import LatentveilError
 from common.evaluation import SPLITS, EvaluationSet, anonymize_sequences
@@ -109,6 +109,11 @@ def _interleaved(groups: list[np.ndarray]) -> np.ndarray:
     return items[np.argsort(keys, kind="stable")]
 
 
+def _take(labels: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The labels of the videos at `indices`."""
+    return {k: v[indices] for k, v in labels.items()}
+
+
 def crossfit_scores(
     task_name: str,
     clips: np.ndarray,
@@ -121,7 +126,7 @@ def crossfit_scores(
     task = get_task(task_name)
 
     def split(indices: np.ndarray) -> TaskSplit:
-        return TaskSplit(clips[indices], {k: v[indices] for k, v in labels.items()})
+        return TaskSplit(clips[indices], _take(labels, indices))
 
     return [
         float(
@@ -171,7 +176,7 @@ def crossfit_table(
             for f, fold in enumerate(cut):
                 try:
                     get_task(task).check_splits(
-                        {s: {k: v[getattr(fold, s)] for k, v in labels.items()} for s in SPLITS}
+                        {s: _take(labels, getattr(fold, s)) for s in SPLITS}
                     )
                 except LatentveilError as error:
                     raise CrossfitError(
@@ -257,8 +262,7 @@ def write_crossfit(
     share one evaluation set); write crossfit.md and crossfit.json into `out_dir`."""
     if not run_dirs:
         raise CrossfitError("name at least one run folder")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise CrossfitError(f"{out_dir} is a file, not a folder; choose a folder for the outputs")
+    check_output_folder(out_dir)  # before the work; written only at its end
     sets = []
     for run in run_dirs:
         path = RunLayout(Path(run)).evaluation_set
