@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from common.errors import LatentveilError
 
-WORLD_VERSION = 2  # bump when the same seed would render different files or labels
+WORLD_VERSION = 3  # bump when the same seed would render different files or labels
 WORLD_INFO_FILE = "world.json"  # in the world root, written last: a world with it is complete
 
 ATTRIBUTES = (

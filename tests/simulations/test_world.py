@@ -91,8 +91,8 @@ def test_the_plan_of_a_seed_is_pinned():
         del entry["sha256"]
         entries.append(json.dumps(entry))
     digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-    assert digest == "ce4a726033dfea781e0740989ffd32c3e0f862c6c74c1cfe08c3bcf2a0cc3400"
-    assert W.WORLD_VERSION == 2
+    assert digest == "cfe04fef2ff27f1bacb577dd465c78c75810b5ff95d6f96db8a7b497512faf62"
+    assert W.WORLD_VERSION == 3
 
 
 # ---------------------------------------------------------------------------------------------
