@@ -551,10 +551,10 @@ def _add_crossfit_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser.add_argument("--out", required=True, type=path_argument, help="folder for crossfit.md")
     parser.add_argument("--tasks", default="tad,ad", help="comma-separated (default tad,ad)")
     parser.add_argument(
-        "--train-sizes", default="32,90", help="training videos per fold (default 32,90)"
+        "--train-sizes", default="32,96", help="training videos per fold (default 32,96)"
     )
     parser.add_argument("--folds", type=int, default=4, help="test folds (default 4)")
-    parser.add_argument("--val-size", type=int, default=24, help="validation videos (default 24)")
+    parser.add_argument("--val-size", type=int, default=48, help="validation videos (default 48)")
     parser.add_argument("--seed", type=int, default=0, help="how the folds are drawn (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return _crossfit_command

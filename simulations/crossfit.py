@@ -10,7 +10,7 @@ task's own protocol with a head trained on `train_size` of the other videos and 
 `val_size` of them. Per train size it reports each fold's score and their mean, on the raw
 features and on each run's shipped adapter, all on the same folds.
 
-    latentveil crossfit runs/a runs/b --out runs/crossfit [--tasks tad,ad] [--train-sizes 32,90]
+    latentveil crossfit runs/a runs/b --out runs/crossfit [--tasks tad,ad] [--train-sizes 32,96]
     -> runs/crossfit/crossfit.md (a table), crossfit.json
 """
 
@@ -161,7 +161,7 @@ def crossfit_table(
     tasks: Sequence[str],
     train_sizes: Sequence[int],
     folds: int = 4,
-    val_size: int = 24,
+    val_size: int = 48,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -252,9 +252,9 @@ def write_crossfit(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
     tasks: Sequence[str] = ("tad", "ad"),
-    train_sizes: Sequence[int] = (32, 90),
+    train_sizes: Sequence[int] = (32, 96),
     folds: int = 4,
-    val_size: int = 24,
+    val_size: int = 48,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
