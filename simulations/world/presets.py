@@ -13,14 +13,15 @@ class Preset:
     (train, val, test) for the central world; counts are videos (PNG frames for privacy).
 
     tiny     3 sites, 64 px, ~110 files: the whole world in a few seconds (tests).
-    default  8 sites, 96 px, 6892 files (~232k frames; world version 3). The central AR
-             test split has 1000 videos (a top-1 near 95% has a standard error of 0.7
-             points); the TAD and AD test splits have 96 each, because a 2-point drop is the
-             effect those tasks must show (with 24 test videos the standard errors were 2-5
-             points). Their fresh heads train on 96 videos and are chosen on 48: with 32
-             training videos the raw baselines moved by 20 AD points between folds of the
-             same videos (`latentveil crossfit`), and the released features' 8 directions
-             beat the raw features' 256 for want of training data, not for better features.
+    default  8 sites, 96 px, 6892 files (~232k frames; world version 3): 111 s with 2
+             workers in benchmarks/main.py's 615 s run. The central AR test split has 1000
+             videos (a top-1 near 95% has a standard error of 0.7 points); the TAD and AD
+             test splits have 96 each, because a 2-point drop is the effect those tasks must
+             show (with 24 test videos the standard errors were 2-5 points). Their fresh
+             heads train on 96 videos and are chosen on 48: with 32 training videos the raw
+             baselines moved by 20 AD points between folds of the same videos (`latentveil
+             crossfit`), and the released features' 8 directions beat the raw features' 256
+             for want of training data, not for better features.
              purpose="pretrain": 2000 AR clips + 2000 stills in ~36 s.
     large    16 sites, more of everything (benchmarks), about 2.3x default.
 
