@@ -13,8 +13,10 @@ from common.layout import RunLayout
 from common.model import build_model
 from common.weights import shareable_state
 from server.rounds import save_adapter
-from simulations.cli import main
+from simulations.cli import build_parser, main
 from simulations.crossfit import (
+    TRAIN_SIZES,
+    VAL_SIZE,
     CrossfitError,
     crossfit_scores,
     cut_folds,
@@ -167,3 +169,11 @@ def test_runs_of_different_evaluation_sets_or_unknown_tasks_are_one_line_errors(
     assert not (tmp_path / "cf" / "crossfit.json").exists()
     with pytest.raises(CrossfitError, match="has no evaluation_set.npz"):
         write_crossfit([tmp_path], tmp_path / "cf")
+
+
+def test_the_commands_defaults_are_the_modules():
+    # The CLI spells the defaults out (it imports simulations.crossfit only when it runs).
+    parser, _ = build_parser()
+    args = parser.parse_args(["crossfit", "runs/a", "--out", "out"])
+    assert tuple(int(s) for s in args.train_sizes.split(",")) == TRAIN_SIZES
+    assert args.val_size == VAL_SIZE
