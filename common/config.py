@@ -229,6 +229,9 @@ class LossConfig:
     # loss.task_average says ("average"), or summed ("sum"), so that every task's videos have
     # the budget's full weight, as they would if their task were the only one seen.
     budget_combine: str = "average"
+    # Whose videos the privacy budget covers: the seen tasks named here (None: every seen
+    # task's). L_LC and L_T still see every seen task's videos.
+    budget_tasks: tuple[str, ...] | None = None
     # Before the joint step, take out of the tasks' gradient on the adapter its component
     # against the privacy budget's gradient, when they conflict (PCGrad, Yu et al. 2020), so
     # that no task buys its utility with leakage to first order (common.training).
@@ -246,6 +249,8 @@ class LossConfig:
         _choice("loss.task_average", self.task_average, TASK_AVERAGES)
         _choice("loss.budget_combine", self.budget_combine, BUDGET_COMBINES)
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
+        if self.budget_tasks is not None:
+            _task_names("loss.budget_tasks", dict.fromkeys(self.budget_tasks, 0.0))
         for name in ("w_lc", "w_t", "w_b"):
             _at_least(f"loss.{name}", getattr(self, name), 0)
         _positive("loss.tau", self.tau)
@@ -425,6 +430,12 @@ class RunConfig:
             raise ConfigError(
                 f"'federation.min_sites' ({self.federation.min_sites}) cannot exceed the "
                 f"number of sites, 'world.sites' ({self.world.sites})"
+            )
+        unseen = sorted(set(self.loss.budget_tasks or ()) - set(self.tasks.seen))
+        if unseen:
+            raise ConfigError(
+                f"'loss.budget_tasks' names {', '.join(unseen)}, which 'tasks.seen' does not "
+                f"train ({', '.join(self.tasks.seen)}): the budget covers only seen tasks' videos"
             )
 
 

@@ -65,7 +65,8 @@ def compute_losses(
     windows, as a deployment does; None: one sequence); L_LC and L_B are averaged over the
     tasks' batches (`loss.task_average`: each batch alike, or weighted by its videos; L_B
     instead summed over them with `loss.budget_combine` "sum"), L_T is the sum of each task's
-    loss times its weight (`tasks.seen`; None: 1 for every task).
+    loss times its weight (`tasks.seen`; None: 1 for every task). L_B covers only the videos of
+    the tasks in `loss.budget_tasks` (None: every task's); a batch with none has L_B = 0.
     """
     consistency, budgets = [], []
     utility = None
@@ -96,6 +97,8 @@ def compute_losses(
             )
             task_utilities[name] = (1.0 if weights is None else weights.get(name, 0.0)) * loss
             utility = utility + task_utilities[name]
+        if config.budget_tasks is not None and name not in config.budget_tasks:
+            continue
         groups = (
             task.budget_groups(task_batch.labels)
             if config.budget_negatives == "same_action"
@@ -119,7 +122,9 @@ def compute_losses(
     if utility is None:
         raise ValueError("a training batch needs the videos of at least one task")
     lc = _weighted_mean(consistency, consistency_weights)
-    if config.budget_combine == "sum":
+    if not budgets:  # no video of the batch is under the budget (loss.budget_tasks)
+        budget = lc.new_zeros(())
+    elif config.budget_combine == "sum":
         budget = torch.stack([torch.stack(pairs).mean() for pairs in task_pairs]).sum()
     else:
         budget = _weighted_mean(budgets, budget_weights)

@@ -89,6 +89,8 @@ def test_bad_overrides_are_clear_errors(override, message):
             r"'loss\.budget_surgery_scope' must be one of tasks, objective, each_task",
         ),
         ("loss.budget_combine=mean", r"'loss\.budget_combine' must be one of average, sum"),
+        ("loss.budget_tasks=[ar, faces]", r"'loss\.budget_tasks' names an unknown task 'faces'"),
+        ("loss.budget_tasks=[]", r"'loss\.budget_tasks' needs at least one task"),
         ("train.task_schedule=never", r"'train\.task_schedule' must be one of repeat, once"),
         ("anonymizer.dropout=1", r"'anonymizer\.dropout' must be in \[0, 1\)"),
         ("federation.trimmed_beta=0.5", r"'federation\.trimmed_beta' must be in \[0, 0\.5\)"),
@@ -101,6 +103,12 @@ def test_values_that_cannot_work_are_refused_when_the_config_loads(override, mes
     # the Flower subprocess.
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIG_DIR / "default.yaml", [override])
+
+
+def test_the_budget_covers_only_seen_tasks_videos():
+    load_config(CONFIG_DIR / "default.yaml", ["loss.budget_tasks=tad"])  # default sees tad
+    with pytest.raises(ConfigError, match=r"'loss\.budget_tasks' names tad, which 'tasks\.seen'"):
+        load_config(CONFIG_DIR / "default.yaml", ["loss.budget_tasks=ar,tad", "tasks.seen={ar: 1}"])
 
 
 def test_names_go_unchecked_only_inside_registry_names_unchecked():

@@ -321,6 +321,40 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
     assert torch.equal(alone_summed.privacy_budget, a)  # one task: the same budget
 
 
+def test_budget_tasks_puts_only_the_named_tasks_videos_under_the_budget():
+    # loss.budget_tasks=[ar]: L_B of a step with AR and AD videos is AR's alone, while L_LC
+    # and L_T still see both; a step without AR videos has no budget (and still trains).
+    gen = torch.Generator().manual_seed(2)
+    ar = TaskBatch(torch.randn(8, 2, 16, generator=gen), torch.randn(8, 2, 16, generator=gen),
+                   {"action": torch.arange(8) % 3})  # fmt: skip
+    anomalies = -torch.ones(2, 4, 2)
+    anomalies[1, 0] = torch.tensor([0.2, 0.6])
+    ad = TaskBatch(torch.randn(2, 4, 16, generator=gen), torch.randn(2, 2, 16, generator=gen),
+                   {"anomalous": torch.tensor([0, 1]), "anomalies": anomalies,
+                    "num_frames": torch.tensor([64, 64])})  # fmt: skip
+    config = load_config(
+        None,
+        ["tasks.seen={ar: 1.0, ad: 1.0}", "loss.budget_views=clips", "anonymizer.bottleneck=4",
+         "loss.task_average=videos", "loss.budget_tasks=[ar]"],
+    )  # fmt: skip
+    assert config.loss.budget_tasks == ("ar",)
+    model = build_model(16, config, seed=0).eval()
+    every = dataclasses.replace(config.loss, budget_tasks=None)
+    both = TrainingBatch({"ar": ar, "ad": ad})
+    covered, all_covered = (
+        compute_losses(model, both, config.loss),
+        compute_losses(model, both, every),
+    )
+    ar_alone = compute_losses(model, TrainingBatch({"ar": ar}), every)
+    assert torch.allclose(covered.privacy_budget, ar_alone.privacy_budget)
+    assert not torch.allclose(covered.privacy_budget, all_covered.privacy_budget)
+    assert torch.equal(covered.latent_consistency, all_covered.latent_consistency)
+    assert torch.equal(covered.utility, all_covered.utility)
+    ad_only = compute_losses(model, TrainingBatch({"ad": ad}), config.loss)
+    assert float(ad_only.privacy_budget) == 0.0
+    assert ad_only.utility.requires_grad
+
+
 def test_budget_combine_sum_averages_a_tasks_pairs_of_views_before_summing():
     # With loss.budget_views=both a task has two pairs of views; its budget is their mean.
     gen = torch.Generator().manual_seed(1)
