@@ -146,6 +146,11 @@ def build_report(
             "round": chosen.round,
             "privacy_val_cmap": final.get("privacy_val_cmap"),
             **{task.val_key: final.get(task.val_key) for task in tasks},
+            # The raw features' validation numbers, which the allowed drops are measured from.
+            "raw": {
+                "privacy_val_cmap": baseline.get("privacy_val_cmap"),
+                **{task.val_key: baseline.get(task.val_key) for task in tasks},
+            },
         },
         "last_evaluated": _task_view(last.evaluation.to_json(), tasks) | {"round": last.round},
         "threat_model": THREAT_MODEL,
@@ -265,9 +270,15 @@ def _selection_sentence(report: dict[str, Any]) -> str:
             "more rounds, other loss weights, or `--set evaluation.select=last`."
         )
     tasks = report.get("tasks") or {}
+    raw = selection.get("raw") or {}
     allowances = " and ".join(
         f"validation {tasks[name]['title'] if name in tasks else name} is at most "
         f"{_fmt(float(drop), 1)} points below the raw features'"
+        + (
+            f" ({_fmt(raw[tasks[name]['val_metric']])})"
+            if name in tasks and raw.get(tasks[name]["val_metric"]) is not None
+            else ""
+        )
         for name, drop in (selection.get("max_val_drop") or {}).items()
     )
     sentence = (

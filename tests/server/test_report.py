@@ -90,6 +90,8 @@ def test_the_json_report_reads_its_numbers_from_the_selected_round():
     assert data["baseline"]["tad_map"] is None and data["anonymized"]["ad_auc"] is None
     assert data["selection"]["ar_val_top1"] == 98.0
     assert data["selection"]["max_val_drop"] == {"ar": 2.0}
+    # and the raw features' validation numbers the allowed drops are measured from
+    assert data["selection"]["raw"] == {"privacy_val_cmap": 91.0, "ar_val_top1": 98.5}
     assert [r["sites_aggregated"] for r in data["rounds"]] == [None, 3, 2]
     assert data["rejected_updates"][0]["node"] == 7
     json.dumps(data)  # JSON-ready throughout
