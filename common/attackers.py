@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -540,21 +540,37 @@ def run_attacker(
     name: str, data: AttackData, settings: SuiteSettings | None = None, cache: dict | None = None
 ) -> AttackResult:
     """Fit attacker `name` (train, selecting on val) and score it on val and test."""
+    return run_attacker_on(name, data, {"test": data.test}, settings, cache)["test"]
+
+
+def run_attacker_on(
+    name: str,
+    data: AttackData,
+    tests: Mapping[str, Split],
+    settings: SuiteSettings | None = None,
+    cache: dict | None = None,
+) -> dict[str, AttackResult]:
+    """Fit attacker `name` once (train, selecting on val) and score it on val and on each of
+    `tests` (`data.test` is read only through `data.raw_test`, for the inversion's R^2)."""
     settings = settings or SuiteSettings()
     started = time.perf_counter()
     fit = ATTACKERS.get(name)
     with torch.random.fork_rng():
         scorer, chosen = fit(data, settings, {} if cache is None else cache)
-    val_scores, test_scores = scorer(data.val.features), scorer(data.test.features)
-    return AttackResult(
-        attacker=name,
-        test_cmap=_cmap(test_scores, data.test.labels),
-        val_cmap=_cmap(val_scores, data.val.labels),
-        chance_cmap=chance_cmap(data.test.labels),
-        per_attribute_ap=per_attribute_average_precision(test_scores, np.asarray(data.test.labels)),
-        chosen=chosen,
-        seconds=time.perf_counter() - started,
-    )
+    val_cmap = _cmap(scorer(data.val.features), data.val.labels)
+    results = {}
+    for test_name, test in tests.items():
+        scores = scorer(test.features)
+        results[test_name] = AttackResult(
+            attacker=name,
+            test_cmap=_cmap(scores, test.labels),
+            val_cmap=val_cmap,
+            chance_cmap=chance_cmap(test.labels),
+            per_attribute_ap=per_attribute_average_precision(scores, np.asarray(test.labels)),
+            chosen=chosen,
+            seconds=time.perf_counter() - started,
+        )
+    return results
 
 
 def run_attack_suite(

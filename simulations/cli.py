@@ -537,6 +537,43 @@ def _crossfit_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_privacy_command(args: argparse.Namespace) -> int:
+    from simulations.task_privacy import write_task_privacy
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+
+    def progress(what: str) -> None:
+        if not args.quiet:
+            print(f"attacking {what}", file=sys.stderr, flush=True)
+
+    table = write_task_privacy(args.runs, args.out, tasks, progress)
+    print(table.read_text(), end="")
+    print(f"written to {table} (and task_privacy.json beside it)")
+    return 0
+
+
+def _add_task_privacy_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "task-privacy",
+        help="how readable each task's released videos (AR, TAD, AD) are to the attacker suite",
+        description="Train the attacker suite on the central train videos of every task whose "
+        "videos carry their actors' attributes, choose it on their val videos, and score it on "
+        "each task's test videos and on all of them, on the raw features and each run's "
+        "shipped adapter; write task_privacy.md and .json.",
+    )
+    parser.add_argument(
+        "runs", nargs="+", type=path_argument, help="finished run folders of one world"
+    )
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder for task_privacy.md"
+    )
+    parser.add_argument(
+        "--tasks", default="", help="comma-separated (default: every task with known actors)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return _task_privacy_command
+
+
 def _add_crossfit_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser = subparsers.add_parser(
         "crossfit",
@@ -936,6 +973,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_certs_parser,
     _add_frontier_parser,
     _add_crossfit_parser,
+    _add_task_privacy_parser,
     _add_ablate_parser,
     _add_export_parser,
     _add_anonymize_parser,

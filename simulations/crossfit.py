@@ -247,6 +247,40 @@ def row_names(run_dirs: Sequence[str | Path]) -> list[str]:
     raise CrossfitError("a run folder is named twice; name each run once")
 
 
+def load_runs(
+    run_dirs: Sequence[str | Path], protocol: Callable[[RunConfig], tuple], differs: str
+) -> tuple[EvaluationSet, RunConfig, dict[str, nn.Module | None]]:
+    """The shared evaluation set of finished runs, the first run's config and an adapter per
+    row ("raw": None, then each run's shipped adapter, named by `row_names`). Refused: runs of
+    different evaluation sets, or whose `protocol` (the settings named by `differs`) differ."""
+    if not run_dirs:
+        raise CrossfitError("name at least one run folder")
+    sets = []
+    for run in run_dirs:
+        path = RunLayout(Path(run)).evaluation_set
+        if not path.is_file():
+            raise CrossfitError(f"{run} has no {path.name} (not a prepared run folder)")
+        sets.append(path)
+    digests = {file_sha256(p) for p in sets}
+    if len(digests) > 1:
+        raise CrossfitError(
+            "the runs were evaluated on different evaluation sets (their evaluation_set.npz "
+            "differ); compare runs of one world and one set of features"
+        )
+    evaluation_set = EvaluationSet.load(sets[0])
+    config = run_config(run_dirs[0])
+    for run in run_dirs[1:]:
+        if protocol(run_config(run)) != protocol(config):
+            raise CrossfitError(
+                f"{run} is measured otherwise than {run_dirs[0]} ({differs} differ); "
+                "compare runs of one protocol"
+            )
+    adapters: dict[str, nn.Module | None] = {"raw": None}
+    for name, run in zip(row_names(run_dirs), run_dirs, strict=True):
+        adapters[name] = adapter_from_run(run, evaluation_set.dim)
+    return evaluation_set, config, adapters
+
+
 def _protocol(config: RunConfig) -> tuple:
     """What decides a task's score besides the features: the anonymizer window, the heads'
     training."""
@@ -266,40 +300,15 @@ def write_crossfit(
 ) -> Path:
     """Cross-fit every task on the raw features and each run's shipped adapter (the runs must
     share one evaluation set); write crossfit.md and crossfit.json into `out_dir`."""
-    if not run_dirs:
-        raise CrossfitError("name at least one run folder")
+    evaluation_set, config, adapters = load_runs(
+        run_dirs, _protocol, "anonymizer.window, evaluation.probe_epochs, probe_lr or batch_size"
+    )
     check_output_folder(out_dir)  # before the work; written only at its end
-    sets = []
-    for run in run_dirs:
-        path = RunLayout(Path(run)).evaluation_set
-        if not path.is_file():
-            raise CrossfitError(f"{run} has no {path.name} (not a prepared run folder)")
-        sets.append(path)
-    digests = {file_sha256(p) for p in sets}
-    if len(digests) > 1:
-        raise CrossfitError(
-            "the runs were evaluated on different evaluation sets (their evaluation_set.npz "
-            "differ); cross-fit runs of one world and one set of features together"
-        )
-    evaluation_set = EvaluationSet.load(sets[0])
-    config = run_config(run_dirs[0])
-    for run in run_dirs[1:]:
-        other = run_config(run)
-        if _protocol(other) != _protocol(config):
-            raise CrossfitError(
-                f"{run} anonymizes or trains task heads otherwise than {run_dirs[0]} "
-                "(anonymizer.window, evaluation.probe_epochs, probe_lr or batch_size differ); "
-                "cross-fit runs of one protocol together"
-            )
-    names = row_names(run_dirs)
-    adapters: dict[str, nn.Module | None] = {"raw": None}
-    for name, run in zip(names, run_dirs, strict=True):
-        adapters[name] = adapter_from_run(run, evaluation_set.dim)
     result = crossfit_table(
         evaluation_set, config.evaluation, config.anonymizer.window, adapters,
         tasks, train_sizes, folds, val_size, seed, progress,
     )  # fmt: skip
-    result["runs"] = {name: str(run) for name, run in zip(names, run_dirs, strict=True)}
+    result["runs"] = dict(zip(list(adapters)[1:], map(str, run_dirs), strict=True))
     out = output_folder(out_dir)
     table = out / "crossfit.md"
     atomic_write_text(out / "crossfit.json", json.dumps(result, indent=2) + "\n")

@@ -13,6 +13,7 @@ from common.attackers import (
     reconstruction_r2,
     run_attack_suite,
     run_attacker,
+    run_attacker_on,
     worst_case,
 )
 from common.config import ATTACKER_NAMES, ConfigError, load_config
@@ -142,6 +143,23 @@ def test_attackers_never_look_at_test_labels():
         a, b = run_attacker(name, data, FAST), run_attacker(name, other, FAST)
         assert (a.val_cmap, a.chosen) == (b.val_cmap, b.chosen)
         assert a.test_cmap != b.test_cmap
+
+
+@pytest.mark.parametrize("name", ["mlp", "inversion"])
+def test_an_attacker_fitted_once_scores_several_test_sets_as_if_each_were_its_test(name):
+    # task-privacy scores one fitted attacker on each task's test videos: the same numbers as
+    # fitting it with that test set, and a test set of pure noise scores about chance.
+    data = dataset(lambda x: x @ np.random.default_rng(3).normal(size=(D, D)))
+    half = Split(data.test.features[:100], data.test.labels[:100])
+    noise = Split(np.random.default_rng(4).normal(size=(200, D)).astype(np.float32),
+                  data.test.labels)  # fmt: skip
+    results = run_attacker_on(name, data, {"all": data.test, "half": half, "noise": noise}, FAST)
+    alone = run_attacker(name, AttackData(data.train, data.val, half, data.raw_train,
+                                          data.raw_val, data.raw_test[:100]), FAST)  # fmt: skip
+    assert results["half"].test_cmap == pytest.approx(alone.test_cmap, abs=1e-9)
+    assert results["half"].val_cmap == results["all"].val_cmap == alone.val_cmap
+    assert results["all"].test_cmap > 80 > results["noise"].test_cmap
+    assert abs(results["noise"].test_cmap - results["noise"].chance_cmap) < 15
 
 
 def test_the_mlp_trains_until_validation_stops_improving():

@@ -30,6 +30,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "certs",
         "frontier",
         "crossfit",
+        "task-privacy",
         "ablate",
         "export",
         "anonymize",
