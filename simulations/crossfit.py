@@ -300,10 +300,10 @@ def write_crossfit(
 ) -> Path:
     """Cross-fit every task on the raw features and each run's shipped adapter (the runs must
     share one evaluation set); write crossfit.md and crossfit.json into `out_dir`."""
+    check_output_folder(out_dir)  # before the work; written only at its end
     evaluation_set, config, adapters = load_runs(
         run_dirs, _protocol, "anonymizer.window, evaluation.probe_epochs, probe_lr or batch_size"
     )
-    check_output_folder(out_dir)  # before the work; written only at its end
     result = crossfit_table(
         evaluation_set, config.evaluation, config.anonymizer.window, adapters,
         tasks, train_sizes, folds, val_size, seed, progress,

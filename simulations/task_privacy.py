@@ -171,11 +171,11 @@ def write_task_privacy(
 ) -> Path:
     """Attack every task's released videos on the raw features and each run's shipped adapter
     (the runs must share one evaluation set); write task_privacy.md and .json into `out_dir`."""
+    check_output_folder(out_dir)  # before the work; written only at its end
     evaluation_set, config, adapters = load_runs(
         run_dirs, _protocol, "anonymizer.window or the attacker suite's evaluation settings"
     )
     chosen = attacked_tasks(evaluation_set, tasks)
-    check_output_folder(out_dir)  # before the work; written only at its end
     result = task_privacy_table(
         evaluation_set, config.evaluation, config.anonymizer.window, adapters, chosen, progress
     )

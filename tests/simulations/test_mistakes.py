@@ -872,6 +872,23 @@ def crossfit_train_sizes_not_numbers(b):
 
 
 # ---------------------------------------------------------------------------------------------
+# task-privacy
+
+
+@mistake
+def task_privacy_run_not_prepared(b):
+    run = b.folder("run")
+    return ["task-privacy", str(run), "--out", str(b.path("tp"))], [str(run), "evaluation_set.npz"]
+
+
+@mistake
+def task_privacy_out_is_a_file(b):
+    run = b.folder("run")
+    out = b.file("task_privacy.md", "old table")
+    return ["task-privacy", str(run), "--out", str(out)], [str(out)]
+
+
+# ---------------------------------------------------------------------------------------------
 # frontier
 
 
