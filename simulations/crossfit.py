@@ -308,9 +308,22 @@ def write_crossfit(
         evaluation_set, config.evaluation, config.anonymizer.window, adapters,
         tasks, train_sizes, folds, val_size, seed, progress,
     )  # fmt: skip
+    return write_result(out_dir, "crossfit", result, crossfit_markdown(result), run_dirs, adapters)
+
+
+def write_result(
+    out_dir: str | Path,
+    stem: str,
+    result: dict[str, Any],
+    markdown: str,
+    run_dirs: Sequence[str | Path],
+    adapters: dict[str, Any],
+) -> Path:
+    """Write `result` (with the run folders it measured, by adapter name) as <stem>.json and
+    `markdown` as <stem>.md into `out_dir`, each atomically; return the table's path."""
     result["runs"] = dict(zip(list(adapters)[1:], map(str, run_dirs), strict=True))
     out = output_folder(out_dir)
-    table = out / "crossfit.md"
-    atomic_write_text(out / "crossfit.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(table, crossfit_markdown(result))
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    table = out / f"{stem}.md"
+    atomic_write_text(table, markdown)
     return table

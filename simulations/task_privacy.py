@@ -18,7 +18,6 @@ videos.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from common.atomic import atomic_write_text, check_output_folder, output_folder
+from common.atomic import check_output_folder
 from common.attackers import AttackData, AttackResult, Split, run_attacker_on, worst_case
 from common.config import EvaluationConfig, RunConfig
 from common.evaluation import SPLITS, EvaluationSet, anonymize_sequences, suite_settings
 from common.evaluation import video_attack_features as mean_clip
-from simulations.crossfit import CrossfitError, load_runs
+from simulations.crossfit import CrossfitError, load_runs, write_result
 
 ALL = "all"  # the test set of every attacked task's test videos
 
@@ -179,9 +178,5 @@ def write_task_privacy(
     result = task_privacy_table(
         evaluation_set, config.evaluation, config.anonymizer.window, adapters, chosen, progress
     )
-    result["runs"] = dict(zip(list(adapters)[1:], map(str, run_dirs), strict=True))
-    out = output_folder(out_dir)
-    table = out / "task_privacy.md"
-    atomic_write_text(out / "task_privacy.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(table, task_privacy_markdown(result))
-    return table
+    markdown = task_privacy_markdown(result)
+    return write_result(out_dir, "task_privacy", result, markdown, run_dirs, adapters)
