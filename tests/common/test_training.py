@@ -281,10 +281,10 @@ def test_a_store_without_static_clips_gives_the_clip_budget_the_same_update():
         train_local(build_model(D, config, seed=0), {"ar": one}, config, seed=5)
 
 
-def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
-    # L_LC and L_B of a step with an AR batch of 8 videos and an AD batch of 2: the mean of
-    # the two task terms ("tasks"), or weighted 8 : 2 ("videos").
-    gen = torch.Generator().manual_seed(0)
+def ar_and_ad_batches(seed: int) -> tuple[TaskBatch, TaskBatch]:
+    """An AR batch of 8 videos (2 clips of 16 dimensions) and an AD batch of 2 (4 clips, the
+    second anomalous over a fifth to three fifths of its frames)."""
+    gen = torch.Generator().manual_seed(seed)
     ar = TaskBatch(torch.randn(8, 2, 16, generator=gen), torch.randn(8, 2, 16, generator=gen),
                    {"action": torch.arange(8) % 3})  # fmt: skip
     anomalies = -torch.ones(2, 4, 2)
@@ -292,6 +292,13 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
     ad = TaskBatch(torch.randn(2, 4, 16, generator=gen), torch.randn(2, 2, 16, generator=gen),
                    {"anomalous": torch.tensor([0, 1]), "anomalies": anomalies,
                     "num_frames": torch.tensor([64, 64])})  # fmt: skip
+    return ar, ad
+
+
+def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
+    # L_LC and L_B of a step with an AR batch of 8 videos and an AD batch of 2: the mean of
+    # the two task terms ("tasks"), or weighted 8 : 2 ("videos").
+    ar, ad = ar_and_ad_batches(seed=0)
     config = load_config(
         None,  # a bottleneck: the adapter is no identity, so L_LC is not 0 for either task
         ["tasks.seen={ar: 1.0, ad: 1.0}", "loss.budget_views=clips", "anonymizer.bottleneck=4"],
@@ -324,14 +331,7 @@ def test_task_average_videos_weights_each_task_term_by_its_batch_of_videos():
 def test_budget_tasks_puts_only_the_named_tasks_videos_under_the_budget():
     # loss.budget_tasks=[ar]: L_B of a step with AR and AD videos is AR's alone, while L_LC
     # and L_T still see both; a step without AR videos has no budget (and still trains).
-    gen = torch.Generator().manual_seed(2)
-    ar = TaskBatch(torch.randn(8, 2, 16, generator=gen), torch.randn(8, 2, 16, generator=gen),
-                   {"action": torch.arange(8) % 3})  # fmt: skip
-    anomalies = -torch.ones(2, 4, 2)
-    anomalies[1, 0] = torch.tensor([0.2, 0.6])
-    ad = TaskBatch(torch.randn(2, 4, 16, generator=gen), torch.randn(2, 2, 16, generator=gen),
-                   {"anomalous": torch.tensor([0, 1]), "anomalies": anomalies,
-                    "num_frames": torch.tensor([64, 64])})  # fmt: skip
+    ar, ad = ar_and_ad_batches(seed=2)
     config = load_config(
         None,
         ["tasks.seen={ar: 1.0, ad: 1.0}", "loss.budget_views=clips", "anonymizer.bottleneck=4",
