@@ -489,12 +489,27 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _prepare_command
 
 
+def _show_table(table: Path, beside: str) -> None:
+    """Print a written table, then where it is and what was written `beside` it."""
+    print(table.read_text(), end="")
+    print(f"written to {table} (and {beside} beside it)")
+
+
+def _progress_lines(args: argparse.Namespace, verb: str) -> Callable[[str], None]:
+    """A progress callback: '<verb> <what>' on stderr, unless --quiet."""
+
+    def progress(what: str) -> None:
+        if not args.quiet:
+            print(f"{verb} {what}", file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _frontier_command(args: argparse.Namespace) -> int:
     from server.frontier import write_frontier
 
     table = write_frontier(args.runs, args.out)
-    print(table.read_text(), end="")
-    print(f"written to {table} (and frontier.json, frontier.png beside it)")
+    _show_table(table, "frontier.json, frontier.png")
     return 0
 
 
@@ -525,15 +540,11 @@ def _crossfit_command(args: argparse.Namespace) -> int:
     if not tasks or not sizes:
         raise CrossfitError("--tasks and --train-sizes each need at least one value")
 
-    def progress(what: str) -> None:
-        if not args.quiet:
-            print(f"cross-fitting {what}", file=sys.stderr, flush=True)
-
+    progress = _progress_lines(args, "cross-fitting")
     table = write_crossfit(
         args.runs, args.out, tasks, sizes, args.folds, args.val_size, args.seed, progress
     )
-    print(table.read_text(), end="")
-    print(f"written to {table} (and crossfit.json beside it)")
+    _show_table(table, "crossfit.json")
     return 0
 
 
@@ -541,14 +552,8 @@ def _task_privacy_command(args: argparse.Namespace) -> int:
     from simulations.task_privacy import write_task_privacy
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-
-    def progress(what: str) -> None:
-        if not args.quiet:
-            print(f"attacking {what}", file=sys.stderr, flush=True)
-
-    table = write_task_privacy(args.runs, args.out, tasks, progress)
-    print(table.read_text(), end="")
-    print(f"written to {table} (and task_privacy.json beside it)")
+    table = write_task_privacy(args.runs, args.out, tasks, _progress_lines(args, "attacking"))
+    _show_table(table, "task_privacy.json")
     return 0
 
 
@@ -604,8 +609,7 @@ def _ablate_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     table = run_ablation(config, args.out, args.seen, variants, progress=not args.quiet)
-    print(table.read_text(), end="")
-    print(f"written to {table} (and ablation.json, ablation.png beside it)")
+    _show_table(table, "ablation.json, ablation.png")
     return 0
 
 
