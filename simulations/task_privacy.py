@@ -85,10 +85,10 @@ def task_privacy_table(
 
     actors = {t: {s: v[s].attributes for s in SPLITS} for t, v in splits.items()}
     raw = features(None)
+    every = list(tasks)
     rows: dict[str, Any] = {}
     for row, adapter in adapters.items():
         released = raw if adapter is None else features(adapter)
-        every = list(tasks)
         data = AttackData(
             Split(stack(released, "train", every), stack(actors, "train", every)),
             Split(stack(released, "val", every), stack(actors, "val", every)),
@@ -107,15 +107,13 @@ def task_privacy_table(
                 progress(f"{row}: {attacker}")
             for name, result in run_attacker_on(attacker, data, tests, settings, cache).items():
                 by_test[name][attacker] = result
+        worst = {name: worst_case(results) for name, results in by_test.items()}
         rows[row] = {
-            name: {
-                key: worst_case(results)[key]
-                for key in ("cmap", "attacker", "val_cmap", "chance_cmap")
-            }
-            for name, results in by_test.items()
+            name: {key: w[key] for key in ("cmap", "attacker", "val_cmap", "chance_cmap")}
+            for name, w in worst.items()
         }
     return {
-        "tasks": list(tasks),
+        "tasks": every,
         "test_videos": {
             name: int(sum(len(splits[t]["test"]) for t in among))
             for name, among in zip(names, test_sets, strict=True)
