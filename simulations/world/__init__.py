@@ -29,7 +29,8 @@ Manifest lines (one JSON object per file): `video_id` (unique in the world), `pa
 Determinism: every item renders from its own generator, seeded by a SeedSequence with entropy
 (seed, purpose code) and a spawn key naming the group, dataset and index of the item, so a
 world is the same in any order, with any number of worker processes. x264 runs single-threaded
-with fixed settings, so the same seed gives byte-identical files and manifests (with the same
+with fixed settings and without its AVX-512 code (which reads memory it never wrote:
+`x264_options`), so the same seed gives byte-identical files and manifests (with the same
 PyAV / libx264 build; another build may encode other bytes of the same frames).
 `plan_world` decides everything without rendering; `item_frames` renders one planned item in
 memory.
@@ -74,7 +75,13 @@ from simulations.world.schema import (
     WORLD_VERSION,
     WorldError,
 )
-from simulations.world.writing import X264_OPTIONS, generate_world, item_frames, write_mp4
+from simulations.world.writing import (
+    X264_OPTIONS,
+    generate_world,
+    item_frames,
+    write_mp4,
+    x264_options,
+)
 
 __all__ = [
     "ACTIONS",
@@ -107,4 +114,5 @@ __all__ = [
     "read_manifest",
     "resolve_preset",
     "write_mp4",
+    "x264_options",
 ]

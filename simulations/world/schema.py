@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from common.errors import LatentveilError
 
-WORLD_VERSION = 3  # bump when the same seed would render different files or labels
+WORLD_VERSION = 4  # bump when the same seed would render different files or labels
+# 4: the frames of 3, encoded without x264's AVX-512 code (3 was not byte-identical from one
+# generation to the next on an AVX-512 CPU: simulations.world.writing.x264_options)
 WORLD_INFO_FILE = "world.json"  # in the world root, written last: a world with it is complete
 
 ATTRIBUTES = (

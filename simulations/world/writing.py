@@ -45,6 +45,38 @@ X264_OPTIONS = {
     # one thread and no scene-cut heuristics: the same frames give the same bytes
     "x264-params": "threads=1:bframes=0:keyint=32:min-keyint=32:scenecut=0",
 }
+# The numpy CPU features that x264's AVX2 code needs (its "AVX2" level implies the others).
+_X264_AVX2_NEEDS = ("AVX", "AVX2", "FMA3", "BMI", "BMI2", "LZCNT")
+
+
+def _cpu_features() -> dict[str, bool]:
+    """The CPU features numpy detected at import ({} where numpy does not say)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return {}
+    return dict(__cpu_features__)
+
+
+def x264_options(cpu_features: dict[str, bool] | None = None) -> dict[str, str]:
+    """The encoder options of every world video: X264_OPTIONS, with x264's AVX-512 code off.
+
+    x264's AVX-512 code reads memory it never wrote: on a CPU with AVX-512, what the process
+    had freed before (rendered frames, other videos) changed the bytes of a video, so two
+    generations of the default world, seed 0, differed in 687 of its 6922 files (found by
+    filling freed memory with 0xff before encoding; tests/simulations/test_world.py keeps it
+    found). Where the CPU has AVX2, x264 is told to use its AVX2 code (valgrind, whose CPU has
+    AVX2 and no AVX-512, finds no read of unwritten memory in it). `cpu_features` (numpy's
+    names) is for tests; None reads this CPU's.
+    """
+    features = _cpu_features() if cpu_features is None else cpu_features
+    options = dict(X264_OPTIONS)
+    if all(features.get(name, False) for name in _X264_AVX2_NEEDS):
+        options["x264-params"] += ":asm=AVX2"
+    return options
 
 
 def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int) -> int:
@@ -60,7 +92,7 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: int) -
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = "yuv420p"
                 stream.codec_context.thread_count = 1
-                stream.options = dict(X264_OPTIONS)
+                stream.options = x264_options()
             video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
             video_frame.pts = count
             container.mux(stream.encode(video_frame))
