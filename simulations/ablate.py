@@ -9,6 +9,9 @@ what the variant changes:
 - `all_seen`: every evaluated task trained at the sites;
 - `ar_only`: only the `--seen` task trained (default ar); the others are evaluated, never
   trained: tasks the adapter never saw;
+- `ar_only_videos`: `ar_only`, but the sites' videos of the other tasks join L_LC (at weight
+  0 in `tasks.seen`, so no head of theirs shapes the adapter) and L_B stays on the seen task's
+  videos: no label of another task reaches the adapter, their footage does;
 - `no_lc`: `ar_only` without the latent-consistency term (loss.w_lc 0);
 - `no_budget`: `ar_only` without the privacy budget (loss.w_b 0);
 - `paper_weights`: `ar_only` with the paper's loss weights (loss.w_lc 100, w_t 1, w_b 1).
@@ -43,6 +46,8 @@ class Variant:
     what: str  # one line for the table
     seen_only: bool  # train only the `seen` task
     overrides: tuple[str, ...] = ()
+    # with seen_only: the other tasks' videos stay in L_LC (weight 0), L_B only on the seen task
+    other_videos: bool = False
 
 
 # The paper's three loss weights (LossConfig's defaults), whatever the config's own are.
@@ -52,6 +57,12 @@ _PAPER_WEIGHTS = tuple(f"loss.{w}={getattr(_PAPER, w):g}" for w in ("w_lc", "w_t
 VARIANTS = (
     Variant("all_seen", "every evaluated task trained", False),
     Variant("ar_only", "only the seen task trained; the others never", True),
+    Variant(
+        "ar_only_videos",
+        "seen task only; the others' videos in L_LC, never their labels",
+        True,
+        other_videos=True,
+    ),
     Variant("no_lc", "seen task only, without L_LC (w_lc 0)", True, ("loss.w_lc=0",)),
     Variant("no_budget", "seen task only, without L_B (w_b 0)", True, ("loss.w_b=0",)),
     Variant(
@@ -66,9 +77,12 @@ VARIANTS = (
 def variant_config(config: RunConfig, variant: Variant, seen: str, world_dir: Path) -> RunConfig:
     """The config a variant runs: the tasks it trains, its overrides, the shared world."""
     weights = {t: config.tasks.seen.get(t, 1.0) for t in config.tasks.evaluated}
-    if variant.seen_only:
-        weights = {seen: weights.get(seen, 1.0)}
     data = to_dict(config)
+    if variant.seen_only:
+        others = {t: 0.0 for t in weights if t != seen} if variant.other_videos else {}
+        weights = {seen: weights.get(seen, 1.0), **others}
+    if variant.other_videos:
+        data["loss"]["budget_tasks"] = [seen]
     data["tasks"]["seen"] = weights
     data["world"]["dir"] = str(world_dir)
     return from_dict(RunConfig, apply_overrides(data, list(variant.overrides)))
@@ -128,7 +142,8 @@ def ablation_row(variant: Variant, report: dict[str, Any]) -> dict[str, Any]:
     return {
         "variant": variant.name,
         "what": variant.what,
-        "seen": sorted(report["config"]["tasks"]["seen"]),
+        # the tasks whose loss shaped the adapter (a task at weight 0 only lends its videos)
+        "seen": sorted(t for t, w in report["config"]["tasks"]["seen"].items() if w > 0),
         "round": anon.get("round"),
         "titles": metrics,
         "raw": {key: base.get(key) for key in metrics},

@@ -29,7 +29,8 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
     assert [row["variant"] for row in rows] == [v.name for v in VARIANTS]
     seen = {row["variant"]: row["seen"] for row in rows}
     assert seen["all_seen"] == ["ar", "tad"]
-    assert all(seen[v] == ["ar"] for v in ("ar_only", "no_lc", "no_budget", "paper_weights"))
+    one_task = ("ar_only", "ar_only_videos", "no_lc", "no_budget", "paper_weights")
+    assert all(seen[v] == ["ar"] for v in one_task)
     for row in rows:
         assert set(row["anonymized"]) == {"privacy_cmap", "ar_top1", "tad_map"}
         assert all(value is not None for value in row["anonymized"].values())
@@ -41,6 +42,13 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
         assert config["loss"]["w_b"] == {"no_budget": 0.0, "paper_weights": LossConfig().w_b}.get(
             row["variant"], base.loss.w_b
         )
+        # Only ar_only_videos keeps the other task's videos, at weight 0, out of the budget.
+        if row["variant"] == "ar_only_videos":
+            assert config["tasks"]["seen"] == {"ar": 1.0, "tad": 0.0}
+            assert config["loss"]["budget_tasks"] == ["ar"]
+        elif row["variant"] != "all_seen":
+            assert config["tasks"]["seen"] == {"ar": 1.0}
+            assert config["loss"]["budget_tasks"] == base.loss.budget_tasks
         # The features were extracted once, in the shared folder.
         assert RunLayout(tmp_path / row["variant"]).features.is_symlink()
     table = (tmp_path / "ablation.md").read_text()
