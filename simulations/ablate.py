@@ -79,10 +79,10 @@ def variant_config(config: RunConfig, variant: Variant, seen: str, world_dir: Pa
     weights = {t: config.tasks.seen.get(t, 1.0) for t in config.tasks.evaluated}
     data = to_dict(config)
     if variant.seen_only:
-        others = {t: 0.0 for t in weights if t != seen} if variant.other_videos else {}
-        weights = {seen: weights.get(seen, 1.0), **others}
-    if variant.other_videos:
-        data["loss"]["budget_tasks"] = [seen]
+        weights = {seen: weights.get(seen, 1.0)}
+        if variant.other_videos:
+            weights |= {t: 0.0 for t in config.tasks.evaluated if t != seen}
+            data["loss"]["budget_tasks"] = [seen]
     data["tasks"]["seen"] = weights
     data["world"]["dir"] = str(world_dir)
     return from_dict(RunConfig, apply_overrides(data, list(variant.overrides)))

@@ -7,6 +7,7 @@ is completed by running it again (see `generate_world`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -49,8 +50,9 @@ X264_OPTIONS = {
 _X264_AVX2_NEEDS = ("AVX", "AVX2", "FMA3", "BMI", "BMI2", "LZCNT")
 
 
+@functools.cache
 def _cpu_features() -> dict[str, bool]:
-    """The CPU features numpy detected at import ({} where numpy does not say)."""
+    """The CPU features numpy detected at import ({} where numpy does not say); read once."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__
     except ImportError:  # numpy < 2

@@ -6,6 +6,8 @@ rendering or renders a few items in memory.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -71,9 +73,6 @@ def test_same_seed_same_world_in_any_worker_count(tiny_world, tiny_world_again):
 
 def _fill_freed_memory(byte: int) -> None:
     """Leave freed heap blocks of many sizes holding `byte`, as rendering leaves old frames."""
-    import ctypes
-    import ctypes.util
-
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -85,9 +84,7 @@ def _fill_freed_memory(byte: int) -> None:
         libc.free(block)
 
 
-@pytest.mark.skipif(
-    not __import__("ctypes.util").util.find_library("c"), reason="needs the C library's malloc"
-)
+@pytest.mark.skipif(not ctypes.util.find_library("c"), reason="needs the C library's malloc")
 def test_what_the_process_freed_before_does_not_change_a_video(tmp_path):
     # x264's AVX-512 code reads memory it never wrote: before x264_options turned it off, freed
     # blocks holding 0xff gave another file for this item on an AVX-512 CPU (the default world
