@@ -206,6 +206,10 @@ class LossConfig:
     w_t: float = 1.0
     w_b: float = 1.0
     tau: float = 0.1
+    # L_LC also keeps each video's clip-to-clip changes: plus lc_motion times the MSE between
+    # the anonymized and the encoder features' differences of consecutive clips (0: the
+    # paper's L_LC). No labels: it keeps what moves, for tasks never trained.
+    lc_motion: float = 0.0
     # Clip each anchor's NT-Xent term at ln(2N-1), the value at which its video can no longer
     # be told from the others (common.losses.privacy_budget_loss); the paper does not clip.
     cap_budget: bool = False
@@ -251,7 +255,7 @@ class LossConfig:
         _choice("loss.budget_negatives", self.budget_negatives, BUDGET_NEGATIVES)
         if self.budget_tasks is not None:
             _task_names("loss.budget_tasks", dict.fromkeys(self.budget_tasks, 0.0))
-        for name in ("w_lc", "w_t", "w_b"):
+        for name in ("w_lc", "w_t", "w_b", "lc_motion"):
             _at_least(f"loss.{name}", getattr(self, name), 0)
         _positive("loss.tau", self.tau)
 

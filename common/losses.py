@@ -129,11 +129,28 @@ def latent_consistency_loss(
     encoder_features: torch.Tensor,
     anonymized_features: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
+    motion: float = 0.0,
 ) -> torch.Tensor:
-    """MSE between encoder and AAM features (B, T, d), over valid positions only."""
+    """MSE between encoder and AAM features (B, T, d), over valid positions only; plus, with
+    `motion` > 0, `motion` times the MSE between their changes from one clip to the next
+    (over pairs of consecutive valid positions): what moves in a video, and not only where its
+    features sit, stays as the encoder saw it."""
     squared = (anonymized_features - encoder_features).pow(2)  # (B, T, d)
+    consistency = _masked_mean(squared, key_padding_mask)
+    if motion == 0.0:
+        return consistency
+    moved = (anonymized_features.diff(dim=1) - encoder_features.diff(dim=1)).pow(2)  # (B, T-1, d)
+    pair_mask = None
+    if key_padding_mask is not None:
+        pair_mask = key_padding_mask[:, 1:] | key_padding_mask[:, :-1]  # (B, T-1)
+    return consistency + motion * _masked_mean(moved, pair_mask)
+
+
+def _masked_mean(squared: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B, T, d) over the positions the mask (B, T; True = padding) leaves valid; 0
+    when none is (a batch of one-clip sequences has no pair of consecutive clips)."""
     if key_padding_mask is None:
-        return squared.mean()
+        return squared.mean() if squared.numel() else squared.sum()
     valid = (~key_padding_mask).unsqueeze(-1).to(squared.dtype)  # (B, T, 1)
     return (squared * valid).sum() / (valid.sum() * squared.shape[-1]).clamp_min(1.0)
 

@@ -85,7 +85,7 @@ def compute_losses(
             anonymized = model.adapter(clips, mask)
         consistency.append(
             latent_consistency_loss(
-                task_batch.clip_features, anonymized, task_batch.key_padding_mask
+                task_batch.clip_features, anonymized, task_batch.key_padding_mask, config.lc_motion
             )
         )
         consistency_weights.append(videos)

@@ -102,6 +102,36 @@ def test_latent_consistency_ignores_padding():
     assert latent_consistency_loss(h, z).item() > 1000
 
 
+def test_latent_consistency_motion_counts_clip_to_clip_changes_of_valid_pairs_only():
+    h = torch.zeros(1, 3, 2)
+    z = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]])
+    # positions: (0 + 1 + 1) / 3; changes: (1 + 0) / 2, times 2
+    assert latent_consistency_loss(h, z, motion=2.0).item() == pytest.approx(2 / 3 + 1.0)
+    assert latent_consistency_loss(h, z).item() == pytest.approx(2 / 3)
+    # the last clip is padding: one valid position pair, (0, 1), whose change is 1
+    mask = torch.tensor([[False, False, True]])
+    assert latent_consistency_loss(h, z, mask, motion=2.0).item() == pytest.approx(0.5 + 2.0)
+    # one-clip sequences have no change to keep: only the positions' term
+    single = torch.ones(4, 1, 2)
+    assert latent_consistency_loss(single * 0, single, motion=5.0).item() == pytest.approx(1.0)
+
+
+def test_latent_consistency_motion_ignores_what_a_video_keeps_throughout():
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 4)
+    offset = 3.0 * torch.randn(3, 1, 4)  # one shift per video, e.g. who is in it
+    plain = latent_consistency_loss(h, h + offset)
+    with_motion = latent_consistency_loss(h, h + offset, motion=10.0)
+    torch.testing.assert_close(with_motion, plain)
+    assert plain.item() > 1.0
+    # a change that differs from clip to clip is paid for
+    jitter = offset * torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(1, 5, 1)
+    assert (
+        latent_consistency_loss(h, h + jitter, motion=10.0)
+        > latent_consistency_loss(h, h + jitter) + 10.0
+    )
+
+
 def test_objective_combines_with_signs_and_weights():
     terms = splavu_objective(torch.tensor(0.5), torch.tensor(2.0), torch.tensor(3.0), LossConfig())
     assert terms.total.item() == pytest.approx(100 * 0.5 + 1 * 2.0 - 1 * 3.0)
