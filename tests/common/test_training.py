@@ -554,3 +554,35 @@ def test_training_with_budget_surgery_learns_the_task_raises_the_budget_and_logs
     assert set(conflicts) <= {0.0, 1.0}
     assert last.utility.item() < 0.5 * first.utility.item()
     assert last.privacy_budget.item() > first.privacy_budget.item()
+
+
+def _motion_error(model, clips: torch.Tensor) -> float:
+    """MSE between the anonymized and the encoder features' clip-to-clip changes."""
+    with torch.no_grad():
+        anonymized = model.adapter(clips)
+    return float((anonymized.diff(dim=1) - clips.diff(dim=1)).pow(2).mean())
+
+
+@pytest.mark.parametrize("motion", [0.0, 50.0])
+def test_lc_motion_makes_a_narrow_adapter_keep_what_moves_over_what_stays(motion):
+    # Each video: a large offset it keeps throughout (dims 0-3, e.g. who is in it) plus a
+    # small change from clip to clip (dims 4-7). A rank-4 adapter cannot keep both: the
+    # paper's L_LC keeps the larger, what stays; with loss.lc_motion it keeps what moves.
+    gen = torch.Generator().manual_seed(0)
+    b, t, d = 32, 4, 8
+    clips = torch.zeros(b, t, d)
+    clips[:, :, :4] = 3.0 * torch.randn(b, 1, 4, generator=gen)
+    clips[:, :, 4:] = 0.5 * torch.randn(b, t, 4, generator=gen)
+    config = load_config(
+        None, ["anonymizer.bottleneck=4", "anonymizer.layers=0", "loss.budget_views=clips"]
+    )
+    loss = dataclasses.replace(config.loss, w_lc=1.0, w_t=0.0, w_b=0.0, lc_motion=motion)
+    model = build_model(d, config, seed=0)
+    batch = ar_batch(clips, torch.zeros(b, dtype=torch.long), torch.zeros(b, 0, d))
+    optimizer = torch.optim.Adam(model.adapter.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        compute_losses(model, batch, loss).total.backward()
+        optimizer.step()
+    kept_motion = _motion_error(model, clips) < 0.1 * float(clips.diff(dim=1).pow(2).mean())
+    assert kept_motion == (motion > 0)
