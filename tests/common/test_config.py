@@ -84,6 +84,7 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("train.batch_size=1", r"'train\.batch_size' must be at least 2"),
         ("loss.tau=0", r"'loss\.tau' must be greater than 0"),
         ("loss.w_b=-1", r"'loss\.w_b' must be at least 0"),
+        ("loss.lc_motion=-0.5", r"'loss\.lc_motion' must be at least 0"),
         (
             "loss.budget_surgery_scope=adapter",
             r"'loss\.budget_surgery_scope' must be one of tasks, objective, each_task",
