@@ -286,7 +286,8 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         """Flat keys as in report.json: `privacy_*`, per task `<task>_<metric>`,
         `<task>_<metric>_se`, `<task>_<metric>_change_se` (paired with the raw features', when
-        known), `<task>_val_<metric>`, `<task>_num_test`, and `bias`."""
+        known), `<task>_<metric>_by_kind` (when the task reports one), `<task>_val_<metric>`,
+        `<task>_num_test`, and `bias`."""
         out = self.privacy.to_json()
         if self.bias is not None:
             out["bias"] = self.bias.to_json()
@@ -298,6 +299,8 @@ class Evaluation:
                 out[f"{task.test_key}_change_se"] = score.change_se
             out[task.val_key] = score.val
             out[f"{name}_num_test"] = score.num_test
+            if score.by_kind:
+                out[f"{task.test_key}_by_kind"] = dict(score.by_kind)
         return out
 
     @classmethod
@@ -312,6 +315,7 @@ class Evaluation:
                     data[task.val_key],
                     data[f"{name}_num_test"],
                     data.get(f"{task.test_key}_change_se"),
+                    dict(data.get(f"{task.test_key}_by_kind") or {}),
                 )
         bias = BiasResult.from_json(data["bias"]) if data.get("bias") else None
         return cls(PrivacyEvaluation.from_json(data), tasks, bias)

@@ -61,6 +61,8 @@ def _task_view(evaluation: dict[str, Any], tasks: list[Task]) -> dict[str, Any]:
         view |= {f"{task.test_key}_se": evaluation.get(f"{task.test_key}_se")}
         if evaluation.get(f"{task.test_key}_change_se") is not None:
             view |= {f"{task.test_key}_change_se": evaluation[f"{task.test_key}_change_se"]}
+        if evaluation.get(f"{task.test_key}_by_kind"):
+            view |= {f"{task.test_key}_by_kind": evaluation[f"{task.test_key}_by_kind"]}
     view |= {key: evaluation.get(key) for key in PRIVACY_DETAILS}
     return view
 
@@ -312,6 +314,19 @@ def _utility_rows(report: dict[str, Any]) -> list[list[Any]]:
                 _points_change(report["utility_drop"].get(key), anon.get(f"{key}_change_se")),
             ]
         )
+        # per kind (AD: each anomaly kind's videos with every normal one), no standard error
+        base_kinds, anon_kinds = base.get(f"{key}_by_kind") or {}, anon.get(f"{key}_by_kind") or {}
+        for kind in dict.fromkeys([*base_kinds, *anon_kinds]):
+            raw, anonymized = base_kinds.get(kind), anon_kinds.get(kind)
+            change = None if raw is None or anonymized is None else raw - anonymized
+            rows.append(
+                [
+                    f"{task['title']}, {kind} only",
+                    _fmt(raw),
+                    _fmt(anonymized),
+                    _points_change(change, None),
+                ]
+            )
     return rows
 
 

@@ -150,6 +150,12 @@ def ablation_row(variant: Variant, report: dict[str, Any]) -> dict[str, Any]:
         "anonymized": {key: anon.get(key) for key in metrics},
         "se": {key: anon.get(f"{key}_se") for key in metrics if key != "privacy_cmap"},
         "raw_se": {key: base.get(f"{key}_se") for key in metrics if key != "privacy_cmap"},
+        # test metric per kind (AD: per anomaly kind), where the task reports one
+        "by_kind": {
+            key: {"raw": base[f"{key}_by_kind"], "anonymized": anon.get(f"{key}_by_kind") or {}}
+            for key in metrics
+            if base.get(f"{key}_by_kind")
+        },
     }
 
 
@@ -173,7 +179,29 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
         cells += [cell(row, "anonymized", key) for key in titles]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- `{row['variant']}`: {row['what']}" for row in rows]
-    return "\n".join(["# Ablation", "", *lines, "", *notes, ""])
+    return "\n".join(["# Ablation", "", *lines, "", *notes, "", *_kind_tables(rows, titles)])
+
+
+def _kind_tables(rows: list[dict[str, Any]], titles: dict[str, str]) -> list[str]:
+    """Per metric that has kinds (AD: anomaly kinds), one table of its test value per kind:
+    each kind's videos with every normal one, so a variant's loss shows where it lies."""
+    lines = []
+    for key, title in titles.items():
+        kinds = rows[0].get("by_kind", {}).get(key)
+        if not kinds:
+            continue
+        names = list(kinds["raw"])
+        lines += [f"{title} per kind (test; each kind's videos with every normal one):", ""]
+        lines += ["| variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        lines.append(
+            "| raw features | " + " | ".join(f"{kinds['raw'][n]:.2f}" for n in names) + " |"
+        )
+        for row in rows:
+            anon = row.get("by_kind", {}).get(key, {}).get("anonymized", {})
+            cells = [f"{anon[n]:.2f}" if n in anon else "–" for n in names]
+            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def write_ablation(rows: list[dict[str, Any]], out: Path) -> Path:

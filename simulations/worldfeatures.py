@@ -25,6 +25,7 @@ from common.layout import RunLayout
 from common.tasks import TASKS, get_task
 from simulations.world import (
     ACTIONS,
+    ANOMALIES,
     ATTRIBUTES,
     SUBCLASSES,
     World,
@@ -89,10 +90,9 @@ def build_evaluation_set(
                 entries = world.manifest(task.dataset, "central", split)
                 clips = [store.clip_features(e["video_id"]) for e in entries]
                 shortest = min(len(c) for c in clips)  # trimmed videos: the first C clips of each
-                labels = [task.labels(e) for e in entries]
                 videos.setdefault(name, {})[split] = VideoSplit(
                     clips=np.stack([c[:shortest] for c in clips]),  # (N, C, d)
-                    labels={k: np.array([lab[k] for lab in labels]) for k in labels[0]},
+                    labels=_evaluation_labels(name, entries),
                     attributes=attributes(entries),
                 )
         bias = _bias_videos(world, store) if "central/bias" in have else None
@@ -122,8 +122,30 @@ def _bias_videos(world: World, store: FeatureStore) -> TaskVideos:
 
 
 def _classes(task: str) -> tuple[str, ...]:
-    """A task's class names in the synthetic world."""
-    return tuple(ACTIONS) if get_task(task).dataset in ("ar", "tad") else ()
+    """A task's class names in the synthetic world (AD: its anomaly kinds)."""
+    dataset = get_task(task).dataset
+    return (
+        tuple(ACTIONS) if dataset in ("ar", "tad") else tuple(ANOMALIES) if dataset == "ad" else ()
+    )
+
+
+def _evaluation_labels(task: str, entries: list[dict]) -> dict[str, np.ndarray]:
+    """The task's labels of the central videos `entries`, stacked; AD videos also get `kind`,
+    the index of their (first) anomaly in ANOMALIES, -1 when normal, so that the report can
+    tell which kinds of anomaly an adapter keeps (common.tasks.anomaly_detection)."""
+    labels = [get_task(task).labels(e) for e in entries]
+    stacked = {k: np.array([lab[k] for lab in labels]) for k in labels[0]}
+    if get_task(task).dataset == "ad":
+        stacked["kind"] = np.array(
+            [
+                ANOMALIES.index(e["labels"]["anomalies"][0]["anomaly"])
+                if e["labels"]["anomalies"]
+                else -1
+                for e in entries
+            ],
+            np.int64,
+        )
+    return stacked
 
 
 def prepare_evaluation_set(

@@ -8,7 +8,9 @@ train videos' anonymized clips with their video labels, the epoch and initialisa
 best val frame AUC kept, scored once on test with a bootstrap standard error over test videos.
 
 Labels: `anomalous` (0/1, what training sees), `anomalies` (MAX_ANOMALIES, 2) [start, end)
-ranges in normalised time padded with -1, and `num_frames` (both only for the metric).
+ranges in normalised time padded with -1, and `num_frames` (both only for the metric). A
+central evaluation set may add `kind`, the index of each video's anomaly in the task's class
+names (-1: normal): the test AUC is then also reported per kind (`auc_by_kind`).
 """
 
 from __future__ import annotations
@@ -208,6 +210,32 @@ def _require_both_kinds(split: str, labels: dict[str, np.ndarray]) -> None:
         )
 
 
+def auc_by_kind(
+    scores: np.ndarray, labels: dict[str, np.ndarray], kinds: tuple[str, ...]
+) -> dict[str, float]:
+    """Frame AUC per anomaly kind: over every normal video and the videos of that kind only
+    (`labels["kind"]`: index into `kinds`, -1 for a normal video). A kind without videos, or
+    labels without `kind`, are left out."""
+    if "kind" not in labels or not kinds:
+        return {}
+    kind = np.asarray(labels["kind"])
+    anomalous = np.asarray(labels["anomalous"]).astype(bool)
+    if kind.shape != (len(scores),) or ((kind >= 0) != anomalous).any() or kind.max() >= len(kinds):
+        raise AnomalyDataError(
+            f"AD kind labels {kind.tolist()} do not fit {len(scores)} videos whose anomalous "
+            f"flags are {anomalous.astype(int).tolist()} and kinds {list(kinds)} (-1 = normal)"
+        )
+    normal = kind == -1
+    out = {}
+    for index, name in enumerate(kinds):
+        keep = normal | (kind == index)
+        if (kind == index).any() and normal.any():
+            out[name] = video_frame_auc(
+                scores[keep], labels["anomalies"][keep], labels["num_frames"][keep]
+            )
+    return out
+
+
 class AnomalyDetection(Task):
     name = "ad"
     dataset = "ad"
@@ -272,7 +300,7 @@ class AnomalyDetection(Task):
         """RESTARTS fresh heads, each trained on the train videos (whole sequences, video labels
         only) for `probe_epochs` at `probe_lr` in batches of `batch_size` videos; the epoch and
         restart with the best val frame AUC are kept; test frame AUC with a bootstrap standard
-        error over test videos."""
+        error over test videos, and per anomaly kind (`classes`) when the labels hold `kind`."""
         self.check_splits({name: split.labels for name, split in splits.items()})
         features = standardize({s: split.clips for s, split in splits.items()})  # (N, C, d)
         anomalous = torch.as_tensor(splits["train"].labels["anomalous"], dtype=torch.long)
@@ -307,6 +335,7 @@ class AnomalyDetection(Task):
             ),
             val=val,
             num_test=len(splits["test"]),
+            by_kind=auc_by_kind(scores, test, classes),
             test_outputs=scores,
         )
 

@@ -20,6 +20,7 @@ from common.tasks.anomaly_detection import (
     AnomalyDataError,
     AnomalyDetection,
     AnomalyHead,
+    auc_by_kind,
     mgfn_loss,
     top_k_mean,
 )
@@ -205,6 +206,54 @@ def test_central_evaluation_finds_planted_anomalies_and_is_at_chance_on_noise():
     noise = {s: planted_videos(n, 10 + seed, 0.0) for seed, (s, n) in enumerate(sizes.items())}
     score = task.evaluate(noise, (), config)
     assert abs(score.test - 50) < 3 * score.test_se
+
+
+def with_kinds(videos: TaskSplit, kinds: np.ndarray) -> TaskSplit:
+    """`videos` with a `kind` label: `kinds` cycled over the anomalous videos, -1 normal."""
+    anomalous = videos.labels["anomalous"].astype(bool)
+    kind = np.full(len(anomalous), -1)
+    kind[anomalous] = np.resize(kinds, anomalous.sum())
+    return TaskSplit(videos.clips, videos.labels | {"kind": kind})
+
+
+def test_auc_by_kind_reads_each_kind_against_every_normal_video():
+    # one 10-frame segment per video; anomalies over the first half of videos 2 and 3
+    labels = {
+        "anomalous": np.array([0, 0, 1, 1]),
+        "anomalies": np.array([[[-1, -1]], [[-1, -1]], [[0.0, 0.5]], [[0.0, 0.5]]]),
+        "num_frames": np.array([10, 10, 10, 10]),
+        "kind": np.array([-1, -1, 0, 1]),
+    }
+    scores = np.array([[0.5, 0.5], [0.5, 0.5], [0.9, 0.1], [0.1, 0.9]])  # (N, 2 segments)
+    # fall: its 5 anomalous frames (0.9) above all 25 normal ones; fight: below all of them
+    assert auc_by_kind(scores, labels, ("fall", "fight")) == pytest.approx(
+        {"fall": 100.0, "fight": 0.0}
+    )
+    # a kind without videos is left out; labels without kinds give nothing
+    assert set(auc_by_kind(scores, labels, ("fall", "fight", "run"))) == {"fall", "fight"}
+    no_kind = {k: v for k, v in labels.items() if k != "kind"}
+    assert auc_by_kind(scores, no_kind, ("fall", "fight")) == {}
+    # a normal video with a kind, or a kind past the names, is refused
+    with pytest.raises(AnomalyDataError, match="do not fit"):
+        auc_by_kind(scores, labels | {"kind": np.array([0, -1, 0, 1])}, ("fall", "fight"))
+    with pytest.raises(AnomalyDataError, match="do not fit"):
+        auc_by_kind(scores, labels, ("fall",))
+
+
+def test_central_evaluation_reports_which_kind_of_anomaly_it_finds():
+    # kind 0's anomalies are planted along the direction, kind 1's carry nothing
+    splits = {}
+    for seed, (split, n) in enumerate({"train": 24, "val": 8, "test": 48}.items()):
+        planted = with_kinds(planted_videos(n, seed, 10.0), np.array([0, 1]))
+        blank = planted_videos(n, seed, 0.0)  # the same noise, no signal
+        kind_1 = planted.labels["kind"] == 1
+        clips = np.where(kind_1[:, None, None], blank.clips, planted.clips)
+        splits[split] = TaskSplit(clips, planted.labels)
+    score = TASKS.get("ad").evaluate(splits, ("planted", "blank"), EvaluationConfig())
+    assert set(score.by_kind) == {"planted", "blank"}
+    assert score.by_kind["planted"] > 90
+    assert abs(score.by_kind["blank"] - 50) < 15
+    assert score.by_kind["blank"] < score.test < score.by_kind["planted"]
 
 
 def test_central_evaluation_is_seeded_and_leaves_the_global_generator_alone():

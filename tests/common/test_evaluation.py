@@ -1,6 +1,8 @@
 """Tests for the central evaluation: deployment-style anonymization, the privacy protocols on
 video and stills, and the linear AR probe (generated features)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -228,6 +230,11 @@ def test_an_evaluation_round_trips_through_its_json():
     assert again == result
     assert set(again.tasks) == {"ar"}
     assert result.to_json()["ar_val_top1"] == result.tasks["ar"].val
+    assert "ar_top1_by_kind" not in result.to_json()  # nothing to break down
+    kinds = {"ar": replace(result.tasks["ar"], by_kind={"walk": 90.0, "wave": 80.0})}
+    broken_down = replace(result, tasks=kinds)
+    assert broken_down.to_json()["ar_top1_by_kind"] == {"walk": 90.0, "wave": 80.0}
+    assert Evaluation.from_json(broken_down.to_json()) == broken_down
 
 
 def test_evaluating_a_task_the_set_has_no_videos_of_is_a_clear_error():

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from common.attackers import AttackResult
@@ -95,6 +96,31 @@ def test_the_json_report_reads_its_numbers_from_the_selected_round():
     assert [r["sites_aggregated"] for r in data["rounds"]] == [None, 3, 2]
     assert data["rejected_updates"][0]["node"] == 7
     json.dumps(data)  # JSON-ready throughout
+
+
+def test_a_task_broken_down_by_kind_gets_a_row_per_kind_raw_and_anonymized():
+    past = history()
+
+    def by_kind(evaluation: Evaluation, kinds: dict[str, float]) -> Evaluation:
+        return replace(evaluation, tasks={"ar": replace(evaluation.tasks["ar"], by_kind=kinds)})
+
+    baseline = by_kind(past.baseline, {"walk": 99.0, "wave": 97.0})
+    selected = by_kind(past.rounds[1].evaluation, {"walk": 98.5, "wave": 90.25})
+    rounds = [
+        replace(past.rounds[0], evaluation=baseline),
+        replace(past.rounds[1], evaluation=selected),
+        past.rounds[2],
+    ]
+    broken_down = replace(past, baseline=baseline, rounds=rounds)
+    config = load_config(None, ["federation.rounds=2"])
+    data = build_report(config, broken_down, {"shared_params": 1, "encoder_params": 1,
+                        "bytes_per_client_per_round": 1}, [])  # fmt: skip
+    assert data["baseline"]["ar_top1_by_kind"] == {"walk": 99.0, "wave": 97.0}
+    assert data["anonymized"]["ar_top1_by_kind"] == {"walk": 98.5, "wave": 90.25}
+    text = report_markdown(data)
+    assert "| AR top-1, wave only | 97.00 | 90.25 | 6.75 points lower |" in text
+    assert "| AR top-1, walk only | 99.00 | 98.50 | 0.50 points lower |" in text
+    assert "only |" not in report_markdown(report())  # no kinds, no rows
 
 
 def test_a_history_round_trips_through_the_checkpoints_json():

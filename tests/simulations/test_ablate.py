@@ -7,7 +7,13 @@ import pytest
 
 from common.config import LossConfig, load_config
 from common.layout import RunLayout
-from simulations.ablate import VARIANTS, AblationError, run_ablation
+from simulations.ablate import (
+    VARIANTS,
+    AblationError,
+    ablation_markdown,
+    ablation_row,
+    run_ablation,
+)
 from simulations.cli import main
 from tests.paths import CONFIG_DIR
 
@@ -60,3 +66,28 @@ def test_an_unknown_variant_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(AblationError, match="unknown variant.*no_such"):
         run_ablation(load_config(None), tmp_path, variants=["no_such"])
     assert not any(tmp_path.iterdir())
+
+
+def test_a_metric_with_kinds_gets_a_table_of_its_kinds_per_variant():
+    def report(anonymized: dict[str, float], kinds: dict[str, float] | None) -> dict:
+        tasks = {"ad": {"metric": "ad_auc", "title": "AD AUC"}}
+        raw = {"privacy_cmap": 90.0, "ad_auc": 92.0, "ad_auc_se": 1.0,
+               "ad_auc_by_kind": {"fall": 97.0, "run": 91.0}}  # fmt: skip
+        anon = {"privacy_cmap": 45.0, "ad_auc": 88.0, "ad_auc_se": 1.5, "round": 10}
+        anon |= {"ad_auc_by_kind": kinds} if kinds else {}
+        return {"baseline": raw, "anonymized": anon | anonymized, "tasks": tasks,
+                "config": {"tasks": {"seen": {"ar": 1.0}}}}  # fmt: skip
+
+    rows = [
+        ablation_row(VARIANTS[0], report({}, {"fall": 96.5, "run": 90.0})),
+        ablation_row(VARIANTS[1], report({}, {"fall": 83.25})),
+        ablation_row(VARIANTS[2], report({}, None)),  # a report without kinds
+    ]
+    table = ablation_markdown(rows)
+    assert "AD AUC per kind" in table
+    assert "| raw features | 97.00 | 91.00 |" in table
+    assert f"| {VARIANTS[0].name} | 96.50 | 90.00 |" in table
+    assert f"| {VARIANTS[1].name} | 83.25 | – |" in table
+    assert f"| {VARIANTS[2].name} | – | – |" in table
+    no_kinds = [ablation_row(VARIANTS[0], report({}, None) | {"baseline": {"ad_auc": 92.0}})]
+    assert "per kind" not in ablation_markdown(no_kinds)

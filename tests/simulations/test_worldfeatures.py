@@ -11,7 +11,7 @@ from common.config import EncoderConfig, FeaturesConfig
 from common.encoders import create_encoder
 from common.evaluation import EvaluationSet
 from common.features import FeatureStore, extract_features
-from simulations.world import ACTIONS, ATTRIBUTES, generate_world, load_world
+from simulations.world import ACTIONS, ANOMALIES, ATTRIBUTES, generate_world, load_world
 from simulations.worldfeatures import (
     central_evaluation_datasets,
     prepare_evaluation_set,
@@ -43,6 +43,22 @@ def test_videos_carry_their_clip_sequences_actions_and_actors_attributes(prepare
                 )
                 assert videos.labels["action"][i] == entry["labels"]["action"]
                 assert list(videos.attributes[i]) == [entry["attributes"][a] for a in ATTRIBUTES]
+
+
+def test_ad_videos_carry_the_kind_of_their_anomaly(prepared):
+    world, _, evaluation_set = prepared
+    assert evaluation_set.tasks["ad"].classes == tuple(ANOMALIES)
+    for split in ("train", "val", "test"):
+        entries = world.manifest("ad", "central", split)
+        labels = evaluation_set.tasks["ad"].splits[split].labels
+        want = [
+            ANOMALIES.index(e["labels"]["anomalies"][0]["anomaly"])
+            if e["labels"]["anomalous"]
+            else -1
+            for e in entries
+        ]
+        assert labels["kind"].tolist() == want
+        assert (labels["kind"] >= 0).tolist() == labels["anomalous"].astype(bool).tolist()
 
 
 def test_stills_carry_their_static_clip_and_attributes(prepared):
