@@ -210,6 +210,10 @@ class LossConfig:
     # the anonymized and the encoder features' differences of consecutive clips (0: the
     # paper's L_LC). No labels: it keeps what moves, for tasks never trained.
     lc_motion: float = 0.0
+    # The fraction of a batch's clips that L_LC's position term averages, the worst-kept ones
+    # (1: every clip, the paper's L_LC). Below 1, a rare kind of clip (a fall among ordinary
+    # actions) cannot be dropped for almost nothing; no labels.
+    lc_tail: float = 1.0
     # Clip each anchor's NT-Xent term at ln(2N-1), the value at which its video can no longer
     # be told from the others (common.losses.privacy_budget_loss); the paper does not clip.
     cap_budget: bool = False
@@ -258,6 +262,8 @@ class LossConfig:
         for name in ("w_lc", "w_t", "w_b", "lc_motion"):
             _at_least(f"loss.{name}", getattr(self, name), 0)
         _positive("loss.tau", self.tau)
+        if not 0.0 < self.lc_tail <= 1.0:
+            raise ConfigError(f"'loss.lc_tail' must be in (0, 1], not {self.lc_tail!r}")
 
 
 @dataclass(frozen=True)

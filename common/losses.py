@@ -130,13 +130,22 @@ def latent_consistency_loss(
     anonymized_features: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
     motion: float = 0.0,
+    tail: float = 1.0,
 ) -> torch.Tensor:
     """MSE between encoder and AAM features (B, T, d), over valid positions only; plus, with
     `motion` > 0, `motion` times the MSE between their changes from one clip to the next
     (over pairs of consecutive valid positions): what moves in a video, and not only where its
-    features sit, stays as the encoder saw it."""
+    features sit, stays as the encoder saw it.
+
+    With `tail` < 1 the position term averages only the worst-kept `tail` fraction of the valid
+    clips (at least one): the mean over every clip lets a rare kind of clip, one a few frames
+    of a few videos show, go unkept at almost no cost; the mean over the worst-kept clips does
+    not. No label is used."""
     squared = (anonymized_features - encoder_features).pow(2)  # (B, T, d)
-    consistency = _masked_mean(squared, key_padding_mask)
+    if tail < 1.0:
+        consistency = _tail_mean(squared.mean(-1), key_padding_mask, tail)
+    else:
+        consistency = _masked_mean(squared, key_padding_mask)
     if motion == 0.0:
         return consistency
     moved = (anonymized_features.diff(dim=1) - encoder_features.diff(dim=1)).pow(2)  # (B, T-1, d)
@@ -144,6 +153,18 @@ def latent_consistency_loss(
     if key_padding_mask is not None:
         pair_mask = key_padding_mask[:, 1:] | key_padding_mask[:, :-1]  # (B, T-1)
     return consistency + motion * _masked_mean(moved, pair_mask)
+
+
+def _tail_mean(
+    errors: torch.Tensor, key_padding_mask: torch.Tensor | None, tail: float
+) -> torch.Tensor:
+    """Mean of the largest ceil(`tail` x valid) of the per-clip errors (B, T) at the positions
+    the mask (True = padding) leaves valid; 0 when none is."""
+    valid = errors.flatten() if key_padding_mask is None else errors[~key_padding_mask]
+    if valid.numel() == 0:
+        return errors.sum() * 0.0
+    k = max(1, math.ceil(tail * valid.numel()))
+    return valid.topk(k).values.mean()
 
 
 def _masked_mean(squared: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:

@@ -85,7 +85,11 @@ def compute_losses(
             anonymized = model.adapter(clips, mask)
         consistency.append(
             latent_consistency_loss(
-                task_batch.clip_features, anonymized, task_batch.key_padding_mask, config.lc_motion
+                task_batch.clip_features,
+                anonymized,
+                task_batch.key_padding_mask,
+                config.lc_motion,
+                config.lc_tail,
             )
         )
         consistency_weights.append(videos)

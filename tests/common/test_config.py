@@ -85,6 +85,8 @@ def test_bad_overrides_are_clear_errors(override, message):
         ("loss.tau=0", r"'loss\.tau' must be greater than 0"),
         ("loss.w_b=-1", r"'loss\.w_b' must be at least 0"),
         ("loss.lc_motion=-0.5", r"'loss\.lc_motion' must be at least 0"),
+        ("loss.lc_tail=0", r"'loss\.lc_tail' must be in \(0, 1\]"),
+        ("loss.lc_tail=1.5", r"'loss\.lc_tail' must be in \(0, 1\]"),
         (
             "loss.budget_surgery_scope=adapter",
             r"'loss\.budget_surgery_scope' must be one of tasks, objective, each_task",

@@ -132,6 +132,40 @@ def test_latent_consistency_motion_ignores_what_a_video_keeps_throughout():
     )
 
 
+def test_latent_consistency_tail_averages_the_worst_kept_valid_clips():
+    h = torch.zeros(2, 3, 2)
+    # per-clip errors 1, 4, 9 (video 0) and 16, 25 (video 1), then a padded clip of error 100
+    z = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], [[4.0, 4.0], [5.0, 5.0], [10.0, 10.0]]])
+    mask = torch.tensor([[False, False, False], [False, False, True]])
+    assert latent_consistency_loss(h, z, mask).item() == pytest.approx(55 / 5)
+    assert latent_consistency_loss(h, z, mask, tail=1.0).item() == pytest.approx(55 / 5)
+    # ceil(0.4 x 5) = 2 worst valid clips: 25 and 16; the padded 100 never counts
+    assert latent_consistency_loss(h, z, mask, tail=0.4).item() == pytest.approx(20.5)
+    # at least one clip, and no valid clip at all is 0
+    assert latent_consistency_loss(h, z, mask, tail=1e-6).item() == pytest.approx(25.0)
+    assert latent_consistency_loss(h, z, torch.ones(2, 3, dtype=torch.bool), tail=0.5) == 0
+    # the motion term is unchanged by the tail
+    both = latent_consistency_loss(h, z, mask, motion=1.0, tail=0.4)
+    only_motion = latent_consistency_loss(h, z, mask, motion=1.0) - 55 / 5
+    assert both.item() == pytest.approx(20.5 + only_motion.item())
+
+
+def test_latent_consistency_tail_weighs_a_rare_clip_that_the_mean_drowns():
+    h = torch.zeros(50, 2, 4)
+    z = torch.full((50, 2, 4), 0.1)
+    z_rare = z.clone()
+    z_rare[7, 1] = 3.0  # one clip of one video dropped: a rare event left unkept
+    # the mean over 100 clips: the dropped clip adds 9 / 100; the worst 2 clips: 9 / 2
+    rise = {
+        tail: (
+            latent_consistency_loss(h, z_rare, tail=tail) - latent_consistency_loss(h, z, tail=tail)
+        ).item()
+        for tail in (1.0, 0.02)
+    }
+    assert rise[1.0] == pytest.approx((9.0 - 0.01) / 100)
+    assert rise[0.02] == pytest.approx((9.0 - 0.01) / 2)
+
+
 def test_objective_combines_with_signs_and_weights():
     terms = splavu_objective(torch.tensor(0.5), torch.tensor(2.0), torch.tensor(3.0), LossConfig())
     assert terms.total.item() == pytest.approx(100 * 0.5 + 1 * 2.0 - 1 * 3.0)

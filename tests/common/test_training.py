@@ -586,3 +586,30 @@ def test_lc_motion_makes_a_narrow_adapter_keep_what_moves_over_what_stays(motion
         optimizer.step()
     kept_motion = _motion_error(model, clips) < 0.1 * float(clips.diff(dim=1).pow(2).mean())
     assert kept_motion == (motion > 0)
+
+
+@pytest.mark.parametrize("tail", [1.0, 0.015])
+def test_lc_tail_makes_a_narrow_adapter_keep_a_rare_kind_of_clip(tail):
+    # 128 clips vary along dims 0-3; two of them (a rare event) also along dim 4. A rank-4
+    # adapter cannot keep all five: the paper's L_LC (the mean over clips) keeps the common
+    # four; averaging only the worst-kept clips (loss.lc_tail) keeps the rare one.
+    gen = torch.Generator().manual_seed(0)
+    b, t, d = 32, 4, 8
+    clips = torch.zeros(b, t, d)
+    clips[:, :, :4] = 3.0 * torch.randn(b, t, 4, generator=gen)
+    clips[5, 1, 4] = clips[20, 2, 4] = 20.0
+    config = load_config(
+        None, ["anonymizer.bottleneck=4", "anonymizer.layers=0", "loss.budget_views=clips"]
+    )
+    loss = dataclasses.replace(config.loss, w_lc=1.0, w_t=0.0, w_b=0.0, lc_tail=tail)
+    model = build_model(d, config, seed=0)
+    batch = ar_batch(clips, torch.zeros(b, dtype=torch.long), torch.zeros(b, 0, d))
+    optimizer = torch.optim.Adam(model.adapter.parameters(), lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        compute_losses(model, batch, loss).total.backward()
+        optimizer.step()
+    with torch.no_grad():
+        kept = model.adapter(clips)
+    rare_error = float((kept[5, 1, 4] - 20.0).abs())  # about 0.5 with the tail, 18 without
+    assert (rare_error < 5.0) == (tail < 1.0)
