@@ -324,7 +324,7 @@ def _utility_rows(report: dict[str, Any]) -> list[list[Any]]:
                     f"{task['title']}, {kind} only",
                     _fmt(raw),
                     _fmt(anonymized),
-                    _points_change(change, None),
+                    _points_change(change),
                 ]
             )
     return rows

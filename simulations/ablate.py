@@ -152,9 +152,12 @@ def ablation_row(variant: Variant, report: dict[str, Any]) -> dict[str, Any]:
         "raw_se": {key: base.get(f"{key}_se") for key in metrics if key != "privacy_cmap"},
         # test metric per kind (AD: per anomaly kind), where the task reports one
         "by_kind": {
-            key: {"raw": base[f"{key}_by_kind"], "anonymized": anon.get(f"{key}_by_kind") or {}}
+            key: {
+                "raw": base.get(f"{key}_by_kind") or {},
+                "anonymized": anon.get(f"{key}_by_kind") or {},
+            }
             for key in metrics
-            if base.get(f"{key}_by_kind")
+            if base.get(f"{key}_by_kind") or anon.get(f"{key}_by_kind")
         },
     }
 
@@ -187,21 +190,23 @@ def _kind_tables(rows: list[dict[str, Any]], titles: dict[str, str]) -> list[str
     each kind's videos with every normal one, so a variant's loss shows where it lies."""
     lines = []
     for key, title in titles.items():
-        kinds = rows[0].get("by_kind", {}).get(key)
-        if not kinds:
+        kinds = [row.get("by_kind", {}).get(key, {}) for row in rows]
+        names = list(dict.fromkeys(n for k in kinds for side in k.values() for n in side))
+        if not names:
             continue
-        names = list(kinds["raw"])
+        raw = next((k["raw"] for k in kinds if k.get("raw")), {})
+
         lines += [f"{title} per kind (test; each kind's videos with every normal one):", ""]
         lines += ["| variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-        lines.append(
-            "| raw features | " + " | ".join(f"{kinds['raw'][n]:.2f}" for n in names) + " |"
-        )
-        for row in rows:
-            anon = row.get("by_kind", {}).get(key, {}).get("anonymized", {})
-            cells = [f"{anon[n]:.2f}" if n in anon else "–" for n in names]
-            lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
+        lines.append(f"| raw features | {_cells(raw, names)} |")
+        for row, k in zip(rows, kinds, strict=True):
+            lines.append(f"| {row['variant']} | {_cells(k.get('anonymized', {}), names)} |")
         lines.append("")
     return lines
+
+
+def _cells(values: dict[str, float], names: list[str]) -> str:
+    return " | ".join(f"{values[n]:.2f}" if n in values else "–" for n in names)
 
 
 def write_ablation(rows: list[dict[str, Any]], out: Path) -> Path:

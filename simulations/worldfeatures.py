@@ -124,22 +124,25 @@ def _bias_videos(world: World, store: FeatureStore) -> TaskVideos:
 def _classes(task: str) -> tuple[str, ...]:
     """A task's class names in the synthetic world (AD: its anomaly kinds)."""
     dataset = get_task(task).dataset
-    return (
-        tuple(ACTIONS) if dataset in ("ar", "tad") else tuple(ANOMALIES) if dataset == "ad" else ()
-    )
+    if dataset in ("ar", "tad"):
+        return tuple(ACTIONS)
+    if dataset == "ad":
+        return tuple(ANOMALIES)
+    return ()
 
 
-def _evaluation_labels(task: str, entries: list[dict]) -> dict[str, np.ndarray]:
+def _evaluation_labels(name: str, entries: list[dict]) -> dict[str, np.ndarray]:
     """The task's labels of the central videos `entries`, stacked; AD videos also get `kind`,
     the index of their (first) anomaly in ANOMALIES, -1 when normal, so that the report can
     tell which kinds of anomaly an adapter keeps (common.tasks.anomaly_detection)."""
-    labels = [get_task(task).labels(e) for e in entries]
+    task = get_task(name)
+    labels = [task.labels(e) for e in entries]
     stacked = {k: np.array([lab[k] for lab in labels]) for k in labels[0]}
-    if get_task(task).dataset == "ad":
+    if task.dataset == "ad":
         stacked["kind"] = np.array(
             [
                 ANOMALIES.index(e["labels"]["anomalies"][0]["anomaly"])
-                if e["labels"]["anomalies"]
+                if e["labels"]["anomalous"]
                 else -1
                 for e in entries
             ],

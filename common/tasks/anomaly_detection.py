@@ -214,22 +214,30 @@ def auc_by_kind(
     scores: np.ndarray, labels: dict[str, np.ndarray], kinds: tuple[str, ...]
 ) -> dict[str, float]:
     """Frame AUC per anomaly kind: over every normal video and the videos of that kind only
-    (`labels["kind"]`: index into `kinds`, -1 for a normal video). A kind without videos, or
-    labels without `kind`, are left out."""
+    (`labels["kind"]`: index into `kinds`, -1 for a normal video). A kind without anomalous
+    frames among the videos, or labels without `kind`, are left out."""
     if "kind" not in labels or not kinds:
         return {}
     kind = np.asarray(labels["kind"])
     anomalous = np.asarray(labels["anomalous"]).astype(bool)
-    if kind.shape != (len(scores),) or ((kind >= 0) != anomalous).any() or kind.max() >= len(kinds):
+    if kind.shape != anomalous.shape or kind.shape != (len(scores),):
+        raise AnomalyDataError(f"{kind.size} AD kind labels for {len(scores)} videos")
+    wrong = np.flatnonzero(((kind >= 0) != anomalous) | (kind < -1) | (kind >= len(kinds)))
+    if wrong.size:
+        i = int(wrong[0])
         raise AnomalyDataError(
-            f"AD kind labels {kind.tolist()} do not fit {len(scores)} videos whose anomalous "
-            f"flags are {anomalous.astype(int).tolist()} and kinds {list(kinds)} (-1 = normal)"
+            f"AD kind labels do not fit: video {i} has kind {kind[i]} and anomalous "
+            f"{int(anomalous[i])} ({wrong.size} such videos; kinds {list(kinds)}, -1 = normal, "
+            "exactly the normal videos)"
         )
     normal = kind == -1
     out = {}
     for index, name in enumerate(kinds):
         keep = normal | (kind == index)
-        if (kind == index).any() and normal.any():
+        _, frame_labels = frames_of_videos(
+            scores[keep], labels["anomalies"][keep], labels["num_frames"][keep]
+        )
+        if normal.any() and frame_labels.any():
             out[name] = video_frame_auc(
                 scores[keep], labels["anomalies"][keep], labels["num_frames"][keep]
             )

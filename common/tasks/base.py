@@ -52,7 +52,7 @@ class TaskScore:
     change_se: float | None = None
     # The test metric on subsets of the test videos, by name (AD: each anomaly kind's videos
     # with every normal one), where the task and its labels know them; empty otherwise.
-    by_kind: dict[str, float] = field(default_factory=dict)
+    by_kind: dict[str, float] = field(default_factory=dict, hash=False)
     # Per-test-video outputs (predictions, detections, scores) that pair two scores; not
     # saved and not compared.
     test_outputs: Any = field(default=None, compare=False, repr=False)

@@ -238,6 +238,14 @@ def test_auc_by_kind_reads_each_kind_against_every_normal_video():
         auc_by_kind(scores, labels | {"kind": np.array([0, -1, 0, 1])}, ("fall", "fight"))
     with pytest.raises(AnomalyDataError, match="do not fit"):
         auc_by_kind(scores, labels, ("fall",))
+    with pytest.raises(AnomalyDataError, match="do not fit"):
+        auc_by_kind(scores, labels | {"kind": np.array([-2, -1, 0, 1])}, ("fall", "fight"))
+    with pytest.raises(AnomalyDataError, match="3 AD kind labels for 4 videos"):
+        auc_by_kind(scores, labels | {"kind": np.array([-1, 0, 1])}, ("fall", "fight"))
+    # a kind whose videos hold no anomalous frame (a range shorter than a frame) has no AUC
+    short = labels["anomalies"].copy()
+    short[3, 0] = [0.0, 0.01]
+    assert set(auc_by_kind(scores, labels | {"anomalies": short}, ("fall", "fight"))) == {"fall"}
 
 
 def test_central_evaluation_reports_which_kind_of_anomaly_it_finds():

@@ -141,6 +141,12 @@ def test_latent_consistency_tail_averages_the_worst_kept_valid_clips():
     assert latent_consistency_loss(h, z, mask, tail=1.0).item() == pytest.approx(55 / 5)
     # ceil(0.4 x 5) = 2 worst valid clips: 25 and 16; the padded 100 never counts
     assert latent_consistency_loss(h, z, mask, tail=0.4).item() == pytest.approx(20.5)
+    # 0.07 x 100 clips is 7 clips (not the 8 a floating-point ceil gives)
+    errors = torch.arange(100.0).sqrt().view(1, 100, 1)  # per-clip errors 0, 1, ..., 99
+    worst_7 = (93 + 99) / 2
+    assert latent_consistency_loss(torch.zeros(1, 100, 1), errors, tail=0.07).item() == (
+        pytest.approx(worst_7)
+    )
     # at least one clip, and no valid clip at all is 0
     assert latent_consistency_loss(h, z, mask, tail=1e-6).item() == pytest.approx(25.0)
     assert latent_consistency_loss(h, z, torch.ones(2, 3, dtype=torch.bool), tail=0.5) == 0

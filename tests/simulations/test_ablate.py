@@ -91,3 +91,7 @@ def test_a_metric_with_kinds_gets_a_table_of_its_kinds_per_variant():
     assert f"| {VARIANTS[2].name} | – | – |" in table
     no_kinds = [ablation_row(VARIANTS[0], report({}, None) | {"baseline": {"ad_auc": 92.0}})]
     assert "per kind" not in ablation_markdown(no_kinds)
+    # a raw evaluation made before kinds were recorded: the variants' kinds still show
+    old_raw = report({}, {"fall": 80.0}) | {"baseline": {"privacy_cmap": 90.0, "ad_auc": 92.0}}
+    table = ablation_markdown([ablation_row(VARIANTS[0], old_raw)])
+    assert "| raw features | – |" in table and f"| {VARIANTS[0].name} | 80.00 |" in table
