@@ -26,6 +26,7 @@ from torch import nn
 from common.errors import LatentveilError
 from common.fitting import fit_selected_on_val
 from common.metrics import (
+    frame_auc,
     frame_auc_standard_error,
     frames_of_videos,
     video_frame_auc,
@@ -231,16 +232,16 @@ def auc_by_kind(
             "exactly the normal videos)"
         )
     normal = kind == -1
+    if not normal.any():
+        return {}
     out = {}
     for index, name in enumerate(kinds):
         keep = normal | (kind == index)
-        _, frame_labels = frames_of_videos(
+        frame_scores, frame_labels = frames_of_videos(
             scores[keep], labels["anomalies"][keep], labels["num_frames"][keep]
         )
-        if normal.any() and frame_labels.any():
-            out[name] = video_frame_auc(
-                scores[keep], labels["anomalies"][keep], labels["num_frames"][keep]
-            )
+        if frame_labels.any():
+            out[name] = frame_auc(frame_scores, frame_labels)
     return out
 
 

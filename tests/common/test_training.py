@@ -563,6 +563,24 @@ def _motion_error(model, clips: torch.Tensor) -> float:
     return float((anonymized.diff(dim=1) - clips.diff(dim=1)).pow(2).mean())
 
 
+def _fit_narrow_adapter(clips: torch.Tensor, steps: int, **loss_terms: float):
+    """A rank-4 linear adapter fitted to `clips` (B, T, d) by L_LC alone (w_lc 1, no task, no
+    budget), with `loss_terms` set on the loss config; returns the model."""
+    b, _, d = clips.shape
+    config = load_config(
+        None, ["anonymizer.bottleneck=4", "anonymizer.layers=0", "loss.budget_views=clips"]
+    )
+    loss = dataclasses.replace(config.loss, w_lc=1.0, w_t=0.0, w_b=0.0, **loss_terms)
+    model = build_model(d, config, seed=0)
+    batch = ar_batch(clips, torch.zeros(b, dtype=torch.long), torch.zeros(b, 0, d))
+    optimizer = torch.optim.Adam(model.adapter.parameters(), lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        compute_losses(model, batch, loss).total.backward()
+        optimizer.step()
+    return model
+
+
 @pytest.mark.parametrize("motion", [0.0, 50.0])
 def test_lc_motion_makes_a_narrow_adapter_keep_what_moves_over_what_stays(motion):
     # Each video: a large offset it keeps throughout (dims 0-3, e.g. who is in it) plus a
@@ -573,17 +591,7 @@ def test_lc_motion_makes_a_narrow_adapter_keep_what_moves_over_what_stays(motion
     clips = torch.zeros(b, t, d)
     clips[:, :, :4] = 3.0 * torch.randn(b, 1, 4, generator=gen)
     clips[:, :, 4:] = 0.5 * torch.randn(b, t, 4, generator=gen)
-    config = load_config(
-        None, ["anonymizer.bottleneck=4", "anonymizer.layers=0", "loss.budget_views=clips"]
-    )
-    loss = dataclasses.replace(config.loss, w_lc=1.0, w_t=0.0, w_b=0.0, lc_motion=motion)
-    model = build_model(d, config, seed=0)
-    batch = ar_batch(clips, torch.zeros(b, dtype=torch.long), torch.zeros(b, 0, d))
-    optimizer = torch.optim.Adam(model.adapter.parameters(), lr=0.05)
-    for _ in range(200):
-        optimizer.zero_grad()
-        compute_losses(model, batch, loss).total.backward()
-        optimizer.step()
+    model = _fit_narrow_adapter(clips, 200, lc_motion=motion)
     kept_motion = _motion_error(model, clips) < 0.1 * float(clips.diff(dim=1).pow(2).mean())
     assert kept_motion == (motion > 0)
 
@@ -598,17 +606,7 @@ def test_lc_tail_makes_a_narrow_adapter_keep_a_rare_kind_of_clip(tail):
     clips = torch.zeros(b, t, d)
     clips[:, :, :4] = 3.0 * torch.randn(b, t, 4, generator=gen)
     clips[5, 1, 4] = clips[20, 2, 4] = 20.0
-    config = load_config(
-        None, ["anonymizer.bottleneck=4", "anonymizer.layers=0", "loss.budget_views=clips"]
-    )
-    loss = dataclasses.replace(config.loss, w_lc=1.0, w_t=0.0, w_b=0.0, lc_tail=tail)
-    model = build_model(d, config, seed=0)
-    batch = ar_batch(clips, torch.zeros(b, dtype=torch.long), torch.zeros(b, 0, d))
-    optimizer = torch.optim.Adam(model.adapter.parameters(), lr=0.05)
-    for _ in range(300):
-        optimizer.zero_grad()
-        compute_losses(model, batch, loss).total.backward()
-        optimizer.step()
+    model = _fit_narrow_adapter(clips, 300, lc_tail=tail)
     with torch.no_grad():
         kept = model.adapter(clips)
     rare_error = float((kept[5, 1, 4] - 20.0).abs())  # about 0.5 with the tail, 18 without
