@@ -377,6 +377,8 @@ class EvaluationConfig:
     attacker_lr: float = 1e-3
     probe_epochs: int = 100
     probe_lr: float = 1e-3
+    # The AR probe's batch, in clips; it also caps the TAD and AD protocols' batches, which count
+    # videos (common.tasks: TRAIN_VIDEOS_PER_BATCH).
     batch_size: int = 256
     # Which evaluated round the report gives and adapter.npz ships (server.selection):
     # "val" = the lowest worst-case VALIDATION privacy cMAP (video protocol) among rounds whose

@@ -70,8 +70,8 @@ MAGNITUDE_MARGIN = 1.0  # how far (RMS units) anomalous top-k magnitudes are pus
 # AD protocol"), choosing each protocol's (restart, epoch) on one half of val and scoring it on
 # the other (10 stratified halvings, both ways): 3 restarts in batches of config.batch_size
 # (256, so one step an epoch: what this protocol did before) 87.36 on average; 10 restarts in
-# batches of 16, 91.53, better on 21 of the 23 feature sets, by up to 14 points (raw: 95.02
-# and 95.04). 30 fits (batches of 256, 32 and 16) read 91.81 for three times the cost.
+# batches of 16, 91.53, more on 20 of the 22 released feature sets, by up to 14 points (raw:
+# 95.02 and 95.04). 30 fits (batches of 256, 32 and 16) read 91.81 for about twice the time.
 RESTARTS = 10
 TRAIN_VIDEOS_PER_BATCH = 16
 BOOTSTRAP_RESAMPLES = 200  # resamplings of the test videos for the standard error
