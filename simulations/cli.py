@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import sys
 import time
@@ -579,6 +580,60 @@ def _add_task_privacy_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _task_privacy_command
 
 
+def _seeds_command(args: argparse.Namespace) -> int:
+    from server.seeds import SeedsError, write_seeds
+
+    groups = []
+    for group in args.group:
+        if len(group) < 2:
+            raise SeedsError(f"--group {group[0]} needs at least one run folder after its name")
+        if any(not run.strip() for run in group[1:]):
+            raise SeedsError(f"--group {group[0]} has an empty run folder (an unset variable?)")
+        groups.append((group[0], group[1:]))
+    within = {}
+    for item in [i.strip() for i in args.within.split(",") if i.strip()]:
+        task, _, drop = item.partition("=")
+        try:
+            within[task.strip()] = float(drop)
+            if not math.isfinite(within[task.strip()]):
+                raise ValueError(drop)
+        except ValueError as error:
+            raise SeedsError(
+                f"--within takes TASK=POINTS pairs, e.g. ad=5: not {item!r}"
+            ) from error
+    table = write_seeds(groups, args.out, within)
+    _show_table(table, "seeds.json, seeds.png")
+    return 0
+
+
+def _add_seeds_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    parser = subparsers.add_parser(
+        "seeds",
+        help="several seeds of one or more settings: per seed, mean ± standard error, paired",
+        description="Read each run folder's report.json and config.yaml (runs of one world and "
+        "one set of features) and write, per setting, every seed's privacy and task changes "
+        "from raw, their mean and standard error, how many seeds keep each task within its "
+        "allowed drop, and each setting minus the first paired on their shared seeds "
+        "(seeds.md, seeds.json, seeds.png).",
+    )
+    parser.add_argument(
+        "--group",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="NAME RUN",
+        help="a setting's name, then its run folders, one per seed (repeat for each setting; "
+        "the first is the one the others are paired with)",
+    )
+    parser.add_argument("--out", required=True, type=path_argument, help="folder for seeds.md")
+    parser.add_argument(
+        "--within",
+        default="",
+        help="allowed drops in points that override the runs' tasks.evaluated, e.g. tad=5,ad=5",
+    )
+    return _seeds_command
+
+
 def _add_crossfit_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser = subparsers.add_parser(
         "crossfit",
@@ -977,6 +1032,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_deploy_local_parser,
     _add_certs_parser,
     _add_frontier_parser,
+    _add_seeds_parser,
     _add_crossfit_parser,
     _add_task_privacy_parser,
     _add_ablate_parser,

@@ -29,6 +29,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "deploy-local",
         "certs",
         "frontier",
+        "seeds",
         "crossfit",
         "task-privacy",
         "ablate",

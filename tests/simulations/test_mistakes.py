@@ -953,6 +953,42 @@ def frontier_no_runs(b):
 
 
 # ---------------------------------------------------------------------------------------------
+# seeds (a bad run folder is refused before anything is written; server.seeds reads the real
+# report layout in tests/server/test_seeds.py)
+
+
+@mistake
+def seeds_no_group(b):
+    return ["seeds", "--out", str(b.path("s"))], ["--group"]
+
+
+@mistake
+def seeds_group_without_runs(b):
+    return ["seeds", "--group", "w_lc 1", "--out", str(b.path("s"))], ["w_lc 1", "run folder"]
+
+
+@mistake
+def seeds_run_without_report(b):
+    run = b.folder("run")
+    return ["seeds", "--group", "a", str(run), "--out", str(b.path("s"))], [str(run)]
+
+
+@mistake
+def seeds_keeps_the_old_table_when_a_run_is_bad(b):
+    good = report_run(b, "good")
+    out = b.folder("seeds")
+    (out / "seeds.md").write_text("old table\n")
+    return ["seeds", "--group", "a", str(good), "--out", str(out)], [str(good)]
+
+
+@mistake
+def seeds_bad_within(b):
+    run = b.folder("run")
+    argv = ["seeds", "--group", "a", str(run), "--within", "ad:5", "--out", str(b.path("s"))]
+    return argv, ["--within", "ad:5"]
+
+
+# ---------------------------------------------------------------------------------------------
 # ablate
 
 
