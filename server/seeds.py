@@ -50,7 +50,10 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     if not run.is_dir():
         raise SeedsError(f"run folder {run} does not exist")
     if not layout.report_json.is_file():
-        raise SeedsError(f"{run} has no report.json (run `latentveil simulate` there)")
+        raise SeedsError(
+            f"{run} has no report.json (a finished run folder, or an ablation's <variant> "
+            "subfolder)"
+        )
     if not layout.config.is_file():
         raise SeedsError(f"{run} has no config.yaml, so its seed is unknown")
     try:
@@ -83,9 +86,13 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
             "privacy_test": float(anon["privacy_cmap"]),
             "tasks": tasks,
         }
-    except (KeyError, TypeError) as error:
+    except KeyError as error:
         raise SeedsError(
             f"{run} is not a latentveil run folder: its report.json or config.yaml lacks {error}"
+        ) from error
+    except (TypeError, AttributeError) as error:
+        raise SeedsError(
+            f"{run}: its report.json or config.yaml has a value of the wrong type: {error}"
         ) from error
     except (ValueError, yaml.YAMLError) as error:
         raise SeedsError(
@@ -167,10 +174,15 @@ def summarize_seeds(
     unknown = sorted(set(within or {}) - set(first["tasks"]))
     if unknown:
         raise SeedsError(f"--within names tasks the runs do not evaluate: {unknown}")
-    allowed = {
-        name: float((within or {}).get(name, task["allowed"]))
-        for name, task in first["tasks"].items()
-    }
+    allowed = {}
+    for name, task in first["tasks"].items():
+        drops = {run["tasks"][name]["allowed"] for run in every}
+        if name not in (within or {}) and len(drops) > 1:
+            raise SeedsError(
+                f"the runs allow {name} different drops ({sorted(drops)}, tasks.evaluated): "
+                f"give one with --within {name}=POINTS"
+            )
+        allowed[name] = float((within or {}).get(name, task["allowed"]))
     summaries, paired = {}, {}
     for name, runs in settings.items():
         changes = [_changes(run) for run in runs]
@@ -254,7 +266,7 @@ def seeds_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"| {seed} | " + " | ".join(rows[seed].get(n, "–") for n in names) + " |")
     within = ", ".join(f"{t.upper()} {allowed[t]:g}" for t in tasks)
     header = ["setting", "seeds", "privacy val", "privacy test"]
-    header += [titles[t] for t in tasks] + [f"seeds within the allowed drop ({within})"]
+    header += [titles[t] for t in tasks] + [f"seeds within the allowed drop on test ({within})"]
     lines += ["", "Mean ± standard error over seeds (tasks: change from raw on test):", ""]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, summary in result["summaries"].items():

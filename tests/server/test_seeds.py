@@ -80,7 +80,17 @@ def test_each_setting_is_summarized_over_its_seeds_and_paired_with_the_first(tmp
     assert paired["stats"]["ad"]["mean"] == pytest.approx(2.0)
     assert paired["stats"]["ad_fall"]["mean"] == pytest.approx(5.0)
     assert paired["stats"]["privacy_val"]["mean"] == pytest.approx(2.0)
-    assert paired["stats"]["ar"]["se"] == pytest.approx(0.0)
+    # Privacy differs by exactly +2 in each pair, so its paired standard error is 0 only when
+    # each run meets its own seed's partner.
+    assert paired["stats"]["privacy_val"]["se"] == pytest.approx(0.0)
+
+
+def test_pairs_meet_by_seed_not_by_position(tmp_path):
+    a = [write_run(tmp_path / f"a{s}", s, 40.0 + s, 88.0 + s, 90.0) for s in (0, 2)]
+    b = [write_run(tmp_path / f"b{s}", s, 50.0 + s, 80.0, 90.0) for s in (1, 2)]
+    paired = summarize_seeds([("a", a), ("b", b)])["paired"]["b"]
+    assert paired["seeds"] == ["2"]
+    assert paired["stats"]["ad"] == {"n": 1, "mean": pytest.approx(80.0 - 90.0), "se": None}
 
 
 def test_within_overrides_the_allowed_drop(tmp_path):
@@ -118,6 +128,17 @@ def test_runs_of_different_worlds_are_refused(tmp_path):
         summarize_seeds([("a", a), ("b", b)])
 
 
+def test_runs_that_allow_different_drops_need_within(tmp_path):
+    a = [write_run(tmp_path / "a0", 0, 40.0, 88.0, 90.0)]
+    b = [write_run(tmp_path / "b0", 0, 40.0, 88.0, 90.0)]
+    report = json.loads((b[0] / "report.json").read_text())
+    report["selection"]["max_val_drop"]["ad"] = 5.0
+    (b[0] / "report.json").write_text(json.dumps(report))
+    with pytest.raises(SeedsError, match="different drops.*--within ad=POINTS"):
+        summarize_seeds([("a", a), ("b", b)])
+    assert summarize_seeds([("a", a), ("b", b)], within={"ad": 5.0})["allowed"]["ad"] == 5.0
+
+
 def test_two_runs_of_one_seed_in_a_setting_are_refused(tmp_path):
     runs = [write_run(tmp_path / n, 3, 40.0, 88.0, 90.0) for n in ("x", "y")]
     with pytest.raises(SeedsError, match="two runs of seed 3"):
@@ -148,10 +169,16 @@ def test_bad_groups_and_folders_are_one_line_errors_that_write_nothing(tmp_path,
 
 def test_a_report_of_another_shape_names_the_missing_key(tmp_path):
     run = write_run(tmp_path / "run", 0, 40.0, 88.0, 90.0)
-    report = json.loads((run / "report.json").read_text())
+    original = (run / "report.json").read_text()
+    report = json.loads(original)
     del report["selection"]["raw"]
     (run / "report.json").write_text(json.dumps(report))
     with pytest.raises(SeedsError, match="lacks 'raw'"):
+        summarize_seeds([("a", [run])])
+    report = json.loads(original)
+    report["tasks"] = ["ar", "ad"]
+    (run / "report.json").write_text(json.dumps(report))
+    with pytest.raises(SeedsError, match="wrong type"):
         summarize_seeds([("a", [run])])
     (run / "report.json").write_text("<html>")
     with pytest.raises(SeedsError, match="cannot be read"):
