@@ -167,6 +167,8 @@ def summarize_seeds(
                     f"group {name!r} has two runs of seed {seed_label(a['seed'])}: "
                     f"{a['run']} and {b['run']} (one run per seed)"
                 )
+        for run in runs:
+            run["changes"] = _changes(run)
         settings[name] = runs
     every = [run for runs in settings.values() for run in runs]
     _check_same_baseline(every)
@@ -185,7 +187,7 @@ def summarize_seeds(
         allowed[name] = float((within or {}).get(name, task["allowed"]))
     summaries, paired = {}, {}
     for name, runs in settings.items():
-        changes = [_changes(run) for run in runs]
+        changes = [run["changes"] for run in runs]
         keys = [k for k in changes[0] if all(k in c for c in changes)]
         summaries[name] = {
             "seeds": [seed_label(run["seed"]) for run in runs],
@@ -195,10 +197,10 @@ def summarize_seeds(
             },
         }
     reference = names[0]
-    by_seed = {run["seed"]: _changes(run) for run in settings[reference]}
+    by_seed = {run["seed"]: run["changes"] for run in settings[reference]}
     for name in names[1:]:
         shared = [run for run in settings[name] if run["seed"] in by_seed]
-        diffs = [(by_seed[run["seed"]], _changes(run)) for run in shared]
+        diffs = [(by_seed[run["seed"]], run["changes"]) for run in shared]
         keys = [k for k in summaries[name]["stats"] if all(k in a and k in b for a, b in diffs)]
         paired[name] = {
             "seeds": [seed_label(run["seed"]) for run in shared],
@@ -221,9 +223,7 @@ def summarize_seeds(
         "allowed": allowed,
         "reference": reference,
         "runs": {
-            name: [
-                run | {"seed": seed_label(run["seed"]), "changes": _changes(run)} for run in runs
-            ]
+            name: [run | {"seed": seed_label(run["seed"])} for run in runs]
             for name, runs in settings.items()
         },
         "summaries": summaries,
