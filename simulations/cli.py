@@ -372,14 +372,27 @@ def _add_leakage_parser(subparsers: argparse._SubParsersAction) -> Handler:
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from common.config import load_config
     from common.layout import RunLayout
-    from simulations.simulate import SimulationError, check_run_folder, check_runnable, simulate
+    from simulations.simulate import (
+        SimulationError,
+        check_run_folder,
+        check_runnable,
+        extend_run,
+        simulate,
+    )
 
     out = Path(args.out)
     layout = RunLayout(out)
+    if args.extend_to is not None:  # goes on with more rounds: a resume, of a finished run too
+        if args.overwrite:
+            raise SimulationError(
+                "--extend-to continues a run and --overwrite starts over: pick one"
+            )
+        args.resume = True
     # A new run's config is checked whole before --overwrite removes anything: a typo must not
     # cost the run it was meant to replace.
     config = None if args.resume else load_config(args.config, args.overrides)
@@ -397,7 +410,19 @@ def _simulate_command(args: argparse.Namespace) -> int:
         if args.resume
         else explicit
     )
+    if config_given and args.resume and args.extend_to is None:
+        wanted, own = load_config(args.config, args.overrides), load_config(layout.config)
+        rounds = wanted.federation.rounds
+        same_rounds = replace(wanted.federation, rounds=own.federation.rounds)
+        if rounds > own.federation.rounds and replace(wanted, federation=same_rounds) == own:
+            raise SimulationError(
+                f"--resume continues {out} with its own {own.federation.rounds} rounds; to "
+                f"train it on to {wanted.federation.rounds}, use --extend-to "
+                f"{wanted.federation.rounds} instead of --config or --set"
+            )
     state = check_run_folder(out, args.resume, args.overwrite, bool(config_given))
+    if args.extend_to is not None:
+        config, state = extend_run(out, args.extend_to), "resume"
     if state == "finished":
         print(f"{out} is a finished run; its report is unchanged")
         report = layout.report_json
@@ -446,6 +471,15 @@ def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> Handler:
         "--resume",
         action="store_true",
         help="continue the run in --out from its last complete round, with its own config",
+    )
+    parser.add_argument(
+        "--extend-to",
+        type=int,
+        default=None,
+        metavar="ROUNDS",
+        help="train the run in --out (finished or not) on to ROUNDS rounds in all, with its own "
+        "config otherwise; its rounds, evaluations and selection so far are kept (its old last "
+        "round stays evaluated, so the selection may keep it)",
     )
     parser.add_argument(
         "--overwrite",

@@ -490,6 +490,39 @@ def run_outputs(layout: RunLayout) -> list[Path]:
     ]
 
 
+def extend_run(run_dir: Path, rounds: int) -> RunConfig:
+    """Ready the run in `run_dir` to go on to `rounds` rounds in all (`simulate --extend-to`):
+    returns its config with `federation.rounds` raised to `rounds`, for `simulate(...,
+    resume=True)`, and removes its report (written again when the rounds end).
+
+    The rounds it has, their evaluations and the selection so far are kept, so its rounds and
+    arrays are those of a run given `rounds` from the start; one thing differs: its old last
+    round was evaluated (every run's last round is), which such a run would have evaluated only
+    if `evaluation.every` divided it, and the selection may keep that round. Nothing changes
+    until every check has passed."""
+    from common.config import load_config
+    from server.checkpoints import load_checkpoint
+
+    layout = RunLayout(run_dir)
+    config = load_config(layout.config)
+    planned = config.federation.rounds
+    if rounds <= planned:
+        raise SimulationError(
+            f"--extend-to {rounds}: the run in {run_dir} has {planned} rounds planned; "
+            "extend it to more"
+        )
+    state = load_checkpoint(run_dir)  # a clear error when it is missing or not a checkpoint
+    if state.history.stopped:
+        raise SimulationError(
+            f"the run in {run_dir} {state.history.stopped}; it cannot go on (start a new run)"
+        )
+    # The report first: interrupted between the two, the folder is an unfinished run of its
+    # old length, which --resume finishes.
+    for path in (layout.report_json, layout.report_md):
+        path.unlink(missing_ok=True)
+    return replace(config, federation=replace(config.federation, rounds=rounds))
+
+
 def simulate(
     config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
 ) -> Path:

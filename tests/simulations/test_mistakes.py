@@ -773,6 +773,45 @@ def simulate_resume_a_finished_run_with_a_cut_report(b):
 
 
 @mistake
+def simulate_resume_with_more_rounds(b):
+    run = b.run()
+    args = ["simulate", "--out", str(run), "--resume", "--set", "federation.rounds=40"]
+    return args, ["--extend-to 40"]
+
+
+@mistake
+def simulate_extend_to_fewer_rounds(b):
+    run = b.run()
+    return ["simulate", "--out", str(run), "--extend-to", "4"], ["--extend-to 4", str(run)]
+
+
+@mistake
+def simulate_extend_and_overwrite(b):
+    run = b.run()
+    args = ["simulate", "--out", str(run), "--extend-to", "40", "--overwrite"]
+    return args, ["--extend-to", "--overwrite"]
+
+
+@mistake
+def simulate_extend_an_empty_folder(b):
+    run = b.folder("run")
+    return ["simulate", "--out", str(run), "--extend-to", "40"], [str(run)]
+
+
+@mistake
+def simulate_extend_a_run_whose_checkpoint_is_not_one(b):
+    run = b.run()  # its checkpoint.npz holds a few bytes of text
+    return ["simulate", "--out", str(run), "--extend-to", "40"], [str(run / "checkpoint.npz")]
+
+
+@mistake
+def simulate_extend_with_another_setting(b):
+    run = b.run()
+    args = ["simulate", "--out", str(run), "--extend-to", "40", "--set", "train.lr=0.5"]
+    return args, ["--set"]
+
+
+@mistake
 def simulate_into_a_finished_run(b):
     run = b.run()
     return ["simulate", "--out", str(run)], [str(run), "--overwrite"]

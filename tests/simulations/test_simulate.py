@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from common.config import load_config
 from common.evaluation import EvaluationSet, measure_privacy_and_utility
 from common.features import FeatureStore
+from server.checkpoints import load_checkpoint
 from simulations.cli import main
 from tests.paths import CONFIG_DIR
 
@@ -133,3 +135,35 @@ def test_centralized_mode_trains_on_the_pooled_data(federated_run, tmp_path):
     assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
     assert report["anonymized"]["round"] == report["selection"]["round"]
     assert (tmp_path / "adapter.npz").is_file()
+
+
+def test_extend_to_trains_a_finished_run_on_as_if_it_had_the_rounds_from_the_start(
+    federated_run, tmp_path
+):
+    # Centralized (in this process) and on the federated run's world: the round loop and the
+    # CLI path are the same for both modes.
+    common = ["--quiet", "--config", str(CONFIG_DIR / "tiny.yaml")]
+    common += ["--set", "federation.mode=centralized"]
+    common += ["--set", f"world.dir={federated_run / 'world'}"]
+    for override in TINY:
+        common += ["--set", override]
+    extended, straight = tmp_path / "extended", tmp_path / "straight"
+    assert main(["simulate", "--out", str(extended), *common]) == 0  # 2 rounds
+    after_two = load_checkpoint(extended).arrays
+    assert main(["simulate", "--out", str(straight), *common, "--set", "federation.rounds=3"]) == 0
+    assert main(["simulate", "--out", str(extended), "--extend-to", "3", "--quiet"]) == 0
+
+    report = json.loads((extended / "report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [0, 1, 2, 3]
+    assert report["last_evaluated"]["round"] == 3
+    assert load_config(extended / "config.yaml").federation.rounds == 3
+    ours, theirs = load_checkpoint(extended), load_checkpoint(straight)
+    assert ours.round == theirs.round == 3
+    for name, array in theirs.arrays.items():
+        np.testing.assert_allclose(ours.arrays[name], array, rtol=0, atol=1e-5)
+    # It trained on from round 2 (the round-3 arrays are not round 2's).
+    assert any(not np.allclose(after_two[name], ours.arrays[name]) for name in after_two)
+    # Once more to the same length is refused, and the run is left as it was.
+    before = (extended / "report.json").read_bytes()
+    assert main(["simulate", "--out", str(extended), "--extend-to", "3", "--quiet"]) == 2
+    assert (extended / "report.json").read_bytes() == before
