@@ -254,7 +254,7 @@ class PrivacyEvaluation:
     run: `evaluation.stills`)."""
 
     cmap: float  # worst test cMAP on video
-    val_cmap: float  # the same attacker's val cMAP: what selection reads
+    val_cmap: float  # worst val cMAP on video, whichever attacker: what selection reads
     attacker: str
     chance_cmap: float
     per_attribute_ap: dict[str, float | None]

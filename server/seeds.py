@@ -9,6 +9,8 @@ for every setting (a named group of runs, one per seed):
   task's change from the raw features on test (and on val);
 - the mean and standard error over seeds of each, and how many seeds keep each task within its
   allowed drop (the run's `tasks.evaluated`, or `within`);
+- each attacker of the suite on its own (video cMAP, val / test), so that a difference in the
+  worst case can be traced to the attackers that make it;
 - every setting after the first minus the first, paired on their shared seeds.
 
     latentveil seeds --group "w_lc 1" runs/a_s*/ar_only --group "w_lc 2" runs/b_s*/ar_only \\
@@ -43,8 +45,9 @@ class SeedsError(LatentveilError):
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """One run's seed and numbers: privacy val / test, and per evaluated task its raw, test and
-    val numbers, the raw val, its allowed drop and (AD) its per-kind test numbers."""
+    """One run's seed and numbers: privacy val / test (the worst case, and each attacker's on
+    video), and per evaluated task its raw, test and val numbers, the raw val, its allowed
+    drop and (AD) its per-kind test numbers."""
     run = Path(run_dir)
     layout = RunLayout(run)
     if not run.is_dir():
@@ -77,6 +80,14 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
                 "kinds": {k: float(v) for k, v in kinds.items() if k in raw_kinds},
                 "raw_kinds": {k: float(v) for k, v in raw_kinds.items()},
             }
+        video = (report.get("privacy_attackers") or {}).get("video") or {}
+        attackers = {
+            name: {
+                "val": float(entry["anonymized"]["val_cmap"]),
+                "test": float(entry["anonymized"]["test_cmap"]),
+            }
+            for name, entry in video.items()
+        }
         return {
             "run": str(run),
             "seed": seed,
@@ -85,6 +96,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
             "privacy_val": float(sel["privacy_val_cmap"]),
             "privacy_test": float(anon["privacy_cmap"]),
             "tasks": tasks,
+            "attackers": attackers,
         }
     except KeyError as error:
         raise SeedsError(
@@ -128,13 +140,16 @@ def _check_same_baseline(runs: Sequence[dict[str, Any]]) -> None:
 
 def _changes(run: Mapping[str, Any]) -> dict[str, float]:
     """The quantities summarized: privacy val / test, then each task's change from raw on test
-    and on val, then each AD kind's change on test."""
+    and on val, then each AD kind's change on test, then each attacker's privacy val / test
+    (`privacy_val@mlp`, `privacy_test@mlp`)."""
     out = {"privacy_val": run["privacy_val"], "privacy_test": run["privacy_test"]}
     for name, task in run["tasks"].items():
         out[name] = task["test"] - task["raw"]
         out[f"{name}_val"] = task["val"] - task["raw_val"]
         for kind, value in task["kinds"].items():
             out[f"{name}_{kind}"] = value - task["raw_kinds"][kind]
+    for name, cmap in run["attackers"].items():
+        out[f"privacy_val@{name}"], out[f"privacy_test@{name}"] = cmap["val"], cmap["test"]
     return out
 
 
@@ -220,6 +235,7 @@ def summarize_seeds(
         "kinds": [
             f"{name}_{kind}" for name, task in first["tasks"].items() for kind in task["raw_kinds"]
         ],
+        "attackers": list(first["attackers"]),
         "allowed": allowed,
         "reference": reference,
         "runs": {
@@ -285,6 +301,7 @@ def seeds_markdown(result: Mapping[str, Any]) -> str:
         for name, summary in result["summaries"].items():
             cells = [_pm(summary["stats"].get(k)) for k in kinds]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _attacker_tables(result)
     if result["paired"]:
         reference = result["reference"]
         keys = ["privacy_val", "privacy_test", *tasks, *(f"{t}_val" for t in tasks), *kinds]
@@ -300,6 +317,38 @@ def seeds_markdown(result: Mapping[str, Any]) -> str:
             seeds = ", ".join(pair["seeds"]) or "none shared"
             lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _attacker_tables(result: Mapping[str, Any]) -> list[str]:
+    """Each attacker's privacy per setting and, paired, each setting minus the first."""
+    names = list(result["summaries"])
+    stats = result["summaries"][names[0]]["stats"]
+    attackers = [a for a in result.get("attackers", []) if f"privacy_test@{a}" in stats]
+    if not attackers:
+        return []
+
+    def cell(values: Mapping[str, Any], attacker: str, signed: bool) -> str:
+        val, test = values.get(f"privacy_val@{attacker}"), values.get(f"privacy_test@{attacker}")
+        return f"{_pm(val, signed)} / {_pm(test, signed)}"
+
+    head = ["| setting | " + " | ".join(attackers) + " |", "|---|" + "---|" * len(attackers)]
+    lines = [
+        "",
+        "Privacy per attacker of the suite (video cMAP, val / test, mean ± standard error; the "
+        "privacy above is each run's worst case over the suite, on val and on test apart):",
+        "",
+        *head,
+    ]
+    for name, summary in result["summaries"].items():
+        cells = [cell(summary["stats"], a, False) for a in attackers]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if result["paired"]:
+        lines += ["", f"Per attacker, paired, each setting minus {result['reference']}:", ""]
+        lines += head
+        for name, pair in result["paired"].items():
+            cells = [cell(pair["stats"], a, True) for a in attackers]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _kind(key: str) -> str:

@@ -15,15 +15,28 @@ from common.evaluation import Evaluation, privacy_summary
 from common.tasks import TaskScore
 from server.history import History, RoundRecord
 from server.report import build_report
-from server.seeds import SeedsError, mean_se, summarize_seeds, write_seeds
+from server.seeds import SeedsError, mean_se, seeds_markdown, summarize_seeds, write_seeds
 from simulations.cli import main
 
 RAW = {"cmap": 90.0, "ad": 92.0, "ad_val": 95.0, "fall": 97.0}
 
 
-def evaluation(cmap: float, cmap_val: float, ar: float, ad: float, fall: float, ad_val: float):
+def evaluation(
+    cmap: float,
+    cmap_val: float,
+    ar: float,
+    ad: float,
+    fall: float,
+    ad_val: float,
+    knn: float | None = None,
+):
+    """`knn`: a second attacker of the suite, test cMAP `knn` and val `knn` + 2."""
+
     def results(value: float) -> dict[str, AttackResult]:
-        return {"mlp": AttackResult("mlp", value, cmap_val, 40.0, [value])}
+        out = {"mlp": AttackResult("mlp", value, cmap_val, 40.0, [value])}
+        if knn is not None:
+            out["knn"] = AttackResult("knn", knn, knn + 2.0, 40.0, [knn])
+        return out
 
     privacy = privacy_summary(results(cmap), results(cmap + 5), ("gender",))
     tasks = {
@@ -33,16 +46,18 @@ def evaluation(cmap: float, cmap_val: float, ar: float, ad: float, fall: float, 
     return Evaluation(privacy, tasks)
 
 
-def write_run(folder, seed: int, cmap: float, ad: float, fall: float, raw_ar: float = 98.0):
+def write_run(
+    folder, seed: int, cmap: float, ad: float, fall: float, raw_ar: float = 98.0, knn=None
+):
     """A finished run of `seed` whose selected round releases privacy `cmap` (val cmap + 1),
-    AR 97.5 (val 98.5) and AD `ad` (val ad + 1)."""
+    AR 97.5 (val 98.5) and AD `ad` (val ad + 1), and, with `knn`, a second attacker's."""
     config = load_config(
         None,
         [f"seed={seed}", f"train.seed={seed}", "federation.rounds=2",
          "tasks.seen={ar: 1.0}", "tasks.evaluated={ar: 2.0, ad: 2.0}"],
     )  # fmt: skip
     baseline = evaluation(RAW["cmap"], RAW["cmap"], raw_ar, RAW["ad"], RAW["fall"], RAW["ad_val"])
-    chosen = evaluation(cmap, cmap + 1.0, 97.5, ad, fall, ad + 1.0)
+    chosen = evaluation(cmap, cmap + 1.0, 97.5, ad, fall, ad + 1.0, knn)
     history = History(
         baseline=baseline,
         rounds=[RoundRecord(0, evaluation=baseline), RoundRecord(1, evaluation=chosen)],
@@ -189,3 +204,27 @@ def test_a_report_of_another_shape_names_the_missing_key(tmp_path):
 def test_mean_and_standard_error():
     assert mean_se([1.0, 2.0, 3.0]) == {"n": 3, "mean": 2.0, "se": pytest.approx(1 / math.sqrt(3))}
     assert mean_se([4.0]) == {"n": 1, "mean": 4.0, "se": None}
+
+
+def test_each_attacker_is_summarized_and_paired_on_its_own(tmp_path):
+    # knn reads less than mlp in every run, so the worst case is mlp's and hides knn's change.
+    a = [write_run(tmp_path / f"a{s}", s, 40.0 + s, 90.0, 90.0, knn=30.0 + 2 * s) for s in range(3)]
+    b = [write_run(tmp_path / f"b{s}", s, 40.0 + s, 90.0, 90.0, knn=33.0 + s) for s in range(3)]
+    result = summarize_seeds([("a", a), ("b", b)])
+    assert result["attackers"] == ["mlp", "knn"]
+    stats = result["summaries"]["a"]["stats"]
+    assert stats["privacy_test@knn"]["mean"] == pytest.approx(32.0)  # 30, 32, 34
+    assert stats["privacy_val@knn"]["mean"] == pytest.approx(34.0)
+    assert stats["privacy_test@knn"]["se"] == pytest.approx(2 / math.sqrt(3))
+    paired = result["paired"]["b"]["stats"]
+    assert paired["privacy_test"]["mean"] == pytest.approx(0.0)  # the worst case: no change
+    assert paired["privacy_test@knn"]["mean"] == pytest.approx(2.0)  # +3, +2, +1
+    table = seeds_markdown(result)
+    assert "| a | 42.00 ± 0.58 / 41.00 ± 0.58 | 34.00 ± 1.15 / 32.00 ± 1.15 |" in table
+    assert "| b | +0.00 ± 0.00 / +0.00 ± 0.00 | +2.00 ± 0.58 / +2.00 ± 0.58 |" in table
+    # A report without the suite's entries (an older run) leaves the attacker tables out.
+    for run in a + b:
+        report = json.loads((run / "report.json").read_text())
+        del report["privacy_attackers"]
+        (run / "report.json").write_text(json.dumps(report))
+    assert "per attacker" not in seeds_markdown(summarize_seeds([("a", a), ("b", b)])).lower()
