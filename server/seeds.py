@@ -235,7 +235,7 @@ def summarize_seeds(
         "kinds": [
             f"{name}_{kind}" for name, task in first["tasks"].items() for kind in task["raw_kinds"]
         ],
-        "attackers": list(first["attackers"]),
+        "attackers": list(dict.fromkeys(a for run in every for a in run["attackers"])),
         "allowed": allowed,
         "reference": reference,
         "runs": {
@@ -321,9 +321,11 @@ def seeds_markdown(result: Mapping[str, Any]) -> str:
 
 def _attacker_tables(result: Mapping[str, Any]) -> list[str]:
     """Each attacker's privacy per setting and, paired, each setting minus the first."""
-    names = list(result["summaries"])
-    stats = result["summaries"][names[0]]["stats"]
-    attackers = [a for a in result.get("attackers", []) if f"privacy_test@{a}" in stats]
+    attackers = [
+        a
+        for a in result.get("attackers", [])
+        if any(f"privacy_test@{a}" in s["stats"] for s in result["summaries"].values())
+    ]
     if not attackers:
         return []
 

@@ -410,7 +410,12 @@ def _simulate_command(args: argparse.Namespace) -> int:
         if args.resume
         else explicit
     )
-    if config_given and args.resume and args.extend_to is None:
+    if config_given and args.extend_to is not None:
+        raise SimulationError(
+            f"--extend-to trains the run in {out} on with its own config.yaml; --config and "
+            "--set cannot change it (start a new run folder, or --overwrite this one)"
+        )
+    if config_given and args.resume:
         wanted, own = load_config(args.config, args.overrides), load_config(layout.config)
         rounds = wanted.federation.rounds
         same_rounds = replace(wanted.federation, rounds=own.federation.rounds)
@@ -430,7 +435,13 @@ def _simulate_command(args: argparse.Namespace) -> int:
         if config is None:
             config = load_config(layout.config, args.overrides)
         started = time.time()
-        report = simulate(config, out, resume=args.resume, progress=not args.quiet)
+        report = simulate(
+            config,
+            out,
+            resume=args.resume,
+            progress=not args.quiet,
+            extending=args.extend_to is not None,
+        )
     try:
         summary = json.loads(report.read_text())
         base, anon = summary["baseline"], summary["anonymized"]

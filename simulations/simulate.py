@@ -491,22 +491,31 @@ def run_outputs(layout: RunLayout) -> list[Path]:
 
 
 def extend_run(run_dir: Path, rounds: int) -> RunConfig:
-    """Ready the run in `run_dir` to go on to `rounds` rounds in all (`simulate --extend-to`):
-    returns its config with `federation.rounds` raised to `rounds`, for `simulate(...,
-    resume=True)`, and removes its report (written again when the rounds end).
+    """The config to train the run in `run_dir` on to `rounds` rounds in all with (`simulate
+    --extend-to`): its own, with `federation.rounds` raised; for `simulate(..., resume=True,
+    extending=True)`, which removes the old report once its own checks have passed (the report
+    is written again when the rounds end). Changes nothing.
 
-    The rounds it has, their evaluations and the selection so far are kept, so its rounds and
-    arrays are those of a run given `rounds` from the start; one thing differs: its old last
-    round was evaluated (every run's last round is), which such a run would have evaluated only
-    if `evaluation.every` divided it, and the selection may keep that round. Nothing changes
-    until every check has passed."""
+    The rounds the run has, their evaluations and the selection so far are kept, so its rounds
+    and arrays are those of a run given `rounds` from the start; one thing differs: its old
+    last round was evaluated (every run's last round is), which such a run would have evaluated
+    only if `evaluation.every` divided it, and the selection may keep that round."""
     from common.config import load_config
-    from server.checkpoints import load_checkpoint
+    from server.checkpoints import CheckpointError, load_checkpoint
 
     layout = RunLayout(run_dir)
     config = load_config(layout.config)
     planned = config.federation.rounds
     if rounds <= planned:
+        try:
+            done = load_checkpoint(run_dir).round
+        except CheckpointError:
+            done = planned
+        if done < planned:  # an extension (or a run) interrupted before its last round
+            raise SimulationError(
+                f"--extend-to {rounds}: the run in {run_dir} has {planned} rounds planned and "
+                f"{done} done; continue it with --resume"
+            )
         raise SimulationError(
             f"--extend-to {rounds}: the run in {run_dir} has {planned} rounds planned; "
             "extend it to more"
@@ -516,22 +525,28 @@ def extend_run(run_dir: Path, rounds: int) -> RunConfig:
         raise SimulationError(
             f"the run in {run_dir} {state.history.stopped}; it cannot go on (start a new run)"
         )
-    # The report first: interrupted between the two, the folder is an unfinished run of its
-    # old length, which --resume finishes.
-    for path in (layout.report_json, layout.report_md):
-        path.unlink(missing_ok=True)
     return replace(config, federation=replace(config.federation, rounds=rounds))
 
 
 def simulate(
-    config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
+    config: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    extending: bool = False,
 ) -> Path:
-    """The main job; returns the path of report.json."""
+    """The main job; returns the path of report.json. `extending`: a finished run goes on with
+    more rounds (`extend_run`); its old report goes once the checks below have passed."""
     run_dir = Path(run_dir)
     check_runnable(config)  # before any work
     if config.federation.mode == "federated":
         # another run's local SuperLink would be shared: refuse before any preparation
         _refuse_a_shared_superlink(RunLayout(run_dir).flower_home.resolve())
+    if extending:
+        # The report first: interrupted before the config below is saved, the folder is an
+        # unfinished run of its old length, which --resume finishes.
+        for path in (RunLayout(run_dir).report_json, RunLayout(run_dir).report_md):
+            path.unlink(missing_ok=True)
     save_config(config, RunLayout(run_dir).config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":

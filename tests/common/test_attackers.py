@@ -92,7 +92,7 @@ def test_a_scaled_copy_of_raw_features_scores_like_raw_features(name):
 
 
 def test_boosted_trees_read_a_direction_through_each_samples_own_scale():
-    # Each attribute is whether its angle is past 45 degrees: cos > sin, a diagonal that single
+    # Each attribute is whether its angle is past 45 degrees: sin > cos, a diagonal that single
     # splits of the features as they are can only approximate, however many, while each
     # sample's scale (1x to 300x) moves both. Scaled to unit norm, one split on the cosine
     # reads it exactly, and val tells the attacker so.

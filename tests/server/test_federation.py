@@ -210,6 +210,30 @@ def test_resume_continues_from_the_last_complete_round_with_the_strategy_state(t
         )
 
 
+def test_extend_run_points_an_interrupted_run_to_resume_and_refuses_a_stopped_one(tmp_path):
+    from common.config import save_config
+    from common.layout import RunLayout
+    from server.checkpoints import save_checkpoint
+    from simulations.simulate import SimulationError, extend_run
+
+    config = small_config(rounds=4)
+    save_config(config, RunLayout(tmp_path).config)
+    interrupted = {n: Site(n, config, fail_round=3) for n in (1, 2, 3)}
+    with pytest.raises(KeyboardInterrupt):
+        run_federation(LoopbackGrid(interrupted), config, tmp_path, evaluation_set())
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SimulationError, match="4 rounds planned and 2 done; continue it with"):
+        extend_run(tmp_path, 4)
+    assert extend_run(tmp_path, 6).federation.rounds == 6
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files  # untouched
+
+    state = load_checkpoint(tmp_path)
+    state.history.stopped = "stopped before round 3: too few sites"
+    save_checkpoint(tmp_path, state)
+    with pytest.raises(SimulationError, match="too few sites; it cannot go on"):
+        extend_run(tmp_path, 6)
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     from server.checkpoints import CheckpointError
 

@@ -222,8 +222,16 @@ def test_each_attacker_is_summarized_and_paired_on_its_own(tmp_path):
     table = seeds_markdown(result)
     assert "| a | 42.00 ± 0.58 / 41.00 ± 0.58 | 34.00 ± 1.15 / 32.00 ± 1.15 |" in table
     assert "| b | +0.00 ± 0.00 / +0.00 ± 0.00 | +2.00 ± 0.58 / +2.00 ± 0.58 |" in table
-    # A report without the suite's entries (an older run) leaves the attacker tables out.
-    for run in a + b:
+    # Reports without the suite's entries (older runs): in the reference group, its cells and
+    # the pairs are blank and the other group's numbers stay; in every group, no tables.
+    for run in a:
+        report = json.loads((run / "report.json").read_text())
+        del report["privacy_attackers"]
+        (run / "report.json").write_text(json.dumps(report))
+    table = seeds_markdown(summarize_seeds([("a", a), ("b", b)]))
+    assert "| a | – / – | – / – |" in table and "| b | – / – | – / – |" in table
+    assert "| b | 42.00 ± 0.58 / 41.00 ± 0.58 | 36.00 ± 0.58 / 34.00 ± 0.58 |" in table
+    for run in b:
         report = json.loads((run / "report.json").read_text())
         del report["privacy_attackers"]
         (run / "report.json").write_text(json.dumps(report))

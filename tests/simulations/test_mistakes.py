@@ -808,7 +808,7 @@ def simulate_extend_a_run_whose_checkpoint_is_not_one(b):
 def simulate_extend_with_another_setting(b):
     run = b.run()
     args = ["simulate", "--out", str(run), "--extend-to", "40", "--set", "train.lr=0.5"]
-    return args, ["--set"]
+    return args, ["--extend-to", "--set"]
 
 
 @mistake

@@ -141,29 +141,34 @@ def test_extend_to_trains_a_finished_run_on_as_if_it_had_the_rounds_from_the_sta
     federated_run, tmp_path
 ):
     # Centralized (in this process) and on the federated run's world: the round loop and the
-    # CLI path are the same for both modes.
+    # CLI path are the same for both modes. Evaluated every 2 rounds (and at the last).
     common = ["--quiet", "--config", str(CONFIG_DIR / "tiny.yaml")]
     common += ["--set", "federation.mode=centralized"]
     common += ["--set", f"world.dir={federated_run / 'world'}"]
-    for override in TINY:
+    for override in [*TINY, "evaluation.every=2"]:
         common += ["--set", override]
     extended, straight = tmp_path / "extended", tmp_path / "straight"
-    assert main(["simulate", "--out", str(extended), *common]) == 0  # 2 rounds
-    after_two = load_checkpoint(extended).arrays
-    assert main(["simulate", "--out", str(straight), *common, "--set", "federation.rounds=3"]) == 0
-    assert main(["simulate", "--out", str(extended), "--extend-to", "3", "--quiet"]) == 0
+    assert main(["simulate", "--out", str(extended), *common, "--set", "federation.rounds=1"]) == 0
+    before = json.loads((extended / "report.json").read_text())["rounds"]
+    assert main(["simulate", "--out", str(straight), *common]) == 0  # 2 rounds
+    assert main(["simulate", "--out", str(extended), "--extend-to", "2", "--quiet"]) == 0
 
     report = json.loads((extended / "report.json").read_text())
-    assert [r["round"] for r in report["rounds"]] == [0, 1, 2, 3]
-    assert report["last_evaluated"]["round"] == 3
-    assert load_config(extended / "config.yaml").federation.rounds == 3
+    assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
+    assert report["last_evaluated"]["round"] == 2
+    assert load_config(extended / "config.yaml").federation.rounds == 2
+    # It went on from round 1, not over again: round 1's record is the one it had, timings too.
+    assert report["rounds"][:2] == before
+    # Its old last round stays evaluated; a run with 2 rounds from the start evaluates round 2
+    # only (every 2) -- the one way the two differ.
+    assert report["rounds"][1]["privacy_cmap"] is not None
+    fresh = json.loads((straight / "report.json").read_text())
+    assert fresh["rounds"][1]["privacy_cmap"] is None
     ours, theirs = load_checkpoint(extended), load_checkpoint(straight)
-    assert ours.round == theirs.round == 3
+    assert ours.round == theirs.round == 2
     for name, array in theirs.arrays.items():
         np.testing.assert_allclose(ours.arrays[name], array, rtol=0, atol=1e-5)
-    # It trained on from round 2 (the round-3 arrays are not round 2's).
-    assert any(not np.allclose(after_two[name], ours.arrays[name]) for name in after_two)
     # Once more to the same length is refused, and the run is left as it was.
-    before = (extended / "report.json").read_bytes()
-    assert main(["simulate", "--out", str(extended), "--extend-to", "3", "--quiet"]) == 2
-    assert (extended / "report.json").read_bytes() == before
+    kept = (extended / "report.json").read_bytes()
+    assert main(["simulate", "--out", str(extended), "--extend-to", "2", "--quiet"]) == 2
+    assert (extended / "report.json").read_bytes() == kept
