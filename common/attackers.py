@@ -257,8 +257,7 @@ def fit_logistic(data: AttackData, settings: SuiteSettings, cache: dict) -> tupl
 def _fit_logistic(train: Split, val: Split, seed: int) -> tuple[dict[int, Any], dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
-    normalisers = {kind: Normaliser(kind, train.features) for kind in NORMALISATIONS}
-    inputs = {k: (n(train.features), n(val.features)) for k, n in normalisers.items()}
+    normalisers, inputs = _normalised_inputs(train.features, val.features)
     models: dict[int, Any] = {}
     chosen: dict[str, Any] = {}
     for a in _attribute_columns(train.labels):
@@ -276,6 +275,15 @@ def _fit_logistic(train: Split, val: Split, seed: int) -> tuple[dict[int, Any], 
         models[a] = _Normalised(normalisers[kind], model.decision_function)
         chosen[str(a)] = {"normalisation": kind, "C": c}
     return models, chosen
+
+
+def _normalised_inputs(
+    train: np.ndarray, val: np.ndarray
+) -> tuple[dict[str, Normaliser], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Each normalisation of NORMALISATIONS fitted on `train`, and (train, val) under it: what an
+    attacker that chooses its normalisation on val tries."""
+    normalisers = {kind: Normaliser(kind, train) for kind in NORMALISATIONS}
+    return normalisers, {k: (n(train), n(val)) for k, n in normalisers.items()}
 
 
 class _Normalised:
@@ -348,12 +356,12 @@ def fit_boosted_trees(data: AttackData, settings: SuiteSettings, cache: dict):
     (on the released features of stop 35's runs, 1.2-1.3 cMAP points more on test)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    normalisers = {kind: Normaliser(kind, data.train.features) for kind in NORMALISATIONS}
-    inputs = {k: (n(data.train.features), n(data.val.features)) for k, n in normalisers.items()}
+    normalisers, inputs = _normalised_inputs(data.train.features, data.val.features)
     models: dict[int, Callable] = {}
     chosen: dict[str, Any] = {}
     for a in _attribute_columns(data.train.labels):
         best = None
+        y_train, y_val = data.train.labels[:, a], data.val.labels[:, a]
         for kind, (x_train, x_val) in inputs.items():
             model = HistGradientBoostingClassifier(
                 learning_rate=0.1,
@@ -363,9 +371,7 @@ def fit_boosted_trees(data: AttackData, settings: SuiteSettings, cache: dict):
                 n_iter_no_change=15,
                 random_state=settings.seed,
             )
-            y_val = data.val.labels[:, a]
-            model.fit(x_train, data.train.labels[:, a].astype(int), X_val=x_val,
-                      y_val=y_val.astype(int))  # fmt: skip
+            model.fit(x_train, y_train.astype(int), X_val=x_val, y_val=y_val.astype(int))
             ap = _ap(model.decision_function(x_val), y_val)
             if best is None or ap > best[0]:
                 best = (ap, model, kind)

@@ -323,7 +323,7 @@ def _attacker_tables(result: Mapping[str, Any]) -> list[str]:
     """Each attacker's privacy per setting and, paired, each setting minus the first."""
     attackers = [
         a
-        for a in result.get("attackers", [])
+        for a in result["attackers"]
         if any(f"privacy_test@{a}" in s["stats"] for s in result["summaries"].values())
     ]
     if not attackers:

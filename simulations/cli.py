@@ -401,22 +401,18 @@ def _simulate_command(args: argparse.Namespace) -> int:
     # With --resume, a --config or --set that changes nothing is harmless; one that changes the
     # run's config is refused (check_run_folder).
     explicit = Path(args.config).resolve() != DEFAULT_CONFIG or bool(args.overrides)
-    config_given = (
-        (
-            explicit
-            and layout.config.is_file()
-            and load_config(args.config, args.overrides) != load_config(layout.config)
-        )
-        if args.resume
-        else explicit
-    )
+    config_given = explicit
+    if args.resume:
+        config_given = False
+        if explicit and layout.config.is_file():
+            wanted, own = load_config(args.config, args.overrides), load_config(layout.config)
+            config_given = wanted != own
     if config_given and args.extend_to is not None:
         raise SimulationError(
             f"--extend-to trains the run in {out} on with its own config.yaml; --config and "
             "--set cannot change it (start a new run folder, or --overwrite this one)"
         )
     if config_given and args.resume:
-        wanted, own = load_config(args.config, args.overrides), load_config(layout.config)
         rounds = wanted.federation.rounds
         same_rounds = replace(wanted.federation, rounds=own.federation.rounds)
         if rounds > own.federation.rounds and replace(wanted, federation=same_rounds) == own:

@@ -538,16 +538,17 @@ def simulate(
     """The main job; returns the path of report.json. `extending`: a finished run goes on with
     more rounds (`extend_run`); its old report goes once the checks below have passed."""
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     check_runnable(config)  # before any work
     if config.federation.mode == "federated":
         # another run's local SuperLink would be shared: refuse before any preparation
-        _refuse_a_shared_superlink(RunLayout(run_dir).flower_home.resolve())
+        _refuse_a_shared_superlink(layout.flower_home.resolve())
     if extending:
         # The report first: interrupted before the config below is saved, the folder is an
         # unfinished run of its old length, which --resume finishes.
-        for path in (RunLayout(run_dir).report_json, RunLayout(run_dir).report_md):
+        for path in (layout.report_json, layout.report_md):
             path.unlink(missing_ok=True)
-    save_config(config, RunLayout(run_dir).config)
+    save_config(config, layout.config)
     prepare_run(config, run_dir, progress)
     if config.federation.mode == "centralized":
         return run_centralized(config, run_dir, resume, progress)
