@@ -621,6 +621,56 @@ def _add_task_privacy_parser(subparsers: argparse._SubParsersAction) -> Handler:
     return _task_privacy_command
 
 
+def _discriminant_command(args: argparse.Namespace) -> int:
+    from simulations.discriminant import DiscriminantError, write_discriminant
+
+    try:
+        shrinkages = [float(s) for s in args.shrinkage.split(",") if s.strip()]
+    except ValueError:
+        raise DiscriminantError(
+            f"--shrinkage takes comma-separated numbers in [0, 1], got {args.shrinkage!r}"
+        ) from None
+    progress = _progress_lines(args, "evaluating")
+    table = write_discriminant(args.run, args.out, args.directions, shrinkages, progress)
+    _show_table(table, "discriminant.json, config.yaml, evaluation_set.npz, adapter.npz")
+    return 0
+
+
+def _add_discriminant_parser(subparsers: argparse._SubParsersAction) -> Handler:
+    from simulations.discriminant import SHRINKAGES
+
+    parser = subparsers.add_parser(
+        "discriminant",
+        help="the closed-form anonymizer: the linear discriminant projection of the sites' "
+        "action clips, measured like a run",
+        description="Sum each simulated site's moments of its training action clips, fit the "
+        "linear discriminant projection for each shrinkage, evaluate each with the run's "
+        "central protocol, choose on validation by the run's rule, and write "
+        "discriminant.md and .json with a run-like folder (config.yaml, evaluation_set.npz, "
+        "adapter.npz) that task-privacy, crossfit and export read.",
+    )
+    parser.add_argument(
+        "run", type=path_argument, help="a prepared or finished run folder (its sites' stores)"
+    )
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="folder for discriminant.md"
+    )
+    parser.add_argument(
+        "--directions",
+        type=int,
+        default=None,
+        help="directions kept (default: the number of action classes minus one)",
+    )
+    parser.add_argument(
+        "--shrinkage",
+        default=",".join(f"{s:g}" for s in SHRINKAGES),
+        help="comma-separated shrinkages of the within-action covariance to choose among "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return _discriminant_command
+
+
 def _seeds_command(args: argparse.Namespace) -> int:
     from server.seeds import SeedsError, write_seeds
 
@@ -1076,6 +1126,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], Handler]] = [
     _add_seeds_parser,
     _add_crossfit_parser,
     _add_task_privacy_parser,
+    _add_discriminant_parser,
     _add_ablate_parser,
     _add_export_parser,
     _add_anonymize_parser,

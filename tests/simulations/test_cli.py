@@ -32,6 +32,7 @@ def test_help_lists_only_working_subcommands(capsys):
         "seeds",
         "crossfit",
         "task-privacy",
+        "discriminant",
         "ablate",
         "export",
         "anonymize",

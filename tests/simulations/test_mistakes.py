@@ -928,6 +928,38 @@ def task_privacy_out_is_a_file(b):
 
 
 # ---------------------------------------------------------------------------------------------
+# discriminant
+
+
+@mistake
+def discriminant_run_not_a_run_folder(b):
+    run = b.folder("run")
+    return ["discriminant", str(run), "--out", str(b.path("d"))], [str(run), "config.yaml"]
+
+
+@mistake
+def discriminant_shrinkage_not_numbers(b):
+    run = b.folder("run")
+    return ["discriminant", str(run), "--out", str(b.path("d")), "--shrinkage", "0.1,lots"], [
+        "--shrinkage",
+        "lots",
+    ]
+
+
+@mistake
+def discriminant_shrinkage_above_one(b):
+    run = b.folder("run")
+    return ["discriminant", str(run), "--out", str(b.path("d")), "--shrinkage", "0.1,2"], ["2"]
+
+
+@mistake
+def discriminant_out_is_a_file(b):
+    run = b.folder("run")
+    out = b.file("discriminant.md", "old table")
+    return ["discriminant", str(run), "--out", str(out)], [str(out)]
+
+
+# ---------------------------------------------------------------------------------------------
 # frontier
 
 

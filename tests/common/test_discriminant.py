@@ -1,0 +1,115 @@
+"""The closed-form anonymizer: moments that add across sites, Fisher's discriminant as
+scikit-learn fits it, and an adapter that keeps the classes and drops what varies within them."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from common.aam import AnonymizingAdapter
+from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant
+
+D, C = 24, 4
+
+
+def clips_with_a_private_attribute(n: int, seed: int):
+    """(n, 2, D) clip sequences: the class moves a video along 3 directions; a binary private
+    attribute moves it, much further, along another (as an actor's looks do); noise on all."""
+    world = np.random.default_rng(100)  # the same classes and attribute in every sample
+    class_dirs = world.normal(size=(C, D)) * 1.5
+    private_dir = world.normal(size=D)
+    private_dir *= 6.0 / np.linalg.norm(private_dir)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, C, size=n)
+    private = rng.integers(0, 2, size=n)
+    centre = class_dirs[labels] + private[:, None] * private_dir  # (n, D)
+    clips = centre[:, None, :] + rng.normal(size=(n, 2, D))
+    return clips, labels, private
+
+
+def projection_of(vectors: np.ndarray) -> np.ndarray:
+    q, _ = np.linalg.qr(vectors)
+    return q @ q.T
+
+
+def test_moments_of_sites_add_up_to_the_moments_of_their_pooled_clips():
+    clips, labels, _ = clips_with_a_private_attribute(90, 0)
+    parts = [ClassMoments.of_clips(clips[s], labels[s], C) for s in (slice(0, 30), slice(30, 90))]
+    pooled = ClassMoments.of_clips(clips, labels, C)
+    summed = parts[0] + parts[1]
+    for name in ("counts", "sums", "second"):
+        np.testing.assert_allclose(getattr(summed, name), getattr(pooled, name), rtol=1e-12)
+    assert summed.counts.sum() == 180  # every clip counts with its video's class
+    a = fit_discriminant(summed, C - 1, 0.01)
+    b = fit_discriminant(pooled, C - 1, 0.01)
+    np.testing.assert_allclose(a.basis() @ a.basis().T, b.basis() @ b.basis().T, atol=1e-9)
+
+
+def test_the_directions_span_what_scikit_learns_discriminant_finds():
+    clips, labels, _ = clips_with_a_private_attribute(200, 1)
+    x, y = clips.reshape(-1, D), np.repeat(labels, 2)
+    fit = fit_discriminant(ClassMoments.of_clips(clips, labels, C), C - 1, 0.0)
+    reference = LinearDiscriminantAnalysis(solver="eigen").fit(x, y)
+    np.testing.assert_allclose(
+        projection_of(fit.directions), projection_of(reference.scalings_[:, : C - 1]), atol=1e-8
+    )
+    np.testing.assert_allclose(fit.mean, x.mean(0), atol=1e-12)
+
+
+def test_the_adapter_keeps_the_classes_and_drops_the_private_attribute():
+    train, train_labels, _ = clips_with_a_private_attribute(400, 2)
+    test, test_labels, test_private = clips_with_a_private_attribute(400, 3)
+    fit = fit_discriminant(ClassMoments.of_clips(train, train_labels, C), C - 1, 1e-3)
+    adapter = AnonymizingAdapter(D, layers=0, bottleneck=C - 1)
+    adapter.load_state_dict(
+        {k.removeprefix("adapter."): torch.from_numpy(v) for k, v in fit.adapter_arrays().items()}
+    )
+    with torch.no_grad():
+        released = adapter(torch.as_tensor(test, dtype=torch.float32)).numpy()
+    # z = mean + U U^T (x - mean): a projection, so applying it twice changes nothing
+    with torch.no_grad():
+        again = adapter(torch.as_tensor(released)).numpy()
+    np.testing.assert_allclose(again, released, atol=1e-4)
+
+    def readable(features: np.ndarray, target: np.ndarray) -> float:
+        video = features.mean(1)
+        half = len(video) // 2
+        model = LogisticRegression(max_iter=2000).fit(video[:half], target[:half])
+        return roc_auc_score(target[half:], model.predict_proba(video[half:])[:, 1])
+
+    assert readable(test, test_private) > 0.95  # the raw clips carry it
+    assert readable(released, test_private) < 0.65  # the released ones hardly
+    # while the same number of directions chosen for their variance (PCA) keeps it
+    pooled = train.reshape(-1, D)
+    top = np.linalg.svd(pooled - pooled.mean(0), full_matrices=False)[2][: C - 1]  # (3, D)
+    assert readable((test - pooled.mean(0)) @ top.T, test_private) > 0.8
+    # the discriminant's own rule, as a linear head on the released clips' mean
+    head = fit.head_arrays()
+    logits = (
+        released.mean(1) @ head["heads.ar.classifier.weight"].T + head["heads.ar.classifier.bias"]
+    )
+    assert (logits.argmax(1) == test_labels).mean() > 0.95
+
+
+def test_what_cannot_be_fitted_is_a_clear_error():
+    clips, labels, _ = clips_with_a_private_attribute(40, 4)
+    moments = ClassMoments.of_clips(clips, labels, C)
+    with pytest.raises(DiscriminantError, match="at most 3 discriminant directions"):
+        fit_discriminant(moments, C, 0.1)
+    with pytest.raises(DiscriminantError, match="shrinkage must be in"):
+        fit_discriminant(moments, 2, 1.5)
+    one_class = ClassMoments.of_clips(clips, np.zeros(40, dtype=int), C)
+    with pytest.raises(DiscriminantError, match="fewer than 2 classes"):
+        fit_discriminant(one_class, 1, 0.1)
+    with pytest.raises(DiscriminantError, match="one label per video"):
+        ClassMoments.of_clips(clips, labels[:-1], C)
+    with pytest.raises(DiscriminantError, match="labels must lie in"):
+        ClassMoments.of_clips(clips, labels + C, C)
+    with pytest.raises(DiscriminantError, match="do not add"):
+        moments + ClassMoments.of_clips(clips, labels, C + 1)
+    # more directions than the clips can support: a singular covariance needs shrinkage
+    few = ClassMoments.of_clips(clips[:6, :, :], labels[:6], C)
+    with pytest.raises(DiscriminantError):
+        fit_discriminant(few, 1, 0.0)
