@@ -28,6 +28,7 @@ from flwr.app import (
 )
 
 from common.config import RunConfig
+from common.discriminant import MOMENTS_RECORD, ClassMoments, moments_arrays
 from common.model import AnonymizerModel, build_model
 from common.runconfig import run_config_from_context, site_paths
 from common.sitedata import (
@@ -127,16 +128,31 @@ def train_content(content: RecordDict, context: Context) -> RecordDict:
 
 def query_content(content: RecordDict, context: Context) -> RecordDict:
     """The server's call before round 1: encode this site's videos now (once), so that no
-    round's timeout has to cover it; reply with the site id."""
+    round's timeout has to cover it; reply with the site id. When the query carries the
+    moments' template (`anonymizer.init` discriminant), also reply with the moments of the
+    site's training action clips under its names (common.discriminant): sums over clips, the
+    only data-derived arrays that leave a site outside its trained weights."""
     started = time.perf_counter()
-    _, site_id, data = _prepare(context, "train")
-    metrics = MetricRecord(
+    config, site_id, data = _prepare(context, "train")
+    reply = RecordDict({"site": ConfigRecord({"id": site_id})})
+    template = content.array_records.get(MOMENTS_RECORD)
+    if template is not None and "ar" in data:
+        actions = data["ar"]
+        moments = ClassMoments.of_clips(
+            actions.clip_features.numpy(),
+            actions.labels["action"].numpy(),
+            config.heads.num_actions,
+        )
+        reply[MOMENTS_RECORD] = ArrayRecord(
+            {name: Array(value) for name, value in moments_arrays(moments).items()}
+        )
+    reply["metrics"] = MetricRecord(
         {
             "num-examples": sum(len(t) for t in data.values()),
             "seconds": time.perf_counter() - started,
         }
     )
-    return RecordDict({"metrics": metrics, "site": ConfigRecord({"id": site_id})})
+    return reply
 
 
 def evaluate_content(content: RecordDict, context: Context) -> RecordDict:

@@ -143,10 +143,29 @@ class AnonymizerConfig:
     window: int = 8
     # Rank of the adapter's output (0 = full rank, identity at initialisation): common.aam.
     bottleneck: int = 0
+    # Where the adapter starts: "random" (seeded initial weights), or "discriminant": its output
+    # bottleneck is the linear discriminant projection of the sites' action clips
+    # (common.discriminant; the blocks start as the identity, so round 0 IS that projection),
+    # fitted from the moments every site sends once before round 1, and round 0 is evaluated
+    # and may be selected like any round.
+    init: str = "random"
+    # The discriminant's shrinkage of the within-action covariance (common.discriminant).
+    shrinkage: float = 1e-3
 
     def __post_init__(self) -> None:
         if not 0 <= self.bottleneck:
             raise ConfigError(f"'anonymizer.bottleneck' must be >= 0, got {self.bottleneck}")
+        if self.init not in ("random", "discriminant"):
+            raise ConfigError(
+                f"'anonymizer.init' must be random or discriminant, not {self.init!r}"
+            )
+        if not 0 <= self.shrinkage <= 1:  # also NaN
+            raise ConfigError(f"'anonymizer.shrinkage' must be in [0, 1], got {self.shrinkage!r}")
+        if self.init == "discriminant" and self.bottleneck == 0:
+            raise ConfigError(
+                "'anonymizer.init' discriminant puts the projection in the output bottleneck: "
+                "set 'anonymizer.bottleneck' (at most the number of actions minus one)"
+            )
         if self.window < 1:
             raise ConfigError(f"'anonymizer.window' must be at least 1 clip, got {self.window}")
         _at_least("anonymizer.layers", self.layers, 0)
@@ -443,6 +462,18 @@ class RunConfig:
                 f"'federation.min_sites' ({self.federation.min_sites}) cannot exceed the "
                 f"number of sites, 'world.sites' ({self.world.sites})"
             )
+        if self.anonymizer.init == "discriminant":
+            if "ar" not in self.tasks.seen:
+                raise ConfigError(
+                    "'anonymizer.init' discriminant is fitted to the sites' action labels: "
+                    f"'tasks.seen' must include ar (it has {', '.join(self.tasks.seen)})"
+                )
+            if self.anonymizer.bottleneck > self.heads.num_actions - 1:
+                raise ConfigError(
+                    f"'anonymizer.init' discriminant: {self.heads.num_actions} actions give at "
+                    f"most {self.heads.num_actions - 1} directions, but 'anonymizer.bottleneck' "
+                    f"is {self.anonymizer.bottleneck}"
+                )
         unseen = sorted(set(self.loss.budget_tasks or ()) - set(self.tasks.seen))
         if unseen:
             raise ConfigError(

@@ -153,3 +153,71 @@ def fit_discriminant(moments: ClassMoments, directions: int, shrinkage: float) -
         class_means=class_means,
         priors=counts / total,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# On the wire: what the server asks each site for, and what it accepts back
+
+MOMENTS_RECORD = "moments"  # the name of the ArrayRecord of a query and of its reply
+
+
+def moments_template(num_classes: int, dim: int) -> dict[str, np.ndarray]:
+    """Zeros of the moments' names and shapes: the server sends them with its query, so the
+    site's wire audit knows which arrays may go back (its allow-list is what it received)."""
+    return {
+        "moments.counts": np.zeros(num_classes),
+        "moments.sums": np.zeros((num_classes, dim)),
+        "moments.second": np.zeros((dim, dim)),
+    }
+
+
+def moments_arrays(moments: ClassMoments) -> dict[str, np.ndarray]:
+    """A site's moments under the template's names."""
+    return {
+        "moments.counts": moments.counts,
+        "moments.sums": moments.sums,
+        "moments.second": moments.second,
+    }
+
+
+def moments_from_arrays(
+    arrays: dict[str, np.ndarray], template: dict[str, np.ndarray]
+) -> ClassMoments:
+    """A site's reply as moments, screened against the `template` it was asked with: the same
+    names and shapes, finite values, whole non-negative counts, a symmetric second moment
+    whose diagonal is not negative. Anything else is a DiscriminantError naming the fault."""
+    if set(arrays) != set(template):
+        raise DiscriminantError(
+            f"the moments hold {sorted(arrays)}, not the {sorted(template)} asked for"
+        )
+    values = {}
+    for name, expected in template.items():
+        value = np.asarray(arrays[name])
+        if value.shape != expected.shape:
+            raise DiscriminantError(
+                f"{name} has shape {value.shape}, not the {expected.shape} asked for"
+            )
+        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value).all():
+            raise DiscriminantError(f"{name} holds values that are not finite numbers")
+        values[name] = value.astype(np.float64)
+    counts, second = values["moments.counts"], values["moments.second"]
+    if (counts < 0).any() or (counts != np.round(counts)).any():
+        raise DiscriminantError("moments.counts must be whole numbers of clips, not negative")
+    scale = max(1.0, float(np.abs(second).max()))
+    if np.abs(second - second.T).max() > 1e-6 * scale or (np.diag(second) < 0).any():
+        raise DiscriminantError("moments.second is not a sum of outer products (x x^T)")
+    return ClassMoments(counts, values["moments.sums"], second)
+
+
+def with_discriminant(arrays: dict[str, np.ndarray], fit: Discriminant) -> dict[str, np.ndarray]:
+    """Shareable arrays whose output bottleneck is `fit`'s projection and whose action head is
+    its rule; every other array as given (the blocks at their identity start)."""
+    replaced = {**fit.adapter_arrays(), **fit.head_arrays()}
+    for name, value in replaced.items():
+        if name not in arrays or arrays[name].shape != value.shape:
+            shape = arrays[name].shape if name in arrays else "absent"
+            raise DiscriminantError(
+                f"the adapter's {name} ({shape}) cannot hold the projection ({value.shape}): "
+                "'anonymizer.bottleneck' must equal the directions fitted"
+            )
+    return {**arrays, **{k: v.astype(arrays[k].dtype) for k, v in replaced.items()}}

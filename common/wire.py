@@ -29,6 +29,9 @@ from flwr.app import RecordDict
 
 from common.weights import is_shareable
 
+# The sums over a site's clips that `anonymizer.init` discriminant asks for (common.discriminant).
+STATISTICS_PREFIX = "moments."
+
 
 def describe(content: RecordDict) -> list[list[Any]]:
     """[record, name, dtype, shape, bytes] of every array in a message's content."""
@@ -46,12 +49,14 @@ def payload_bytes(arrays: Iterable[list[Any]]) -> int:
 def outside_allowlist(
     arrays: Iterable[list[Any]], allowed: Iterable[str] | None = None
 ) -> list[str]:
-    """Names of arrays that may not leave a site: not under the shareable prefixes or, when
-    `allowed` is given (the names the site received), not among them."""
+    """Names of arrays that may not leave a site: not under the shareable prefixes (nor the
+    discriminant's moments, `moments.`, which only a query that carries their template asks
+    for) or, when `allowed` is given (the names the site received), not among them."""
     allowed = set(allowed) if allowed is not None else None
     names = []
     for _, name, *_ in arrays:
-        if not is_shareable(name) or (allowed is not None and name not in allowed):
+        listed = is_shareable(name) or name.startswith(STATISTICS_PREFIX)
+        if not listed or (allowed is not None and name not in allowed):
             if name not in names:
                 names.append(name)
     return names

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from common.config import RunConfig
+from common.discriminant import ClassMoments
 from common.sitedata import SiteData
 from common.training import build_optimizer, train_local
 from common.weights import load_shareable, shareable_state
-from server.rounds import RoundOutcome, initial_model
+from server.rounds import RoundOutcome, SiteMoments, initial_model
 
 
 class PooledTrainer:
@@ -44,6 +45,18 @@ class PooledTrainer:
             train=metrics,
             site_seconds=[time.perf_counter() - started],
         )
+
+    def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
+        """The pooled action clips' moments, as one site (the pool is what it trains on)."""
+        moments = SiteMoments()
+        actions = self.data.get("ar")
+        if actions is None:
+            moments.left_out.append({"site": "pooled", "reason": "no action videos"})
+        else:
+            moments.sites["pooled"] = ClassMoments.of_clips(
+                actions.clip_features.numpy(), actions.labels["action"].numpy(), num_classes
+            )
+        return moments
 
     def state(self) -> dict[str, np.ndarray]:
         """AdamW's moments and step counts, per parameter index."""

@@ -40,12 +40,18 @@ from flwr.superlink.grid.http_grid import HttpGrid
 from common import wire
 from common.compression import decode
 from common.config import RunConfig
+from common.discriminant import (
+    MOMENTS_RECORD,
+    DiscriminantError,
+    moments_from_arrays,
+    moments_template,
+)
 from common.evaluation import EvaluationSet
 from common.packing import PackingError, pack, unpack
 from common.weights import ShareableStateError, check_shareable
 from server.checkpoints import ServerState
 from server.history import RoundRecord
-from server.rounds import RoundOutcome, RunStopped, run_rounds
+from server.rounds import RoundOutcome, RunStopped, SiteMoments, run_rounds
 from server.strategies import create_strategy, load_strategy_state, strategy_state
 
 log = logging.getLogger("latentveil.server")
@@ -190,13 +196,15 @@ class FlowerTrainer:
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         load_strategy_state(self.strategy, state)
 
-    def _prepare_sites(self) -> None:
+    def _prepare_sites(self, template: dict[str, np.ndarray] | None = None) -> list[Message]:
         """Before the first round (of this process): wait for every site to connect, for up to
         `federation.prepare_timeout` seconds (a round that starts while sites are still
         connecting would leave them out; then the strategy waits for min_sites), and have the
         connected sites encode their videos (a query message), so that no round's timeout has
         to cover it. Their replies name them: even a site that drops out in round 1 is known
-        by its site id."""
+        by its site id. With the moments' `template` (common.discriminant) the query asks for
+        them too; returns the replies without an error."""
+        self._waited = True
         timeout = self.config.federation.prepare_timeout
         deadline = time.monotonic() + timeout
         while len(nodes := list(self.grid.get_node_ids())) < self.config.world.sites:
@@ -204,22 +212,51 @@ class FlowerTrainer:
                 log.warning("not every site connected; going on with those that did")
                 break
             time.sleep(0.5)
-        messages = [
-            Message(
-                RecordDict({"config": ConfigRecord({"server-round": 0})}),
-                dst_node_id=node,
-                message_type=MessageType.QUERY,
-            )
-            for node in nodes
-        ]
+        messages = []
+        for node in nodes:
+            content = RecordDict({"config": ConfigRecord({"server-round": 0})})
+            if template is not None:
+                content[MOMENTS_RECORD] = to_record(template)
+            messages.append(Message(content, dst_node_id=node, message_type=MessageType.QUERY))
         replies = send_and_receive(self.grid, messages, timeout)
+        answered = []
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             if reply.has_error():
                 log.warning("node %s could not prepare: %s", node, reply.error.reason)
             else:
                 self.site_by_node[node] = site_of(reply)
+                answered.append(reply)
         log.info("%d of %d sites prepared", len(self.site_by_node), len(nodes))
+        return answered
+
+    def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
+        """Every connected site's moments of its training action clips, asked for with the
+        sites' preparation (so before round 1) and screened (common.discriminant); a site
+        whose reply is malformed is left out and named, as one without action videos is."""
+        template = moments_template(num_classes, dim)
+        run_id = int(self.grid.run.run_id)
+        sent_at = time.time()
+        down = wire.describe(RecordDict({MOMENTS_RECORD: to_record(template)}))
+        result = SiteMoments()
+        for reply in sorted(self._prepare_sites(template), key=site_of):
+            site = site_of(reply)
+            arrays_up = wire.describe(reply.content)
+            result.wire += [
+                wire.entry(run_id, 0, site, "down", "query", down, at=sent_at),
+                wire.entry(run_id, 0, site, "up", "query", arrays_up,
+                           wire.outside_allowlist(arrays_up, allowed=template)),
+            ]  # fmt: skip
+            record = reply.content.array_records.get(MOMENTS_RECORD)
+            if record is None:
+                result.left_out.append({"site": site, "reason": "sent no moments"})
+                continue
+            try:
+                result.sites[site] = moments_from_arrays(from_record(record), template)
+            except DiscriminantError as error:
+                log.warning("%s's moments were rejected: %s", site, error)
+                result.left_out.append({"site": site, "reason": str(error)})
+        return result
 
     def can_continue(self) -> bool:
         """False when another round would spend more than federation.dp_max_epsilon."""
@@ -241,7 +278,6 @@ class FlowerTrainer:
         federation = self.config.federation
         if not self._waited:
             self._prepare_sites()
-            self._waited = True
         train_config = ConfigRecord({"proximal-mu": federation.proximal_mu})
         # Flower samples sites with `random` (fraction_train < 1): the same seed and round
         # sample the same share of the sites.

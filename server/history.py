@@ -78,6 +78,9 @@ class History:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     selected_round: int | None = None
     stopped: str = ""  # why the run ended before its last round (its privacy budget)
+    # How round 0's adapter was made when it is not the seeded one (`anonymizer.init`
+    # discriminant: the fit's account, server.rounds.discriminant_start); empty otherwise.
+    initialisation: dict[str, Any] = field(default_factory=dict)
 
     def evaluated(self) -> list[RoundRecord]:
         return [r for r in self.rounds if r.evaluation is not None]
@@ -99,6 +102,7 @@ class History:
             "rejected": self.rejected,
             "selected_round": self.selected_round,
             "stopped": self.stopped,
+            "initialisation": self.initialisation,
         }
 
     @classmethod
@@ -109,4 +113,5 @@ class History:
             rejected=list(data.get("rejected", [])),
             selected_round=data.get("selected_round"),
             stopped=str(data.get("stopped", "")),
+            initialisation=dict(data.get("initialisation", {})),
         )

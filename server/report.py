@@ -155,6 +155,8 @@ def build_report(
             },
         },
         "last_evaluated": _task_view(last.evaluation.to_json(), tasks) | {"round": last.round},
+        # How round 0's adapter was made, when not seeded (`anonymizer.init`), else empty.
+        "initialisation": history.initialisation,
         "threat_model": THREAT_MODEL,
         "privacy_reduction_rel": (base_cmap - anon_cmap) / base_cmap,
         "privacy_stills_reduction_rel": _relative_drop(
@@ -259,7 +261,8 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         return ""
     if selection["rule"] == "last":
         return f"Anonymized = the last round ({selection['round']})."
-    if selection["round"] == 0:
+    start = report.get("initialisation") or {}
+    if selection["round"] == 0 and not start:
         drops = ", ".join(
             f"{name} {_fmt(float(drop), 1)}"
             for name, drop in (selection.get("max_val_drop") or {}).items()
@@ -288,6 +291,14 @@ def _selection_sentence(report: dict[str, Any]) -> str:
         f"worst-case validation privacy cMAP on video ({_fmt(selection['privacy_val_cmap'])}) "
         f"among evaluated rounds whose {allowances}; its arrays are `adapter.npz`."
     )
+    if start.get("kind") == "discriminant":
+        sentence += (
+            " Round 0 is the linear discriminant projection of the sites' action clips "
+            f"(`anonymizer.init` discriminant, shrinkage {float(start['shrinkage']):g}, "
+            f"{sum(start['clips'].values())} clips of {len(start['clips'])} sites"
+            + (f", {len(start['left_out'])} site(s) left out" if start["left_out"] else "")
+            + "), before any training."
+        )
     if last and last["round"] != selection["round"]:
         scores = "".join(
             f" and {task['title']} {_fmt(last.get(task['metric']))}" for task in tasks.values()

@@ -13,8 +13,10 @@ the progress line, and at the end the shipped adapter and the report.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from common import wire
 from common.aam import starts_as_identity
 from common.atomic import atomic_path
 from common.config import RunConfig
+from common.discriminant import ClassMoments, fit_discriminant, with_discriminant
 from common.encoders import create_encoder
 from common.errors import LatentveilError
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
@@ -67,6 +70,16 @@ class RoundOutcome:
     note: str = ""  # why a round changed nothing, when it did not
 
 
+@dataclass
+class SiteMoments:
+    """The sites' moments of their training action clips (`anonymizer.init` discriminant), by
+    site; the sites left out, with why; the server's wire record of the exchange."""
+
+    sites: dict[str, ClassMoments] = field(default_factory=dict)
+    left_out: list[dict[str, str]] = field(default_factory=list)
+    wire: list[dict[str, Any]] = field(default_factory=list)
+
+
 class RunStopped(LatentveilError):
     """The run cannot go on (its privacy budget is spent); the rounds so far stand."""
 
@@ -84,6 +97,10 @@ class RoundTrainer(Protocol):
         ...
 
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
+        """Each site's moments of its training action clips (common.discriminant)."""
+        ...
 
 
 def initial_model(config: RunConfig, dim: int) -> AnonymizerModel:
@@ -162,6 +179,12 @@ def run_rounds(
         # says what round 0 is).
         started = time.perf_counter()
         history = initial_history(evaluator.evaluate(None), starts_as_identity(config.anonymizer))
+        if config.anonymizer.init == "discriminant":
+            initial = discriminant_start(config, trainer, initial, history, run_dir)
+            evaluation_started = time.perf_counter()
+            history.rounds[0].evaluation = evaluate_arrays(initial, config, evaluator, False)
+            history.rounds[0].evaluation_seconds = time.perf_counter() - evaluation_started
+            history.selected_round = 0  # until a round the rule prefers (server.selection)
         history.rounds[0].seconds = time.perf_counter() - started
         state = ServerState(0, initial, trainer.state(), history, selected=initial)
         save_checkpoint(run_dir, state)
@@ -218,6 +241,44 @@ def run_rounds(
     if add_missing_stills(state, config, evaluator):
         save_checkpoint(run_dir, state)
     return state
+
+
+def discriminant_start(
+    config: RunConfig,
+    trainer: RoundTrainer,
+    arrays: dict[str, np.ndarray],
+    history: History,
+    run_dir: Path,
+) -> dict[str, np.ndarray]:
+    """`arrays` with the linear discriminant projection of the sites' summed moments in the
+    output bottleneck and its rule as the action head (`anonymizer.init` discriminant); the
+    fit's account (clips per site, sites left out, variance ratios) goes into `history`, the
+    exchange into the server's wire record."""
+    dim = arrays["adapter.bottleneck.0.weight"].shape[1]
+    moments = trainer.class_moments(config.heads.num_actions, dim)
+    wire.append(RunLayout(run_dir).wire_log, moments.wire)
+    if not moments.sites:
+        raise RunStopped(
+            "no site sent the moments of its action clips: the discriminant cannot be fitted"
+            + "".join(f"; {e['site']}: {e['reason']}" for e in moments.left_out)
+        )
+    pooled = functools.reduce(operator.add, moments.sites.values())
+    fit = fit_discriminant(pooled, config.anonymizer.bottleneck, config.anonymizer.shrinkage)
+    history.initialisation = {
+        "kind": "discriminant",
+        "shrinkage": config.anonymizer.shrinkage,
+        "clips": {site: int(m.counts.sum()) for site, m in moments.sites.items()},
+        "clips_per_class": [int(c) for c in pooled.counts],
+        "left_out": moments.left_out,
+        "ratios": [float(r) for r in fit.ratios],
+    }
+    log.info(
+        "discriminant start: %d clips of %d sites, variance ratios %s",
+        int(pooled.counts.sum()),
+        len(moments.sites),
+        ", ".join(f"{r:.2f}" for r in fit.ratios),
+    )
+    return with_discriminant(arrays, fit)
 
 
 def _budget_ends_after(trainer: RoundTrainer) -> bool:

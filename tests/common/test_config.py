@@ -10,6 +10,7 @@ from common.config import (
     ConfigError,
     RunConfig,
     apply_overrides,
+    from_dict,
     load_config,
     registry_names_unchecked,
     save_config,
@@ -193,3 +194,14 @@ def test_a_mapping_entry_can_be_set_or_removed_from_the_command_line():
         load_config(None, ["tasks.seen=ar"])
     with pytest.raises(ConfigError, match="tasks.seen.ar.*expects a number"):
         load_config(None, ["tasks.seen.ar=heavy"])
+
+
+def test_a_discriminant_start_needs_action_labels_and_at_most_actions_minus_one_directions():
+    base = {"anonymizer": {"init": "discriminant", "bottleneck": 7}}
+    assert from_dict(RunConfig, base).anonymizer.shrinkage == 1e-3
+    with pytest.raises(ConfigError, match="at most 7 directions"):
+        from_dict(RunConfig, {"anonymizer": {"init": "discriminant", "bottleneck": 8}})
+    with pytest.raises(ConfigError, match="must include ar"):
+        from_dict(RunConfig, {**base, "tasks": {"seen": {"tad": 1.0}}})
+    with pytest.raises(ConfigError, match="'anonymizer.shrinkage'"):
+        from_dict(RunConfig, {"anonymizer": {"shrinkage": float("nan")}})

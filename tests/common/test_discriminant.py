@@ -9,7 +9,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from common.aam import AnonymizingAdapter
-from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant
+from common.discriminant import (
+    ClassMoments,
+    DiscriminantError,
+    fit_discriminant,
+    moments_arrays,
+    moments_from_arrays,
+    moments_template,
+    with_discriminant,
+)
 
 D, C = 24, 4
 
@@ -113,3 +121,50 @@ def test_what_cannot_be_fitted_is_a_clear_error():
     few = ClassMoments.of_clips(clips[:6, :, :], labels[:6], C)
     with pytest.raises(DiscriminantError):
         fit_discriminant(few, 1, 0.0)
+
+
+def test_a_sites_moments_are_screened_against_what_was_asked_for():
+    clips, labels, _ = clips_with_a_private_attribute(40, 5)
+    template = moments_template(C, D)
+    good = moments_arrays(ClassMoments.of_clips(clips, labels, C))
+    back = moments_from_arrays(good, template)
+    np.testing.assert_array_equal(back.second, good["moments.second"])
+
+    def refused(match: str, **changes: np.ndarray) -> None:
+        arrays = {**good, **changes}
+        with pytest.raises(DiscriminantError, match=match):
+            moments_from_arrays({k: v for k, v in arrays.items() if v is not None}, template)
+
+    refused("not the", **{"moments.second": None})  # a missing array
+    refused("not the", **{"encoder.weight": np.zeros(3)})  # an extra one
+    refused("has shape", **{"moments.sums": np.zeros((C, D + 1))})
+    refused("not finite", **{"moments.sums": np.full((C, D), np.nan)})
+    refused("whole numbers", **{"moments.counts": np.full(C, -1.0)})
+    refused("whole numbers", **{"moments.counts": np.full(C, 0.5)})
+    skewed = good["moments.second"].copy()
+    skewed[0, 1] += 1.0
+    refused("outer products", **{"moments.second": skewed})
+
+
+def test_the_projection_goes_into_an_adapter_of_its_rank_and_nowhere_else():
+    clips, labels, _ = clips_with_a_private_attribute(60, 6)
+    fit = fit_discriminant(ClassMoments.of_clips(clips, labels, C), C - 1, 0.01)
+    adapter = AnonymizingAdapter(D, layers=1, heads=2, ff_ratio=1.0, bottleneck=C - 1)
+    arrays = {f"adapter.{k}": v.numpy() for k, v in adapter.state_dict().items()}
+    arrays["heads.ar.classifier.weight"] = np.zeros((C, D), dtype=np.float32)
+    arrays["heads.ar.classifier.bias"] = np.zeros(C, dtype=np.float32)
+    started = with_discriminant(arrays, fit)
+    changed = {k for k in arrays if not np.array_equal(arrays[k], started[k])}
+    assert changed == {"adapter.bottleneck.0.weight", "adapter.bottleneck.1.weight",
+                       "adapter.bottleneck.1.bias", "heads.ar.classifier.weight",
+                       "heads.ar.classifier.bias"}  # fmt: skip
+    # the blocks start as the identity, so the started adapter IS the projection
+    adapter.load_state_dict({k.removeprefix("adapter."): torch.from_numpy(v)
+                             for k, v in started.items() if k.startswith("adapter.")})  # fmt: skip
+    with torch.no_grad():
+        released = adapter(torch.as_tensor(clips, dtype=torch.float32)).numpy()
+    u = fit.basis()
+    np.testing.assert_allclose(released, fit.mean + (clips - fit.mean) @ u @ u.T, atol=1e-4)
+    narrow = {**arrays, "adapter.bottleneck.0.weight": np.zeros((C - 2, D), dtype=np.float32)}
+    with pytest.raises(DiscriminantError, match="must equal the directions fitted"):
+        with_discriminant(narrow, fit)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from client.mods import audit_path
+from common import wire
 from common.discriminant import ClassMoments, fit_discriminant
 from common.evaluation import EvaluationSet
 from common.sitedata import load_site_data
@@ -97,3 +99,69 @@ def test_more_directions_than_the_classes_give_is_refused_before_any_work(prepar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "at most" in err[0] and "asked for 99" in err[0]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# anonymizer.init discriminant: the same fit, from moments each site sends before round 1
+
+START = ["federation.rounds=1", "anonymizer.init=discriminant", "anonymizer.bottleneck=2"]
+MOMENT_NAMES = {"moments.counts", "moments.sums", "moments.second"}
+
+
+def started_run(prepared, run, *extra: str):
+    args = ["simulate", "--out", str(run), "--quiet", "--config", str(CONFIG_DIR / "tiny.yaml")]
+    for override in [*TINY, *START, f"world.dir={prepared / 'world'}", *extra]:
+        args += ["--set", override]
+    assert main(args) == 0
+    return json.loads((run / "report.json").read_text())
+
+
+def moments_of_the_sites(run) -> dict[str, ClassMoments]:
+    config = run_config(run)
+    world = world_dir_of(config, run)
+    out = {}
+    for site in ("site_00", "site_01", "site_02"):
+        data = load_site_data(world / site, run / "features" / f"{site}.h5", ["ar"], "train")
+        out[site] = ClassMoments.of_clips(
+            data["ar"].clip_features, data["ar"].labels["action"], config.heads.num_actions
+        )
+    return out
+
+
+def test_a_federated_run_starts_from_the_discriminant_of_the_moments_its_sites_sent(
+    prepared, tmp_path
+):
+    run = tmp_path / "run"
+    report = started_run(prepared, run)
+    start = report["initialisation"]
+    per_site = moments_of_the_sites(run)
+    assert start["kind"] == "discriminant" and start["left_out"] == []
+    assert start["clips"] == {site: int(m.counts.sum()) for site, m in per_site.items()}
+    pooled = per_site["site_00"] + per_site["site_01"] + per_site["site_02"]
+    fit = fit_discriminant(pooled, 2, run_config(run).anonymizer.shrinkage)
+    np.testing.assert_allclose(start["ratios"], fit.ratios, rtol=1e-6)
+    # round 0, the projection itself, is evaluated and may be selected like any round
+    assert report["rounds"][0]["privacy_cmap"] is not None
+    assert report["rounds"][0]["privacy_cmap"] != report["baseline"]["privacy_cmap"]
+    assert report["selection"]["round"] in (0, 1)
+    # the moments crossed the wire once, as a query: in the server's record and each site's
+    server = [e for e in wire.read(run / "wire.jsonl") if e["kind"] == "query"]
+    assert sorted((e["site"], e["direction"]) for e in server) == sorted(
+        (s, d) for s in per_site for d in ("down", "up")
+    )
+    for entry in server:
+        assert {name for _, name, *_ in entry["arrays"]} == MOMENT_NAMES
+        assert entry["round"] == 0 and not entry["outside_allowlist"]
+    for site in per_site:
+        own = wire.read(audit_path(run / "features" / f"{site}.h5"))
+        sent = [e for e in own if e["kind"] == "query" and e["direction"] == "up"]
+        assert len(sent) == 1 and sent[0]["refused"] is None
+        assert {name for _, name, *_ in sent[0]["arrays"]} == MOMENT_NAMES
+        trained = [e for e in own if e["kind"] == "train" and e["direction"] == "up"]
+        assert trained and all(
+            not {name for _, name, *_ in e["arrays"]} & MOMENT_NAMES for e in trained
+        )
+    # centralized, the pool is one site with the same clips: the same fit
+    pooled_report = started_run(prepared, tmp_path / "pooled", "federation.mode=centralized")
+    assert pooled_report["initialisation"]["clips"] == {"pooled": int(pooled.counts.sum())}
+    np.testing.assert_allclose(pooled_report["initialisation"]["ratios"], fit.ratios, rtol=1e-6)

@@ -194,6 +194,11 @@ def setting(name: str, override: str, *names: str) -> None:
 
 
 setting("misspelled-key", "train.lrr=1", "'train.lrr'", "'train.lr'")
+setting("unknown-init", "anonymizer.init=lda", "'anonymizer.init'", "discriminant")
+setting("shrinkage-above-one", "anonymizer.shrinkage=2", "'anonymizer.shrinkage'")
+setting(
+    "discriminant-without-bottleneck", "anonymizer.init=discriminant", "'anonymizer.bottleneck'"
+)
 setting("misspelled-section", "trian.lr=1", "'trian'")
 setting("moved-key", "loss.w_ar=1", "'loss.w_ar'", "tasks.seen.ar")
 setting("negative-lr", "train.lr=-1", "'train.lr'")
