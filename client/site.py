@@ -137,12 +137,7 @@ def query_content(content: RecordDict, context: Context) -> RecordDict:
     reply = RecordDict({"site": ConfigRecord({"id": site_id})})
     template = content.array_records.get(MOMENTS_RECORD)
     if template is not None and "ar" in data:
-        actions = data["ar"]
-        moments = ClassMoments.of_clips(
-            actions.clip_features.numpy(),
-            actions.labels["action"].numpy(),
-            config.heads.num_actions,
-        )
+        moments = ClassMoments.of_actions(data["ar"], config.heads.num_actions)
         reply[MOMENTS_RECORD] = ArrayRecord(
             {name: Array(value) for name, value in moments_arrays(moments).items()}
         )

@@ -20,6 +20,7 @@ round of sums would deliver.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -60,6 +61,14 @@ class ClassMoments:
         np.add.at(sums, y, x)
         return cls(np.bincount(y, minlength=num_classes).astype(np.float64), sums, x.T @ x)
 
+    @classmethod
+    def of_actions(cls, videos: Any, num_classes: int) -> ClassMoments:
+        """The moments of one split of a site's action videos (common.sitedata's TaskArrays or
+        TaskTensors): their clips under their `action` labels."""
+        return cls.of_clips(
+            np.asarray(videos.clip_features), np.asarray(videos.labels["action"]), num_classes
+        )
+
     def __add__(self, other: ClassMoments) -> ClassMoments:
         if self.sums.shape != other.sums.shape:
             raise DiscriminantError(
@@ -96,6 +105,10 @@ class Discriminant:
             "adapter.bottleneck.1.weight": u.astype(np.float32),  # (d, K)
             "adapter.bottleneck.1.bias": (self.mean - u @ (u.T @ self.mean)).astype(np.float32),
         }
+
+    def shareable_arrays(self) -> dict[str, np.ndarray]:
+        """The adapter's arrays and the action head's: what the fit puts into a model."""
+        return {**self.adapter_arrays(), **self.head_arrays()}
 
     def head_arrays(self, prefix: str = "heads.ar.classifier") -> dict[str, np.ndarray]:
         """A linear action head on released features: the discriminant's own rule, nearest
@@ -212,7 +225,7 @@ def moments_from_arrays(
 def with_discriminant(arrays: dict[str, np.ndarray], fit: Discriminant) -> dict[str, np.ndarray]:
     """Shareable arrays whose output bottleneck is `fit`'s projection and whose action head is
     its rule; every other array as given (the blocks at their identity start)."""
-    replaced = {**fit.adapter_arrays(), **fit.head_arrays()}
+    replaced = fit.shareable_arrays()
     for name, value in replaced.items():
         if name not in arrays or arrays[name].shape != value.shape:
             shape = arrays[name].shape if name in arrays else "absent"

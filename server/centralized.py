@@ -53,9 +53,7 @@ class PooledTrainer:
         if actions is None:
             moments.left_out.append({"site": "pooled", "reason": "no action videos"})
         else:
-            moments.sites["pooled"] = ClassMoments.of_clips(
-                actions.clip_features.numpy(), actions.labels["action"].numpy(), num_classes
-            )
+            moments.sites["pooled"] = ClassMoments.of_actions(actions, num_classes)
         return moments
 
     def state(self) -> dict[str, np.ndarray]:

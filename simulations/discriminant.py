@@ -28,7 +28,7 @@ from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text, check_output_folder, output_folder
 from common.config import RunConfig, save_config
-from common.discriminant import ClassMoments, Discriminant, DiscriminantError, fit_discriminant
+from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
 from common.layout import RunLayout
 from common.sitedata import load_task_arrays
@@ -54,9 +54,7 @@ def site_moments(run_dir: str | Path, config: RunConfig) -> dict[str, ClassMomen
     for site in world.sites:
         arrays = load_task_arrays(world.root / site, layout.site_store(site), TASK, "train")
         if arrays is not None:
-            out[site] = ClassMoments.of_clips(
-                arrays.clip_features, arrays.labels["action"], config.heads.num_actions
-            )
+            out[site] = ClassMoments.of_actions(arrays, config.heads.num_actions)
     if not out:
         raise DiscriminantError(f"no site of {run_dir} has training action videos")
     return out
@@ -67,10 +65,6 @@ def discriminant_config(config: RunConfig, directions: int) -> RunConfig:
     action recognition its one seen task (its head is the discriminant's rule)."""
     anonymizer = replace(config.anonymizer, layers=0, bottleneck=directions)
     return replace(config, anonymizer=anonymizer, tasks=replace(config.tasks, seen={TASK: 1.0}))
-
-
-def _arrays(fit: Discriminant) -> dict:
-    return {**fit.adapter_arrays(), **fit.head_arrays()}
 
 
 def _summary(evaluation: Evaluation) -> dict[str, Any]:
@@ -121,7 +115,7 @@ def write_discriminant(
     for index, (shrinkage, fit) in enumerate(zip(shrinkages, fits, strict=True)):
         say(f"shrinkage {shrinkage:g}")
         model = initial_model(fitted, evaluation_set.dim)
-        load_shareable(model, _arrays(fit))
+        load_shareable(model, fit.shareable_arrays())
         evaluations.append(evaluator.evaluate(model.adapter, stills=False))
         if index and replaces(evaluations[-1], evaluations[chosen], baseline, fitted):
             chosen = index
@@ -150,7 +144,7 @@ def write_discriminant(
     save_config(fitted, out_layout.config)
     with atomic_path(out_layout.evaluation_set, suffix=".npz") as tmp:
         shutil.copyfile(layout.evaluation_set, tmp)
-    save_adapter(_arrays(fits[chosen]), out_layout.adapter)
+    save_adapter(fits[chosen].shareable_arrays(), out_layout.adapter)
     atomic_write_text(out / "discriminant.json", json.dumps(result, indent=2) + "\n")
     table = out / "discriminant.md"
     atomic_write_text(table, discriminant_markdown(result))
