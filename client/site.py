@@ -28,7 +28,7 @@ from flwr.app import (
 )
 
 from common.config import RunConfig
-from common.discriminant import MOMENTS_RECORD, ClassMoments, moments_arrays
+from common.discriminant import MOMENTS_RECORD, moments_arrays, trained_moments
 from common.model import AnonymizerModel, build_model
 from common.runconfig import run_config_from_context, site_paths
 from common.sitedata import (
@@ -130,14 +130,15 @@ def query_content(content: RecordDict, context: Context) -> RecordDict:
     """The server's call before round 1: encode this site's videos now (once), so that no
     round's timeout has to cover it; reply with the site id. When the query carries the
     moments' template (`anonymizer.init` discriminant), also reply with the moments of the
-    site's training action clips under its names (common.discriminant): sums over clips, the
-    only data-derived arrays that leave a site outside its trained weights."""
+    site's training clips that show an action, from every task it trains (AR's clips, TAD's
+    clips inside a segment), under the template's names (common.discriminant): sums over
+    clips, the only data-derived arrays that leave a site outside its trained weights."""
     started = time.perf_counter()
     config, site_id, data = _prepare(context, "train")
     reply = RecordDict({"site": ConfigRecord({"id": site_id})})
     template = content.array_records.get(MOMENTS_RECORD)
-    if template is not None and "ar" in data:
-        moments = ClassMoments.of_actions(data["ar"], config.heads.num_actions)
+    moments = trained_moments(config, data) if template is not None else None
+    if moments is not None:
         reply[MOMENTS_RECORD] = ArrayRecord(
             {name: Array(value) for name, value in moments_arrays(moments).items()}
         )

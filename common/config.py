@@ -144,10 +144,11 @@ class AnonymizerConfig:
     # Rank of the adapter's output (0 = full rank, identity at initialisation): common.aam.
     bottleneck: int = 0
     # Where the adapter starts: "random" (seeded initial weights), or "discriminant": its output
-    # bottleneck is the linear discriminant projection of the sites' action clips
-    # (common.discriminant; the blocks start as the identity, so round 0 IS that projection),
-    # fitted from the moments every site sends once before round 1, and round 0 is evaluated
-    # and may be selected like any round.
+    # bottleneck is the linear discriminant projection of the sites' clips that show an
+    # action, from every task trained at a positive weight (AR's clips, TAD's clips inside a
+    # segment; common.discriminant; the blocks start as the identity, so round 0 IS that
+    # projection), fitted from the moments every site sends once before round 1, and round 0
+    # is evaluated and may be selected like any round.
     init: str = "random"
     # The discriminant's shrinkage of the within-action covariance (common.discriminant).
     shrinkage: float = 1e-3

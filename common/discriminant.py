@@ -19,13 +19,20 @@ round of sums would deliver.
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg
 
 from common.errors import LatentveilError
+from common.tasks import get_task
+
+if TYPE_CHECKING:
+    from common.config import RunConfig
 
 
 class DiscriminantError(LatentveilError):
@@ -42,6 +49,26 @@ class ClassMoments:
     second: np.ndarray
 
     @classmethod
+    def of_labelled(
+        cls, features: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> ClassMoments:
+        """The moments of clip features (M, d) with integer class `labels` (M,)."""
+        if features.ndim != 2 or labels.shape != features.shape[:1]:
+            raise DiscriminantError(
+                f"features must be (M, d) with one label per clip; got features "
+                f"{tuple(features.shape)} and labels {tuple(labels.shape)}"
+            )
+        if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
+            raise DiscriminantError(
+                f"labels must lie in [0, {num_classes}); got {labels.min()}..{labels.max()}"
+            )
+        x = features.astype(np.float64)
+        y = labels.astype(np.int64)
+        sums = np.zeros((num_classes, x.shape[1]))
+        np.add.at(sums, y, x)
+        return cls(np.bincount(y, minlength=num_classes).astype(np.float64), sums, x.T @ x)
+
+    @classmethod
     def of_clips(cls, clips: np.ndarray, labels: np.ndarray, num_classes: int) -> ClassMoments:
         """The moments of (N, T, d) clip sequences whose videos have integer `labels` (N,);
         every clip of a video counts with its video's class."""
@@ -50,24 +77,23 @@ class ClassMoments:
                 f"clips must be (N, T, d) with one label per video; got clips "
                 f"{tuple(clips.shape)} and labels {tuple(labels.shape)}"
             )
-        if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
-            raise DiscriminantError(
-                f"labels must lie in [0, {num_classes}); got {labels.min()}..{labels.max()}"
-            )
-        d = clips.shape[-1]
-        x = clips.reshape(-1, d).astype(np.float64)
-        y = np.repeat(labels, clips.shape[1])
-        sums = np.zeros((num_classes, d))
-        np.add.at(sums, y, x)
-        return cls(np.bincount(y, minlength=num_classes).astype(np.float64), sums, x.T @ x)
+        return cls.of_labelled(
+            clips.reshape(-1, clips.shape[-1]), np.repeat(labels, clips.shape[1]), num_classes
+        )
 
     @classmethod
-    def of_actions(cls, videos: Any, num_classes: int) -> ClassMoments:
-        """The moments of one split of a site's action videos (common.sitedata's TaskArrays or
-        TaskTensors): their clips under their `action` labels."""
-        return cls.of_clips(
-            np.asarray(videos.clip_features), np.asarray(videos.labels["action"]), num_classes
-        )
+    def of_tasks(cls, data: Mapping[str, Any], num_classes: int) -> ClassMoments | None:
+        """The moments of one split of a site's videos, task name -> common.sitedata's
+        TaskArrays or TaskTensors: every clip that shows one action, under that action, from
+        each task whose labels name actions (`Task.action_clips`: AR's every clip, TAD's clips
+        inside a segment). None if no task of `data` names an action."""
+        parts = []
+        for name, videos in data.items():
+            labels = {key: np.asarray(value) for key, value in videos.labels.items()}
+            clips = get_task(name).action_clips(np.asarray(videos.clip_features), labels)
+            if clips is not None:
+                parts.append(cls.of_labelled(*clips, num_classes))
+        return functools.reduce(operator.add, parts) if parts else None
 
     def __add__(self, other: ClassMoments) -> ClassMoments:
         if self.sums.shape != other.sums.shape:
@@ -121,6 +147,14 @@ class Discriminant:
             f"{prefix}.weight": (codes @ self.directions.T).astype(np.float32),  # (C, d)
             f"{prefix}.bias": bias.astype(np.float32),
         }
+
+
+def trained_moments(config: RunConfig, data: Mapping[str, Any]) -> ClassMoments | None:
+    """The moments a site (or the pool) contributes: of its videos (task name -> TaskArrays
+    or TaskTensors) of the tasks the run trains at a positive weight in `tasks.seen` (a task
+    at weight 0 lends its footage to L_LC, never its labels). None if none names an action."""
+    trained = {name: videos for name, videos in data.items() if config.tasks.seen.get(name, 0) > 0}
+    return ClassMoments.of_tasks(trained, config.heads.num_actions)
 
 
 def fit_discriminant(moments: ClassMoments, directions: int, shrinkage: float) -> Discriminant:

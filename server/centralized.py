@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from common.config import RunConfig
-from common.discriminant import ClassMoments
+from common.discriminant import trained_moments
 from common.sitedata import SiteData
 from common.training import build_optimizer, train_local
 from common.weights import load_shareable, shareable_state
@@ -47,13 +47,14 @@ class PooledTrainer:
         )
 
     def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
-        """The pooled action clips' moments, as one site (the pool is what it trains on)."""
+        """The moments of the pool's clips that show an action, as one site (the pool is what it
+        trains on)."""
         moments = SiteMoments()
-        actions = self.data.get("ar")
-        if actions is None:
-            moments.left_out.append({"site": "pooled", "reason": "no action videos"})
+        pooled = trained_moments(self.config, self.data)
+        if pooled is None:
+            moments.left_out.append({"site": "pooled", "reason": "no videos labelled with actions"})
         else:
-            moments.sites["pooled"] = ClassMoments.of_actions(actions, num_classes)
+            moments.sites["pooled"] = pooled
         return moments
 
     def state(self) -> dict[str, np.ndarray]:

@@ -231,9 +231,10 @@ class FlowerTrainer:
         return answered
 
     def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
-        """Every connected site's moments of its training action clips, asked for with the
-        sites' preparation (so before round 1) and screened (common.discriminant); a site
-        whose reply is malformed is left out and named, as one without action videos is."""
+        """Every connected site's moments of its training clips that show an action (every
+        trained task's), asked for with the sites' preparation (so before round 1) and screened
+        (common.discriminant); a site whose reply is malformed is left out and named, as one
+        without videos labelled with actions is."""
         template = moments_template(num_classes, dim)
         run_id = int(self.grid.run.run_id)
         sent_at = time.time()

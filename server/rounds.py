@@ -99,7 +99,7 @@ class RoundTrainer(Protocol):
     def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     def class_moments(self, num_classes: int, dim: int) -> SiteMoments:
-        """Each site's moments of its training action clips (common.discriminant)."""
+        """Each site's moments of its training clips that show an action (common.discriminant)."""
         ...
 
 
@@ -259,8 +259,8 @@ def discriminant_start(
     wire.append(RunLayout(run_dir).wire_log, moments.wire)
     if not moments.sites:
         raise RunStopped(
-            "no site sent the moments of its action clips: the discriminant cannot be fitted"
-            + "".join(f"; {e['site']}: {e['reason']}" for e in moments.left_out)
+            "no site sent the moments of its action-labelled clips: the discriminant cannot be "
+            "fitted" + "".join(f"; {e['site']}: {e['reason']}" for e in moments.left_out)
         )
     pooled = functools.reduce(operator.add, moments.sites.values())
     fit = fit_discriminant(pooled, config.anonymizer.bottleneck, config.anonymizer.shrinkage)

@@ -631,7 +631,10 @@ def _discriminant_command(args: argparse.Namespace) -> int:
             f"--shrinkage takes comma-separated numbers in [0, 1], got {args.shrinkage!r}"
         ) from None
     progress = _progress_lines(args, "evaluating")
-    table = write_discriminant(args.run, args.out, args.directions, shrinkages, progress)
+    tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
+    table = write_discriminant(
+        args.run, args.out, args.directions, shrinkages, tasks=tasks, progress=progress
+    )
     _show_table(table, "discriminant.json, config.yaml, evaluation_set.npz, adapter.npz")
     return 0
 
@@ -642,8 +645,9 @@ def _add_discriminant_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser = subparsers.add_parser(
         "discriminant",
         help="the closed-form anonymizer: the linear discriminant projection of the sites' "
-        "action clips, measured like a run",
-        description="Sum each simulated site's moments of its training action clips, fit the "
+        "action-labelled clips, measured like a run",
+        description="Sum each simulated site's moments of its training clips that show an "
+        "action (AR's clips, TAD's clips inside a segment), fit the "
         "linear discriminant projection for each shrinkage, evaluate each with the run's "
         "central protocol, choose on validation by the run's rule, and write "
         "discriminant.md and .json with a run-like folder (config.yaml, evaluation_set.npz, "
@@ -666,6 +670,12 @@ def _add_discriminant_parser(subparsers: argparse._SubParsersAction) -> Handler:
         default=",".join(f"{s:g}" for s in SHRINKAGES),
         help="comma-separated shrinkages of the within-action covariance to choose among "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks whose videos' action labels the fit reads (default: the "
+        "tasks the run trains, as its own anonymizer.init discriminant would; ar,tad or ar)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return _discriminant_command

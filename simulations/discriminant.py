@@ -1,7 +1,9 @@
 """The closed-form anonymizer (common.discriminant) of a run's sites, measured like a run.
 
 From a prepared or finished run folder it sums each simulated site's moments of its training
-action clips (what one federated round of sums would deliver; each site's share is listed),
+clips that show an action (what one federated round of sums would deliver; each site's share
+is listed): by default from the videos of the tasks the run trains, as the run's own
+`anonymizer.init: discriminant` would (AR's every clip, TAD's clips inside a segment),
 fits the linear discriminant projection for every shrinkage of a grid, and evaluates each
 with the run's central protocol (the attacker suite on video features, every evaluated
 task). The shrinkage is chosen by the run's own rule on VALIDATION numbers
@@ -42,21 +44,45 @@ from simulations.world.reading import load_world
 # Shrinkage of the within-action covariance towards a multiple of the identity: 0 trusts the
 # sample covariance fully (the most private fit, if the tasks survive it), 1 ignores it.
 SHRINKAGES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
-TASK = "ar"  # the labels the projection is fitted to: the sites' action classes
+HEAD_TASK = "ar"  # the task whose head the discriminant's rule is: the action classes'
 
 
-def site_moments(run_dir: str | Path, config: RunConfig) -> dict[str, ClassMoments]:
-    """Per simulated site, the moments of its training action clips (sites without action
-    videos are left out)."""
+def trained_tasks(config: RunConfig) -> tuple[str, ...]:
+    """The tasks whose labels the run's own `anonymizer.init: discriminant` would fit to: those
+    it trains at a positive weight."""
+    return tuple(name for name, weight in config.tasks.seen.items() if weight > 0)
+
+
+def site_moments(
+    run_dir: str | Path, config: RunConfig, tasks: Sequence[str] | None = None
+) -> dict[str, ClassMoments]:
+    """Per simulated site, the moments of its training clips that show an action, from the
+    videos of `tasks` (the run's trained tasks if None; `Task.action_clips`); sites without
+    such clips are left out."""
+    tasks = trained_tasks(config) if tasks is None else tuple(tasks)
+    unknown = [name for name in tasks if name not in config.tasks.evaluated]
+    if unknown:
+        raise DiscriminantError(
+            f"task(s) {', '.join(unknown)} are not among the run's evaluated tasks "
+            f"({', '.join(config.tasks.evaluated)})"
+        )
     layout = RunLayout(Path(run_dir))
     world = load_world(world_dir_of(config, layout.root))
     out = {}
     for site in world.sites:
-        arrays = load_task_arrays(world.root / site, layout.site_store(site), TASK, "train")
-        if arrays is not None:
-            out[site] = ClassMoments.of_actions(arrays, config.heads.num_actions)
+        data = {}
+        for name in tasks:
+            arrays = load_task_arrays(world.root / site, layout.site_store(site), name, "train")
+            if arrays is not None:
+                data[name] = arrays
+        moments = ClassMoments.of_tasks(data, config.heads.num_actions)
+        if moments is not None:
+            out[site] = moments
     if not out:
-        raise DiscriminantError(f"no site of {run_dir} has training action videos")
+        raise DiscriminantError(
+            f"no site of {run_dir} has training clips labelled with actions in the videos of "
+            f"{', '.join(tasks) or 'no task'}"
+        )
     return out
 
 
@@ -64,7 +90,9 @@ def discriminant_config(config: RunConfig, directions: int) -> RunConfig:
     """The run's config with the adapter the projection is: no blocks, rank `directions`,
     action recognition its one seen task (its head is the discriminant's rule)."""
     anonymizer = replace(config.anonymizer, layers=0, bottleneck=directions)
-    return replace(config, anonymizer=anonymizer, tasks=replace(config.tasks, seen={TASK: 1.0}))
+    return replace(
+        config, anonymizer=anonymizer, tasks=replace(config.tasks, seen={HEAD_TASK: 1.0})
+    )
 
 
 def _summary(evaluation: Evaluation) -> dict[str, Any]:
@@ -86,6 +114,7 @@ def write_discriminant(
     out_dir: str | Path,
     directions: int | None = None,
     shrinkages: Sequence[float] = SHRINKAGES,
+    tasks: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Fit, evaluate and choose (see the module); write the result into `out_dir`."""
@@ -100,7 +129,8 @@ def write_discriminant(
     config = run_config(run_dir)
     if not layout.evaluation_set.is_file():
         raise DiscriminantError(f"{run_dir} has no {layout.evaluation_set.name} (not prepared)")
-    per_site = site_moments(run_dir, config)
+    tasks = trained_tasks(config) if tasks is None else tuple(tasks)
+    per_site = site_moments(run_dir, config, tasks)
     moments = functools.reduce(operator.add, per_site.values())
     classes = int((moments.counts > 0).sum())
     directions = classes - 1 if directions is None else directions
@@ -123,6 +153,7 @@ def write_discriminant(
     result = {
         "run": str(run_dir),
         "directions": directions,
+        "tasks": list(tasks),
         "clips": {name: int(m.counts.sum()) for name, m in per_site.items()},
         "clips_per_class": [int(c) for c in moments.counts],
         "baseline": _summary(baseline),
@@ -157,7 +188,8 @@ def discriminant_markdown(result: dict[str, Any]) -> str:
     tasks = list(result["baseline"]["tasks"])
     lines = [
         f"Linear discriminant projection onto {result['directions']} directions, fitted to the "
-        f"action clips of {len(result['clips'])} sites ({sum(result['clips'].values())} clips). "
+        f"clips that show an action in the {', '.join(result['tasks'])} videos of "
+        f"{len(result['clips'])} sites ({sum(result['clips'].values())} clips). "
         "Privacy: worst-case attacker cMAP on video features (lower is more private); tasks: "
         "val / test. Chosen on validation: the lowest val privacy among fits whose every task "
         "is within its allowed drop ("

@@ -49,6 +49,13 @@ class ActionRecognition(Task):
     def budget_groups(self, labels: dict[str, torch.Tensor]) -> torch.Tensor | None:
         return labels["action"]
 
+    def action_clips(
+        self, clips: np.ndarray, labels: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every clip, under its video's action."""
+        actions = np.asarray(labels["action"]).astype(np.int64)
+        return clips.reshape(-1, clips.shape[-1]), np.repeat(actions, clips.shape[1])
+
     def site_metric(
         self, head: nn.Module, anonymized: torch.Tensor, labels: dict[str, torch.Tensor]
     ) -> float:

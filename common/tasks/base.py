@@ -103,6 +103,14 @@ class Task(ABC):
         budget's negatives are then the videos of the same group. None = no grouping."""
         return None
 
+    def action_clips(
+        self, clips: np.ndarray, labels: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The clips of these videos (N, C, d) that show one action, as features (M, d) and
+        their action classes (M,): what this task's videos add to the linear discriminant's
+        moments (common.discriminant). None if this task's labels name no action."""
+        return None
+
     def change_standard_error(
         self, score: TaskScore, baseline: TaskScore, test_labels: dict[str, np.ndarray]
     ) -> float | None:

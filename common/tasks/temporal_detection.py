@@ -368,6 +368,22 @@ class TemporalActionDetection(Task):
             )
         return {"segments": rows}
 
+    def action_clips(
+        self, clips: np.ndarray, labels: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The clips whose centre lies inside exactly one labelled segment, under that
+        segment's action (the instants the detector's centre sampling could make positive);
+        background clips and clips where segments overlap are left out."""
+        segments = np.asarray(labels["segments"])  # (N, S, 3) normalised time, padding -1
+        num_clips = clips.shape[1]
+        centres = (np.arange(num_clips) + 0.5) / num_clips  # (C,) in normalised time
+        start, end, action = (segments[..., k, None] for k in range(3))  # (N, S, 1) each
+        inside = (centres >= start) & (centres < end) & (action >= 0)  # (N, S, C)
+        keep = inside.sum(axis=1) == 1  # (N, C)
+        which = inside.argmax(axis=1)  # (N, C) the segment a kept clip lies in
+        classes = np.take_along_axis(segments[..., 2], which, axis=1)  # (N, C)
+        return clips[keep], classes[keep].astype(np.int64)
+
     def build_head(self, dim: int, config: RunConfig) -> nn.Module:
         # The world's TAD videos use the action vocabulary of AR (simulations.worldfeatures).
         return TemporalDetectionHead(dim, config.heads.num_actions)

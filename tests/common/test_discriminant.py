@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from common.aam import AnonymizingAdapter
+from common.config import HeadsConfig, RunConfig, TasksConfig
 from common.discriminant import (
     ClassMoments,
     DiscriminantError,
@@ -16,8 +17,11 @@ from common.discriminant import (
     moments_arrays,
     moments_from_arrays,
     moments_template,
+    trained_moments,
     with_discriminant,
 )
+from common.sitedata import TaskArrays
+from common.tasks import get_task
 
 D, C = 24, 4
 
@@ -53,6 +57,65 @@ def test_moments_of_sites_add_up_to_the_moments_of_their_pooled_clips():
     a = fit_discriminant(summed, C - 1, 0.01)
     b = fit_discriminant(pooled, C - 1, 0.01)
     np.testing.assert_allclose(a.basis() @ a.basis().T, b.basis() @ b.basis().T, atol=1e-9)
+
+
+def tad_videos(clips: np.ndarray) -> TaskArrays:
+    """Two TAD videos of 8 clips (clip k's centre at (k + 0.5) / 8 of the video): video 0 has
+    action 3 over [0.25, 0.5) and action 1 over [0.5, 0.75); video 1 has action 2 over [0, 0.5)
+    overlapping action 0 over [0.25, 0.75); a padding row of -1 in each."""
+    segments = np.array(
+        [
+            [[0.25, 0.5, 3], [0.5, 0.75, 1], [-1, -1, -1]],
+            [[0.0, 0.5, 2], [0.25, 0.75, 0], [-1, -1, -1]],
+        ],
+        dtype=np.float32,
+    )
+    return TaskArrays(["t0", "t1"], clips, clips[:, :0], {"segments": segments})
+
+
+def test_each_task_gives_the_clips_that_show_one_action_under_that_action():
+    rng = np.random.default_rng(7)
+    tad = tad_videos(rng.normal(size=(2, 8, D)))
+    x, y = get_task("tad").action_clips(tad.clip_features, tad.labels)
+    # video 0: clips 2-3 (action 3), 4-5 (action 1); video 1: clips 0-1 (action 2), clips 2-3
+    # in both segments (left out), 4-5 (action 0); clips 0-1 and 6-7 of video 0 and 6-7 of
+    # video 1 are background (left out)
+    kept = [(0, 2), (0, 3), (0, 4), (0, 5), (1, 0), (1, 1), (1, 4), (1, 5)]
+    np.testing.assert_array_equal(x, np.stack([tad.clip_features[v, c] for v, c in kept]))
+    np.testing.assert_array_equal(y, [3, 3, 1, 1, 2, 2, 0, 0])
+    clips, labels, _ = clips_with_a_private_attribute(5, 0)
+    x, y = get_task("ar").action_clips(clips, {"action": labels})
+    np.testing.assert_array_equal(x, clips.reshape(10, D))  # every clip, its video's action
+    np.testing.assert_array_equal(y, np.repeat(labels, 2))
+    assert get_task("ad").action_clips(clips, {"anomalous": np.zeros(5)}) is None
+
+
+def test_a_sites_moments_sum_its_trained_tasks_action_clips_and_nothing_else():
+    rng = np.random.default_rng(8)
+    clips, labels, _ = clips_with_a_private_attribute(6, 0)
+    ar = TaskArrays([str(i) for i in range(6)], clips, clips[:, :0], {"action": labels})
+    tad = tad_videos(rng.normal(size=(2, 8, D)))
+    ad = TaskArrays(["a0"], rng.normal(size=(1, 8, D)), clips[:1, :0], {"anomalous": np.ones(1)})
+    data = {"ar": ar, "tad": tad, "ad": ad}
+    of_ar = ClassMoments.of_clips(clips, labels, C)
+    x, y = get_task("tad").action_clips(tad.clip_features, tad.labels)
+    of_tad = ClassMoments.of_labelled(x, y, C)
+
+    def config(seen):
+        tasks = TasksConfig(seen=seen, evaluated={"ar": 2.0})
+        return RunConfig(tasks=tasks, heads=HeadsConfig(num_actions=C))
+
+    for seen, expected in (
+        ({"ar": 1.0, "tad": 1.0, "ad": 0.25}, of_ar + of_tad),  # AD names no action
+        ({"ar": 1.0, "tad": 0.0, "ad": 0.0}, of_ar),  # TAD's footage in L_LC, not its labels
+        ({"tad": 1.0}, of_tad),
+    ):
+        got = trained_moments(config(seen), data)
+        assert got.counts.sum() == expected.counts.sum()
+        for name in ("counts", "sums", "second"):
+            np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
+    assert trained_moments(config({"ad": 1.0}), data) is None
+    assert trained_moments(config({"ar": 1.0}), {"ad": ad}) is None
 
 
 def test_the_directions_span_what_scikit_learns_discriminant_finds():

@@ -51,6 +51,7 @@ def test_the_sites_moments_fit_an_adapter_that_ships_like_a_runs(prepared, tmp_p
     assert "written to" in capsys.readouterr().out
     result = json.loads((out / "discriminant.json").read_text())
     assert [f["shrinkage"] for f in result["fits"]] == [0.001, 0.5]
+    assert result["tasks"] == ["ar"]  # the run trains AR alone
     assert result["selected"] == chosen_by_the_rule(result["fits"])
     config = run_config(prepared)
     # the pooled moments are the sum of the three sites' (what one round of sums delivers)
@@ -99,6 +100,12 @@ def test_more_directions_than_the_classes_give_is_refused_before_any_work(prepar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "at most" in err[0] and "asked for 99" in err[0]
     assert not out.exists()
+    # a task whose videos the run did not encode
+    assert main(["discriminant", str(prepared), "--out", str(out), "--tasks", "ar,tad",
+                 "--quiet"]) != 0  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tad" in err[0] and "evaluated tasks" in err[0]
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,15 +123,31 @@ def started_run(prepared, run, *extra: str):
     return json.loads((run / "report.json").read_text())
 
 
+SEEN = "tasks.seen={ar: 1.0, tad: 1.0}"  # the TAD videos' segments join the moments
+
+
 def moments_of_the_sites(run) -> dict[str, ClassMoments]:
+    """Each site's AR clips under their video's action and its TAD clips whose centre lies in
+    one segment under that segment's action, computed here clip by clip."""
     config = run_config(run)
     world = world_dir_of(config, run)
     out = {}
     for site in ("site_00", "site_01", "site_02"):
-        data = load_site_data(world / site, run / "features" / f"{site}.h5", ["ar"], "train")
-        out[site] = ClassMoments.of_clips(
-            data["ar"].clip_features, data["ar"].labels["action"], config.heads.num_actions
-        )
+        data = load_site_data(world / site, run / "features" / f"{site}.h5", ["ar", "tad"],
+                              "train")  # fmt: skip
+        x = list(data["ar"].clip_features.reshape(-1, config.encoder.dim))
+        y = list(np.repeat(data["ar"].labels["action"], data["ar"].clip_features.shape[1]))
+        tad = data["tad"]
+        num_clips = tad.clip_features.shape[1]
+        for video, segments in zip(tad.clip_features, tad.labels["segments"], strict=True):
+            for k in range(num_clips):
+                centre = (k + 0.5) / num_clips
+                inside = [int(a) for s, e, a in segments if a >= 0 and s <= centre < e]
+                if len(inside) == 1:
+                    x.append(video[k])
+                    y.append(inside[0])
+        assert len(y) > data["ar"].clip_features.shape[0] * data["ar"].clip_features.shape[1]
+        out[site] = ClassMoments.of_labelled(np.stack(x), np.array(y), config.heads.num_actions)
     return out
 
 
@@ -132,7 +155,7 @@ def test_a_federated_run_starts_from_the_discriminant_of_the_moments_its_sites_s
     prepared, tmp_path
 ):
     run = tmp_path / "run"
-    report = started_run(prepared, run)
+    report = started_run(prepared, run, SEEN)
     start = report["initialisation"]
     per_site = moments_of_the_sites(run)
     assert start["kind"] == "discriminant" and start["left_out"] == []
@@ -162,6 +185,6 @@ def test_a_federated_run_starts_from_the_discriminant_of_the_moments_its_sites_s
             not {name for _, name, *_ in e["arrays"]} & MOMENT_NAMES for e in trained
         )
     # centralized, the pool is one site with the same clips: the same fit
-    pooled_report = started_run(prepared, tmp_path / "pooled", "federation.mode=centralized")
+    pooled_report = started_run(prepared, tmp_path / "pooled", SEEN, "federation.mode=centralized")
     assert pooled_report["initialisation"]["clips"] == {"pooled": int(pooled.counts.sum())}
     np.testing.assert_allclose(pooled_report["initialisation"]["ratios"], fit.ratios, rtol=1e-6)
