@@ -87,13 +87,19 @@ class ClassMoments:
         TaskArrays or TaskTensors: every clip that shows one action, under that action, from
         each task whose labels name actions (`Task.action_clips`: AR's every clip, TAD's clips
         inside a segment). None if no task of `data` names an action."""
-        parts = []
+        parts = cls.per_task(data, num_classes).values()
+        return functools.reduce(operator.add, parts) if parts else None
+
+    @classmethod
+    def per_task(cls, data: Mapping[str, Any], num_classes: int) -> dict[str, ClassMoments]:
+        """`of_tasks`, task by task: only the tasks whose labels name actions."""
+        out = {}
         for name, videos in data.items():
             labels = {key: np.asarray(value) for key, value in videos.labels.items()}
             clips = get_task(name).action_clips(np.asarray(videos.clip_features), labels)
             if clips is not None:
-                parts.append(cls.of_labelled(*clips, num_classes))
-        return functools.reduce(operator.add, parts) if parts else None
+                out[name] = cls.of_labelled(*clips, num_classes)
+        return out
 
     def __add__(self, other: ClassMoments) -> ClassMoments:
         if self.sums.shape != other.sums.shape:

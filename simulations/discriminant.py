@@ -55,10 +55,10 @@ def trained_tasks(config: RunConfig) -> tuple[str, ...]:
 
 def site_moments(
     run_dir: str | Path, config: RunConfig, tasks: Sequence[str] | None = None
-) -> dict[str, ClassMoments]:
-    """Per simulated site, the moments of its training clips that show an action, from the
-    videos of `tasks` (the run's trained tasks if None; `Task.action_clips`); sites without
-    such clips are left out."""
+) -> dict[str, dict[str, ClassMoments]]:
+    """Per simulated site, per task of `tasks` (the run's trained tasks if None) whose labels
+    name actions, the moments of its training clips that show an action (`Task.action_clips`);
+    sites without such clips are left out."""
     tasks = trained_tasks(config) if tasks is None else tuple(tasks)
     unknown = [name for name in tasks if name not in config.tasks.evaluated]
     if unknown:
@@ -75,8 +75,8 @@ def site_moments(
             arrays = load_task_arrays(world.root / site, layout.site_store(site), name, "train")
             if arrays is not None:
                 data[name] = arrays
-        moments = ClassMoments.of_tasks(data, config.heads.num_actions)
-        if moments is not None:
+        moments = ClassMoments.per_task(data, config.heads.num_actions)
+        if moments:
             out[site] = moments
     if not out:
         raise DiscriminantError(
@@ -130,8 +130,10 @@ def write_discriminant(
     if not layout.evaluation_set.is_file():
         raise DiscriminantError(f"{run_dir} has no {layout.evaluation_set.name} (not prepared)")
     tasks = trained_tasks(config) if tasks is None else tuple(tasks)
-    per_site = site_moments(run_dir, config, tasks)
+    per_task = site_moments(run_dir, config, tasks)
+    per_site = {site: functools.reduce(operator.add, m.values()) for site, m in per_task.items()}
     moments = functools.reduce(operator.add, per_site.values())
+    used = sorted({name for m in per_task.values() for name in m})  # tasks that gave clips
     classes = int((moments.counts > 0).sum())
     directions = classes - 1 if directions is None else directions
     fits = [fit_discriminant(moments, directions, s) for s in shrinkages]  # errors before work
@@ -153,7 +155,11 @@ def write_discriminant(
     result = {
         "run": str(run_dir),
         "directions": directions,
-        "tasks": list(tasks),
+        "tasks": used,
+        "clips_per_task": {
+            name: sum(int(m[name].counts.sum()) for m in per_task.values() if name in m)
+            for name in used
+        },
         "clips": {name: int(m.counts.sum()) for name, m in per_site.items()},
         "clips_per_class": [int(c) for c in moments.counts],
         "baseline": _summary(baseline),
@@ -188,8 +194,9 @@ def discriminant_markdown(result: dict[str, Any]) -> str:
     tasks = list(result["baseline"]["tasks"])
     lines = [
         f"Linear discriminant projection onto {result['directions']} directions, fitted to the "
-        f"clips that show an action in the {', '.join(result['tasks'])} videos of "
-        f"{len(result['clips'])} sites ({sum(result['clips'].values())} clips). "
+        "clips that show an action in the "
+        + ", ".join(f"{t} videos ({n} clips)" for t, n in result["clips_per_task"].items())
+        + f" of {len(result['clips'])} sites. "
         "Privacy: worst-case attacker cMAP on video features (lower is more private); tasks: "
         "val / test. Chosen on validation: the lowest val privacy among fits whose every task "
         "is within its allowed drop ("

@@ -70,6 +70,7 @@ def test_the_sites_moments_fit_an_adapter_that_ships_like_a_runs(prepared, tmp_p
         config.heads.num_actions,
     )
     assert result["clips_per_class"] == [int(c) for c in pooled.counts]
+    assert result["clips_per_task"] == {"ar": int(pooled.counts.sum())}
     directions = int((pooled.counts > 0).sum()) - 1
     assert result["directions"] == directions
     # the folder is a run folder: its adapter.npz, built with its config.yaml, is the chosen fit
