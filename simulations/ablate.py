@@ -6,15 +6,23 @@ Every variant is a run of the same config on the same world and the same cached 
 (prepared once in OUT/prepared; each variant's run folder links to them), differing only in
 what the variant changes:
 
-- `all_seen`: every evaluated task trained at the sites;
+- `all_seen`: every evaluated task trained at the sites, from the config's start
+  (`anonymizer.init`: the default starts from the sites' linear discriminant, which the run's
+  rule ships as round 0 when no trained round beats it on validation);
 - `ar_only`: only the `--seen` task trained (default ar); the others are evaluated, never
   trained: tasks the adapter never saw;
-- `ar_only_videos`: `ar_only`, but the sites' videos of the other tasks join L_LC (at weight
-  0 in `tasks.seen`, so no head of theirs shapes the adapter) and L_B stays on the seen task's
+- `all_seen_random`, `ar_only_random`: the two above from the seeded random adapter
+  (SPLAVU's start; only in the default list when the config starts elsewhere);
+
+and SPLAVU's losses, each from the seeded random adapter so that the losses shape what ships
+(against `ar_only_random`):
+
+- `ar_only_videos`: the sites' videos of the other tasks join L_LC (at weight 0 in
+  `tasks.seen`, so no head of theirs shapes the adapter) and L_B stays on the seen task's
   videos: no label of another task reaches the adapter, their footage does;
-- `no_lc`: `ar_only` without the latent-consistency term (loss.w_lc 0);
-- `no_budget`: `ar_only` without the privacy budget (loss.w_b 0);
-- `paper_weights`: `ar_only` with the paper's loss weights (loss.w_lc 100, w_t 1, w_b 1).
+- `no_lc`: without the latent-consistency term (loss.w_lc 0);
+- `no_budget`: without the privacy budget (loss.w_b 0);
+- `paper_weights`: the paper's loss weights (loss.w_lc 100, w_t 1, w_b 1).
 
 Writes OUT/ablation.md, ablation.json and ablation.png: per variant the selected round's
 worst-case privacy cMAP and every evaluated task's metric, beside the raw features'.
@@ -54,24 +62,44 @@ class Variant:
 _PAPER = LossConfig()
 _PAPER_WEIGHTS = tuple(f"loss.{w}={getattr(_PAPER, w):g}" for w in ("w_lc", "w_t", "w_b"))
 
+# SPLAVU's own start, whatever the config's (`anonymizer.init` discriminant starts from a
+# closed-form projection that the run's rule may ship as round 0, which no loss shapes).
+_RANDOM = "anonymizer.init=random"
+
 VARIANTS = (
     Variant("all_seen", "every evaluated task trained", False),
     Variant("ar_only", "only the seen task trained; the others never", True),
     Variant(
-        "ar_only_videos",
-        "seen task only; the others' videos in L_LC, never their labels",
+        "all_seen_random",
+        "all_seen, from the seeded random adapter (SPLAVU's start)",
+        False,
+        (_RANDOM,),
+    ),
+    Variant(
+        "ar_only_random",
+        "ar_only, from the seeded random adapter (SPLAVU's start)",
         True,
+        (_RANDOM,),
+    ),
+    Variant(
+        "ar_only_videos",
+        "ar_only_random; the others' videos in L_LC, never their labels",
+        True,
+        (_RANDOM,),
         other_videos=True,
     ),
-    Variant("no_lc", "seen task only, without L_LC (w_lc 0)", True, ("loss.w_lc=0",)),
-    Variant("no_budget", "seen task only, without L_B (w_b 0)", True, ("loss.w_b=0",)),
+    Variant("no_lc", "ar_only_random without L_LC (w_lc 0)", True, (_RANDOM, "loss.w_lc=0")),
+    Variant("no_budget", "ar_only_random without L_B (w_b 0)", True, (_RANDOM, "loss.w_b=0")),
     Variant(
         "paper_weights",
-        "seen task only, the paper's weights (w_lc 100, w_b 1)",
+        "ar_only_random with the paper's weights (w_lc 100, w_b 1)",
         True,
-        _PAPER_WEIGHTS,
+        (_RANDOM, *_PAPER_WEIGHTS),
     ),
 )
+# The variants that only differ from all_seen and ar_only when the config does not start at
+# random: left out of the default list for a config that does.
+_RANDOM_TWINS = ("all_seen_random", "ar_only_random")
 
 
 def variant_config(config: RunConfig, variant: Variant, seen: str, world_dir: Path) -> RunConfig:
@@ -97,6 +125,21 @@ def _link_shared(shared: RunLayout, run: RunLayout) -> None:
             os.symlink(source.resolve(), target)
 
 
+def chosen_variants(config: RunConfig, names: Sequence[str] | None) -> list[Variant]:
+    """The variants named (in VARIANTS' order), or by default all of them but, for a config
+    that starts from the random adapter anyway, the random twins of all_seen and ar_only."""
+    unknown = set(names or ()) - {v.name for v in VARIANTS}
+    if unknown:
+        raise AblationError(
+            f"unknown variant(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(v.name for v in VARIANTS)}"
+        )
+    if names is None:
+        twins = _RANDOM_TWINS if config.anonymizer.init == "random" else ()
+        return [v for v in VARIANTS if v.name not in twins]
+    return [v for v in VARIANTS if v.name in names]
+
+
 def run_ablation(
     config: RunConfig,
     out: str | Path,
@@ -106,13 +149,7 @@ def run_ablation(
 ) -> Path:
     """Run the variants (all of VARIANTS if None) and write the table; returns ablation.md."""
     out = Path(out)
-    chosen = [v for v in VARIANTS if variants is None or v.name in variants]
-    unknown = set(variants or ()) - {v.name for v in VARIANTS}
-    if unknown:
-        raise AblationError(
-            f"unknown variant(s) {', '.join(sorted(unknown))}; known: "
-            f"{', '.join(v.name for v in VARIANTS)}"
-        )
+    chosen = chosen_variants(config, variants)
     if seen not in config.tasks.evaluated:
         raise AblationError(
             f"--seen {seen!r} is not one of tasks.evaluated ({', '.join(config.tasks.evaluated)})"

@@ -773,10 +773,11 @@ def _add_ablate_parser(subparsers: argparse._SubParsersAction) -> Handler:
     parser = subparsers.add_parser(
         "ablate",
         help="generalisation and loss ablations: all tasks seen, one task seen, no L_LC, ...",
-        description="Run the variants of simulations/ablate.py (all_seen, ar_only, "
-        "ar_only_videos, no_lc, no_budget, paper_weights) on the same world and features, and "
-        "write OUT/ablation.md, ablation.json and ablation.png: each variant's privacy and "
-        "every evaluated task.",
+        description="Run the variants of simulations/ablate.py (all_seen, ar_only from the "
+        "config's start; all_seen_random, ar_only_random from the seeded random adapter when "
+        "the config starts elsewhere; ar_only_videos, no_lc, no_budget, paper_weights from the "
+        "random adapter) on the same world and features, and write OUT/ablation.md, "
+        "ablation.json and ablation.png: each variant's privacy and every evaluated task.",
     )
     parser.add_argument(
         "--out", required=True, type=path_argument, help="folder for the runs and the table"

@@ -12,6 +12,7 @@ from simulations.ablate import (
     AblationError,
     ablation_markdown,
     ablation_row,
+    chosen_variants,
     run_ablation,
 )
 from simulations.cli import main
@@ -29,18 +30,29 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
     args += ["--set", "evaluation.attackers=logistic"]
     # (not the paper's w_b, so that paper_weights has to set it back)
     args += ["--set", "loss.w_b=2"]
+    # the embedded default's start: the sites' discriminant, so the random twins run too
+    start = ["anonymizer.init=discriminant", "anonymizer.bottleneck=2"]
+    for override in start:
+        args += ["--set", override]
     assert main(args) == 0
-    base = load_config(CONFIG_DIR / "tiny.yaml", ["loss.w_b=2"])
+    base = load_config(CONFIG_DIR / "tiny.yaml", ["loss.w_b=2", *start])
     rows = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["variant"] for row in rows] == [v.name for v in VARIANTS]
     seen = {row["variant"]: row["seen"] for row in rows}
-    assert seen["all_seen"] == ["ar", "tad"]
-    one_task = ("ar_only", "ar_only_videos", "no_lc", "no_budget", "paper_weights")
+    assert seen["all_seen"] == seen["all_seen_random"] == ["ar", "tad"]
+    one_task = ("ar_only", "ar_only_random", "ar_only_videos", "no_lc", "no_budget",
+                "paper_weights")  # fmt: skip
     assert all(seen[v] == ["ar"] for v in one_task)
     for row in rows:
         assert set(row["anonymized"]) == {"privacy_cmap", "ar_top1", "tad_map"}
         assert all(value is not None for value in row["anonymized"].values())
-        config = json.loads(RunLayout(tmp_path / row["variant"]).report_json.read_text())["config"]
+        report = json.loads(RunLayout(tmp_path / row["variant"]).report_json.read_text())
+        config = report["config"]
+        # Only all_seen and ar_only start where the config does; the losses' variants start
+        # where SPLAVU does, so that what they ship is what their losses trained.
+        from_config = row["variant"] in ("all_seen", "ar_only")
+        assert config["anonymizer"]["init"] == ("discriminant" if from_config else "random")
+        assert bool(report["initialisation"]) == from_config  # the fit's account, or {}
         # Each variant changed only what it names.
         assert config["loss"]["w_lc"] == {"no_lc": 0.0, "paper_weights": 100.0}.get(
             row["variant"], base.loss.w_lc
@@ -52,7 +64,7 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
         if row["variant"] == "ar_only_videos":
             assert config["tasks"]["seen"] == {"ar": 1.0, "tad": 0.0}
             assert config["loss"]["budget_tasks"] == ["ar"]
-        elif row["variant"] != "all_seen":
+        elif row["variant"] not in ("all_seen", "all_seen_random"):
             assert config["tasks"]["seen"] == {"ar": 1.0}
             assert config["loss"]["budget_tasks"] == base.loss.budget_tasks
         # The features were extracted once, in the shared folder.
@@ -60,6 +72,22 @@ def test_every_variant_runs_on_the_shared_features_and_lands_in_one_table(tmp_pa
     table = (tmp_path / "ablation.md").read_text()
     assert "| raw features |" in table and "TAD mAP" in table
     assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_a_config_that_starts_at_random_leaves_out_the_random_twins_unless_named():
+    def names(config, asked=None):
+        return [v.name for v in chosen_variants(config, asked)]
+
+    every = [v.name for v in VARIANTS]
+    assert names(load_config(CONFIG_DIR / "tiny.yaml")) == [
+        n for n in every if n not in ("all_seen_random", "ar_only_random")
+    ]
+    started = load_config(
+        CONFIG_DIR / "tiny.yaml", ["anonymizer.init=discriminant", "anonymizer.bottleneck=2"]
+    )
+    assert names(started) == every
+    asked = ["no_lc", "ar_only_random"]
+    assert names(load_config(CONFIG_DIR / "tiny.yaml"), asked) == ["ar_only_random", "no_lc"]
 
 
 def test_an_unknown_variant_is_refused_before_anything_runs(tmp_path):
