@@ -1,4 +1,5 @@
-"""A closed-form anonymizer: the linear discriminant projection of the sites' action clips.
+"""A closed-form anonymizer: the linear discriminant projection of the sites' action-labelled
+clips.
 
 The released features are the encoder's, projected onto the K <= C - 1 directions along which
 the C actions differ most relative to how the clips of one action vary (Fisher's linear
@@ -14,7 +15,9 @@ AnonymizingAdapter with no blocks and a rank-K output (`anonymizer.layers` 0,
 Everything the fit needs is a sum over clips (`ClassMoments`): per action the clip count and
 the sum of the clips' features, and the sum of their outer products. A site's moments add to
 another's, so the pooled fit is the fit of the sum of the sites' moments, which one federated
-round of sums would deliver.
+round of sums would deliver. The clips are those that show one action, from every task whose
+labels name actions (`Task.action_clips`): each action video's clips, and each TAD video's
+clips inside a labelled segment.
 """
 
 from __future__ import annotations

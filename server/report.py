@@ -293,7 +293,8 @@ def _selection_sentence(report: dict[str, Any]) -> str:
     )
     if start.get("kind") == "discriminant":
         sentence += (
-            " Round 0 is the linear discriminant projection of the sites' action clips "
+            " Round 0 is the linear discriminant projection of the sites' clips that show an "
+            "action "
             f"(`anonymizer.init` discriminant, shrinkage {float(start['shrinkage']):g}, "
             f"{sum(start['clips'].values())} clips of {len(start['clips'])} sites"
             + (f", {len(start['left_out'])} site(s) left out" if start["left_out"] else "")

@@ -72,8 +72,9 @@ class RoundOutcome:
 
 @dataclass
 class SiteMoments:
-    """The sites' moments of their training action clips (`anonymizer.init` discriminant), by
-    site; the sites left out, with why; the server's wire record of the exchange."""
+    """The sites' moments of their training clips that show an action (`anonymizer.init`
+    discriminant), by site; the sites left out, with why; the server's wire record of the
+    exchange."""
 
     sites: dict[str, ClassMoments] = field(default_factory=dict)
     left_out: list[dict[str, str]] = field(default_factory=list)
