@@ -258,6 +258,10 @@ def discriminant_start(
     dim = arrays["adapter.bottleneck.0.weight"].shape[1]
     moments = trainer.class_moments(config.heads.num_actions, dim)
     wire.append(RunLayout(run_dir).wire_log, moments.wire)
+    # The exchange is round 0's traffic (the rounds table's MB columns)
+    for direction in ("down", "up"):
+        total = sum(e["bytes"] for e in moments.wire if e["direction"] == direction)
+        setattr(history.rounds[0], f"bytes_{direction}", int(total))
     if not moments.sites:
         raise RunStopped(
             "no site sent the moments of its action-labelled clips: the discriminant cannot be "

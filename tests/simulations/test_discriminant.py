@@ -176,6 +176,10 @@ def test_a_federated_run_starts_from_the_discriminant_of_the_moments_its_sites_s
     for entry in server:
         assert {name for _, name, *_ in entry["arrays"]} == MOMENT_NAMES
         assert entry["round"] == 0 and not entry["outside_allowlist"]
+    # and they are round 0's traffic in the report
+    for direction in ("down", "up"):
+        sent = sum(e["bytes"] for e in server if e["direction"] == direction)
+        assert report["rounds"][0][f"bytes_{direction}"] == sent > 0
     for site in per_site:
         own = wire.read(audit_path(run / "features" / f"{site}.h5"))
         sent = [e for e in own if e["kind"] == "query" and e["direction"] == "up"]
