@@ -464,10 +464,11 @@ class RunConfig:
                 f"number of sites, 'world.sites' ({self.world.sites})"
             )
         if self.anonymizer.init == "discriminant":
-            if "ar" not in self.tasks.seen:
+            if self.tasks.seen.get("ar", 0) <= 0:
                 raise ConfigError(
-                    "'anonymizer.init' discriminant is fitted to the sites' action labels: "
-                    f"'tasks.seen' must include ar (it has {', '.join(self.tasks.seen)})"
+                    "'anonymizer.init' discriminant is fitted to the sites' action labels and "
+                    "its rule is the action head: 'tasks.seen' must train ar at a positive "
+                    f"weight (it has {self.tasks.seen})"
                 )
             if self.anonymizer.bottleneck > self.heads.num_actions - 1:
                 raise ConfigError(

@@ -12,7 +12,8 @@ what the variant changes:
 - `ar_only`: only the `--seen` task trained (default ar); the others are evaluated, never
   trained: tasks the adapter never saw;
 - `all_seen_random`, `ar_only_random`: the two above from the seeded random adapter
-  (SPLAVU's start; only in the default list when the config starts elsewhere);
+  (SPLAVU's start) at the config's bottleneck; only in the default list when the config
+  starts elsewhere;
 
 and SPLAVU's losses, each from the seeded random adapter so that the losses shape what ships
 (against `ar_only_random`):
@@ -71,13 +72,13 @@ VARIANTS = (
     Variant("ar_only", "only the seen task trained; the others never", True),
     Variant(
         "all_seen_random",
-        "all_seen, from the seeded random adapter (SPLAVU's start)",
+        "all_seen from the seeded random adapter (SPLAVU's start), same bottleneck",
         False,
         (_RANDOM,),
     ),
     Variant(
         "ar_only_random",
-        "ar_only, from the seeded random adapter (SPLAVU's start)",
+        "ar_only from the seeded random adapter (SPLAVU's start), same bottleneck",
         True,
         (_RANDOM,),
     ),
@@ -155,6 +156,8 @@ def run_ablation(
             f"--seen {seen!r} is not one of tasks.evaluated ({', '.join(config.tasks.evaluated)})"
         )
     check_runnable(config)  # a typo in the strategy stops here, not after the preparation
+    for variant in chosen:  # a variant the config cannot run also stops here
+        variant_config(config, variant, seen, Path(config.world.dir or "."))
     output_folder(out)
     shared = RunLayout(out / "prepared")
     world_dir = shared.world(config.world.dir)

@@ -631,7 +631,7 @@ def _discriminant_command(args: argparse.Namespace) -> int:
             f"--shrinkage takes comma-separated numbers in [0, 1], got {args.shrinkage!r}"
         ) from None
     progress = _progress_lines(args, "evaluating")
-    tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
+    tasks = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
     table = write_discriminant(
         args.run, args.out, args.directions, shrinkages, tasks=tasks, progress=progress
     )

@@ -33,7 +33,7 @@ from common.config import RunConfig, save_config
 from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
 from common.layout import RunLayout
-from common.sitedata import load_task_arrays
+from common.sitedata import load_task_arrays, site_datasets
 from common.weights import load_shareable
 from edge_export.artifact import run_config
 from server.rounds import initial_model, save_adapter
@@ -60,18 +60,18 @@ def site_moments(
     name actions, the moments of its training clips that show an action (`Task.action_clips`);
     sites without such clips are left out."""
     tasks = trained_tasks(config) if tasks is None else tuple(tasks)
-    unknown = [name for name in tasks if name not in config.tasks.evaluated]
+    unknown = [name for name in tasks if name not in config.tasks.seen]
     if unknown:
         raise DiscriminantError(
-            f"task(s) {', '.join(unknown)} are not among the run's evaluated tasks "
-            f"({', '.join(config.tasks.evaluated)})"
+            f"task(s) {', '.join(unknown)} are not among the tasks the run's sites encoded, its "
+            f"seen tasks ({', '.join(config.tasks.seen)})"
         )
     layout = RunLayout(Path(run_dir))
     world = load_world(world_dir_of(config, layout.root))
     out = {}
     for site in world.sites:
         data = {}
-        for name in tasks:
+        for name in site_datasets(world.root / site, tasks):  # the tasks the site has videos of
             arrays = load_task_arrays(world.root / site, layout.site_store(site), name, "train")
             if arrays is not None:
                 data[name] = arrays

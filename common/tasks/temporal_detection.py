@@ -371,13 +371,16 @@ class TemporalActionDetection(Task):
     def action_clips(
         self, clips: np.ndarray, labels: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The clips whose centre lies inside exactly one labelled segment, under that
-        segment's action (the instants the detector's centre sampling could make positive);
-        background clips and clips where segments overlap are left out."""
-        segments = np.asarray(labels["segments"])  # (N, S, 3) normalised time, padding -1
+        """The clips whose centre lies inside exactly one labelled segment (start <= centre <
+        end), under that segment's action; background clips and clips inside overlapping
+        segments are left out. Computed as `assign_targets` places segments (float32, in clips
+        from the sequence start), so that a boundary on a clip's centre falls the same way."""
+        segments = np.asarray(labels["segments"], dtype=np.float32)  # (N, S, 3), padding -1
         num_clips = clips.shape[1]
-        centres = (np.arange(num_clips) + 0.5) / num_clips  # (C,) in normalised time
-        start, end, action = (segments[..., k, None] for k in range(3))  # (N, S, 1) each
+        centres = np.arange(num_clips, dtype=np.float32) + np.float32(0.5)  # (C,) in clips
+        length = np.float32(num_clips)
+        start, end = (segments[..., k, None] * length for k in range(2))  # (N, S, 1) in clips
+        action = segments[..., 2, None]
         inside = (centres >= start) & (centres < end) & (action >= 0)  # (N, S, C)
         keep = inside.sum(axis=1) == 1  # (N, C)
         which = inside.argmax(axis=1)  # (N, C) the segment a kept clip lies in

@@ -201,7 +201,8 @@ def test_a_discriminant_start_needs_action_labels_and_at_most_actions_minus_one_
     assert from_dict(RunConfig, base).anonymizer.shrinkage == 1e-3
     with pytest.raises(ConfigError, match="at most 7 directions"):
         from_dict(RunConfig, {"anonymizer": {"init": "discriminant", "bottleneck": 8}})
-    with pytest.raises(ConfigError, match="must include ar"):
-        from_dict(RunConfig, {**base, "tasks": {"seen": {"tad": 1.0}}})
+    for seen in ({"tad": 1.0}, {"ar": 0.0, "tad": 1.0}):  # no action head trained
+        with pytest.raises(ConfigError, match="must train ar at a positive weight"):
+            from_dict(RunConfig, {**base, "tasks": {"seen": seen}})
     with pytest.raises(ConfigError, match="'anonymizer.shrinkage'"):
         from_dict(RunConfig, {"anonymizer": {"shrinkage": float("nan")}})

@@ -90,6 +90,20 @@ def test_each_task_gives_the_clips_that_show_one_action_under_that_action():
     assert get_task("ad").action_clips(clips, {"anomalous": np.zeros(5)}) is None
 
 
+def test_a_boundary_on_a_clips_centre_falls_as_the_detectors_targets_place_it():
+    # 160 frames in 10 clips of 16: segments from frame 24 to 56 and from 88 to 136 start on
+    # the centres of clips 1 and 5 (inside: start <= centre) and end on those of clips 3 and 8
+    # (outside: centre < end), as common.tasks.temporal_detection.assign_targets places them
+    frames, num_clips = 160, 10
+    segments = np.array(
+        [[[24 / frames, 56 / frames, 3], [88 / frames, 136 / frames, 1]]], dtype=np.float32
+    )
+    clips = np.arange(num_clips, dtype=np.float32)[None, :, None] * np.ones(D, np.float32)
+    x, y = get_task("tad").action_clips(clips, {"segments": segments})
+    np.testing.assert_array_equal(x[:, 0], [1, 2, 5, 6, 7])
+    np.testing.assert_array_equal(y, [3, 3, 1, 1, 1])
+
+
 def test_a_sites_moments_sum_its_trained_tasks_action_clips_and_nothing_else():
     rng = np.random.default_rng(8)
     clips, labels, _ = clips_with_a_private_attribute(6, 0)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from common.config import LossConfig, load_config
+from common.config import ConfigError, LossConfig, load_config
 from common.layout import RunLayout
 from simulations.ablate import (
     VARIANTS,
@@ -88,6 +88,17 @@ def test_a_config_that_starts_at_random_leaves_out_the_random_twins_unless_named
     assert names(started) == every
     asked = ["no_lc", "ar_only_random"]
     assert names(load_config(CONFIG_DIR / "tiny.yaml"), asked) == ["ar_only_random", "no_lc"]
+
+
+def test_a_variant_the_config_cannot_run_is_refused_before_anything_runs(tmp_path):
+    # a discriminant start needs AR trained, so a one-task variant on TAD cannot run
+    config = load_config(CONFIG_DIR / "tiny.yaml", [
+        "anonymizer.init=discriminant", "anonymizer.bottleneck=2",
+        "tasks.seen={ar: 1, tad: 1}", "tasks.evaluated={ar: 2, tad: 2}",
+    ])  # fmt: skip
+    with pytest.raises(ConfigError, match="ar at a positive weight"):
+        run_ablation(config, tmp_path / "out", seen="tad")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unknown_variant_is_refused_before_anything_runs(tmp_path):

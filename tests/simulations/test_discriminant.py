@@ -105,7 +105,7 @@ def test_more_directions_than_the_classes_give_is_refused_before_any_work(prepar
     assert main(["discriminant", str(prepared), "--out", str(out), "--tasks", "ar,tad",
                  "--quiet"]) != 0  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tad" in err[0] and "evaluated tasks" in err[0]
+    assert len(err) == 1 and "tad" in err[0] and "seen tasks" in err[0]
     assert not out.exists()
 
 
