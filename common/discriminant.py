@@ -158,11 +158,16 @@ class Discriminant:
         }
 
 
+def trained_tasks(config: RunConfig) -> tuple[str, ...]:
+    """The tasks whose labels the fit reads: those the run trains at a positive weight in
+    `tasks.seen` (a task at weight 0 lends its footage to L_LC, never its labels)."""
+    return tuple(name for name, weight in config.tasks.seen.items() if weight > 0)
+
+
 def trained_moments(config: RunConfig, data: Mapping[str, Any]) -> ClassMoments | None:
     """The moments a site (or the pool) contributes: of its videos (task name -> TaskArrays
-    or TaskTensors) of the tasks the run trains at a positive weight in `tasks.seen` (a task
-    at weight 0 lends its footage to L_LC, never its labels). None if none names an action."""
-    trained = {name: videos for name, videos in data.items() if config.tasks.seen.get(name, 0) > 0}
+    or TaskTensors) of the `trained_tasks`. None if none of them names an action."""
+    trained = {name: videos for name, videos in data.items() if name in trained_tasks(config)}
     return ClassMoments.of_tasks(trained, config.heads.num_actions)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from common.atomic import atomic_path, atomic_write_text, check_output_folder, output_folder
 from common.config import RunConfig, save_config
-from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant
+from common.discriminant import ClassMoments, DiscriminantError, fit_discriminant, trained_tasks
 from common.evaluation import CentralEvaluator, Evaluation, EvaluationSet
 from common.layout import RunLayout
 from common.sitedata import load_task_arrays, site_datasets
@@ -47,16 +47,10 @@ SHRINKAGES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 HEAD_TASK = "ar"  # the task whose head the discriminant's rule is: the action classes'
 
 
-def trained_tasks(config: RunConfig) -> tuple[str, ...]:
-    """The tasks whose labels the run's own `anonymizer.init: discriminant` would fit to: those
-    it trains at a positive weight."""
-    return tuple(name for name, weight in config.tasks.seen.items() if weight > 0)
-
-
 def site_moments(
     run_dir: str | Path, config: RunConfig, tasks: Sequence[str] | None = None
 ) -> dict[str, dict[str, ClassMoments]]:
-    """Per simulated site, per task of `tasks` (the run's trained tasks if None) whose labels
+    """Per simulated site, per task of `tasks` (the run's `trained_tasks` if None) whose labels
     name actions, the moments of its training clips that show an action (`Task.action_clips`);
     sites without such clips are left out."""
     tasks = trained_tasks(config) if tasks is None else tuple(tasks)
@@ -129,7 +123,6 @@ def write_discriminant(
     config = run_config(run_dir)
     if not layout.evaluation_set.is_file():
         raise DiscriminantError(f"{run_dir} has no {layout.evaluation_set.name} (not prepared)")
-    tasks = trained_tasks(config) if tasks is None else tuple(tasks)
     per_task = site_moments(run_dir, config, tasks)
     per_site = {site: functools.reduce(operator.add, m.values()) for site, m in per_task.items()}
     moments = functools.reduce(operator.add, per_site.values())
